@@ -1,0 +1,3 @@
+from lmt_stereotype.cli import main
+
+main()

@@ -1,0 +1,161 @@
+"""``lmt-stereotype``: one subcommand per pipeline stage.
+
+The same functions run behind this CLI, the MLproject entry points and the
+``dvc.yaml`` stages. Bad input exits with code 2 and a one-line message naming the
+file and the problem; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lmt_stereotype.config import Params, load_params
+from lmt_stereotype.errors import InputError
+
+app = typer.Typer(
+    help="Tell a laboratory mouse's sex and age from where and when it stops (Live Mouse Tracker).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+)
+log = logging.getLogger("lmt_stereotype")
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Parameter file.", show_default=True)]
+_state = {"debug": False}
+
+
+def _progress() -> bool:
+    """Progress bars only for a person at a terminal, never in CI logs."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(message)s" if debug else "%(message)s"
+    )
+
+
+@app.command()
+def simulate(
+    params_path: ParamsOpt = Path("params.yaml"),
+    out: Annotated[Path | None, typer.Option(help="Raw folder to write [default: data.raw].")] = None,
+    force: Annotated[bool, typer.Option(help="Rewrite even if the folder is up to date.")] = False,
+) -> None:
+    """Write the synthetic cohort (LMT databases + manifest) into the raw folder.
+
+    Skips when the folder already holds the same simulation; refuses to overwrite a
+    folder of real recordings (one without simulation.json).
+    """
+    from lmt_stereotype.simulate import write_simulated_cohort
+    from lmt_stereotype.tracking import stage_run
+
+    params = load_params(params_path)
+    out = out or params.data.raw
+    with stage_run("simulate", params, ("simulate", "histograms", "cage_layout")) as run:
+        wrote = write_simulated_cohort(params, out, force=force, progress=_progress())
+        run.set_tags({"raw_dir": str(out), "written": str(wrote)})
+    log.info("simulate: %s %s", "wrote" if wrote else "up to date, kept", out)
+
+
+@app.command()
+def stops(
+    db: Annotated[Path | None, typer.Argument(help="One LMT database; omit to process the manifest's cohort.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output table for DB (.csv or .parquet).")] = None,
+    params_path: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Detect every stop of every identified mouse (speed <= threshold held >= min duration).
+
+    With DB: one row per stop to --out (animal_id, rfid, start_frame, end_frame, start_s,
+    duration_s, x_cm, y_cm, n_detections). Without: every recording of the manifest into
+    the stops folder (the DVC stage).
+    """
+    from lmt_stereotype.files import write_table
+    from lmt_stereotype.stops import recording_stops
+
+    params = load_params(params_path)
+    if db is not None:
+        table, _ = recording_stops(db, params.lmt, params.stops)
+        if out is None:
+            table.to_csv(sys.stdout, index=False)
+        else:
+            write_table(table, out)
+            log.info("stops: %d stops of %d animals -> %s", len(table), table["animal_id"].nunique(), out)
+        return
+    _stops_stage(params)
+
+
+def _stops_stage(params: Params) -> None:
+    from lmt_stereotype.stops import detect_cohort_stops
+    from lmt_stereotype.tracking import stage_run
+
+    with stage_run("stops", params, ("lmt", "stops")) as run:
+        summary = detect_cohort_stops(params.data.manifest, params.data.stops, params.lmt, params.stops, progress=_progress())
+        run.log_metrics({"n_recordings": len(summary), "n_stops": int(summary["n_stops"].sum())})
+        run.log_artifact(params.data.stops / "recordings.csv")
+    log.info("stops: %d stops in %d recordings -> %s", summary["n_stops"].sum(), len(summary), params.data.stops)
+
+
+@app.command()
+def histograms(params_path: ParamsOpt = Path("params.yaml")) -> None:
+    """Build the stacks of stop histograms (T intervals x N x N tiles) of every mouse-recording."""
+    _histograms_stage(load_params(params_path))
+
+
+def _histograms_stage(params: Params) -> None:
+    from lmt_stereotype.files import write_json
+    from lmt_stereotype.histograms import build_cohort_stacks
+    from lmt_stereotype.tracking import stage_run
+
+    with stage_run("histograms", params, ("histograms", "lmt")) as run:
+        counts = build_cohort_stacks(params.data.manifest, params.data.stops, params.data.stacks, params.lmt, params.histograms)
+        report = params.data.reports / "preprocess.json"
+        write_json(counts, report)
+        run.log_metrics(counts)
+        run.log_artifact(report)
+    log.info(
+        "histograms: %d stacks of %dx%dx%d (%d stops) -> %s",
+        counts["n_samples"],
+        params.histograms.n_intervals,
+        params.histograms.grid,
+        params.histograms.grid,
+        counts["n_stops_in_window"],
+        params.data.stacks,
+    )
+
+
+@app.command()
+def preprocess(params_path: ParamsOpt = Path("params.yaml")) -> None:
+    """Stops then histograms, as one MLflow run with a nested run per stage."""
+    from lmt_stereotype.tracking import stage_run
+
+    params = load_params(params_path)
+    with stage_run("preprocess", params):
+        _stops_stage(params)
+        _histograms_stage(params)
+
+
+def main() -> None:
+    """Console entry point: bad input is a message and exit code 2, not a traceback."""
+    try:
+        app()
+    except InputError as exc:
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,145 @@
+"""Typed configuration, read from ``params.yaml`` and validated once at the edge.
+
+Every stage receives a :class:`Params` object; nothing downstream re-reads the YAML
+or guesses defaults. A wrong type, an out-of-range value or an unknown key is an
+:class:`~lmt_stereotype.errors.InputError` that names the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lmt_stereotype.errors import InputError
+
+CLASSES: tuple[str, ...] = ("AM", "JM", "AF", "JF")
+"""Class order used everywhere (confusion matrices, model outputs): the paper's Table 1."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataPaths(_Section):
+    """Where each stage reads and writes, relative to the project root."""
+
+    raw: Path = Path("data/raw")
+    manifest: Path = Path("data/raw/manifest.csv")
+    stops: Path = Path("data/interim/stops")
+    stacks: Path = Path("data/processed/stacks.npz")
+    reports: Path = Path("reports")
+
+
+class LMTGeometry(_Section):
+    """Camera geometry and tracking conventions of an LMT set-up (FORMAT.md)."""
+
+    fps: float = Field(30.0, gt=0)
+    px_per_cm: float = Field(5.7, gt=0, description="57 px per 10 cm (lmt-analysis scaleFactor)")
+    arena_origin_px: tuple[float, float] = (114.0, 63.0)
+    arena_size_cm: float = Field(50.0, gt=0)
+    min_mass_x_px: float = Field(10.0, ge=0, description="detections with MASS_X below are junk")
+    chunk_rows: int = Field(1_000_000, gt=0, description="rows fetched from SQLite at a time")
+
+
+class StopParams(_Section):
+    """The paper's stop: centre-of-mass speed <= 5 cm/s held for >= 1 s."""
+
+    speed_threshold_cm_s: float = Field(5.0, gt=0)
+    min_duration_s: float = Field(1.0, gt=0)
+    speed_window_frames: int = Field(7, ge=3)
+    max_gap_frames: int = Field(15, ge=0)
+
+    @model_validator(mode="after")
+    def _odd_window(self) -> StopParams:
+        if self.speed_window_frames % 2 == 0:
+            raise ValueError("stops.speed_window_frames must be odd (a centred window)")
+        return self
+
+
+class HistogramParams(_Section):
+    """Stack geometry: ``n_intervals`` time bins of ``interval_s`` by a ``grid`` x ``grid`` cage."""
+
+    n_intervals: int = Field(72, gt=0)
+    interval_s: float = Field(3600.0, gt=0)
+    grid: int = Field(30, gt=0)
+
+
+class Circle(_Section):
+    x: float
+    y: float
+    r: float = Field(gt=0)
+
+
+class Rect(_Section):
+    x: float
+    y: float
+    width: float = Field(gt=0)
+    height: float = Field(gt=0)
+
+
+class CageLayout(_Section):
+    """Landmarks in cm from the arena's top-left corner, y pointing down (image convention)."""
+
+    house: Rect = Rect(x=0, y=0, width=14, height=14)
+    feeders: tuple[Circle, ...] = (Circle(x=46, y=12, r=3), Circle(x=25, y=46, r=3))
+    water: Circle = Circle(x=46, y=46, r=2)
+
+
+class Effects(_Section):
+    """Planted class effects of the simulator; ``strength: 0`` turns every one off."""
+
+    strength: float = Field(1.0, ge=0)
+    female_house: float = Field(2.0, ge=0, description="adult females favour the house")
+    male_lower_border: float = Field(2.0, ge=0, description="males favour the lower border")
+    juvenile_centre: float = Field(2.0, ge=0, description="juveniles stop in the open centre")
+    juvenile_male_mix: float = Field(
+        0.5, ge=0, le=1, description="share of the male effect in juvenile males (rest: juvenile)"
+    )
+
+
+class SimulateParams(_Section):
+    profile: Literal["demo", "paper"] = "demo"
+    seed: int = 0
+    n_cages: int = Field(12, ge=2)
+    effects: Effects = Effects()
+    cage_variability: float = Field(0.5, ge=0, description="sd of the per-cage log site weights")
+    mouse_variability: float = Field(0.25, ge=0, description="sd of the per-mouse log site weights")
+
+
+class MlflowParams(_Section):
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "lmt-stereotype"
+
+
+class Params(_Section):
+    data: DataPaths = DataPaths()
+    lmt: LMTGeometry = LMTGeometry()
+    stops: StopParams = StopParams()
+    histograms: HistogramParams = HistogramParams()
+    cage_layout: CageLayout = CageLayout()
+    simulate: SimulateParams = SimulateParams()
+    mlflow: MlflowParams = MlflowParams()
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``; every problem names its key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise InputError(path, "parameter file not found") from None
+    except yaml.YAMLError as exc:
+        raise InputError(path, f"not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InputError(path, "expected a mapping of sections at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise InputError(path, problems) from None

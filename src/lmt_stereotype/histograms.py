@@ -1,0 +1,140 @@
+"""Stacks of stop histograms: T time intervals x an N x N grid over the cage.
+
+A stop belongs to the interval of its start and the tile of its mean position;
+positions outside the arena are clipped to the border tile, stops starting after
+the last interval are left out (and counted). Array layout: ``[t, row, col]`` with
+row = y (top of the image first) and col = x, as the camera sees the cage.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lmt_stereotype.config import CLASSES, HistogramParams, LMTGeometry
+from lmt_stereotype.errors import InputError
+from lmt_stereotype.files import read_table, save_npz
+from lmt_stereotype.manifest import read_manifest, resolve
+
+log = logging.getLogger(__name__)
+
+
+def stop_histograms(
+    start_s: np.ndarray, x_cm: np.ndarray, y_cm: np.ndarray, params: HistogramParams, arena_size_cm: float
+) -> np.ndarray:
+    """Count stops per (interval, row, col): a float32 array of shape (T, N, N)."""
+    T, N = params.n_intervals, params.grid
+    t = np.floor(np.asarray(start_s, dtype=np.float64) / params.interval_s).astype(np.int64)
+    inside = (t >= 0) & (t < T)
+    cell = arena_size_cm / N
+    col = np.clip(np.floor(np.asarray(x_cm) / cell), 0, N - 1).astype(np.int64)
+    row = np.clip(np.floor(np.asarray(y_cm) / cell), 0, N - 1).astype(np.int64)
+    flat = (t * N + row) * N + col
+    counts = np.bincount(flat[inside], minlength=T * N * N)
+    return counts.reshape(T, N, N).astype(np.float32)
+
+
+@dataclass
+class Stacks:
+    """All mouse-recordings of a cohort: stacks ``X`` (n, T, N, N) with labels and groups."""
+
+    X: np.ndarray
+    label: np.ndarray  # "AM", "JM", "AF", "JF"
+    cage: np.ndarray
+    recording: np.ndarray
+    animal_id: np.ndarray
+    sample: np.ndarray
+    interval_s: float
+
+    @property
+    def y(self) -> np.ndarray:
+        """Class indices in the order of :data:`~lmt_stereotype.config.CLASSES`."""
+        return np.array([CLASSES.index(lbl) for lbl in self.label], dtype=np.int64)
+
+    def save(self, path: Path | str) -> None:
+        save_npz(
+            path,
+            X=self.X,
+            label=self.label.astype(str),
+            cage=self.cage.astype(str),
+            recording=self.recording.astype(str),
+            animal_id=self.animal_id.astype(np.int64),
+            sample=self.sample.astype(str),
+            interval_s=np.float64(self.interval_s),
+            classes=np.array(CLASSES),
+        )
+
+    @classmethod
+    def load(cls, path: Path | str) -> Stacks:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(
+                X=z["X"],
+                label=z["label"],
+                cage=z["cage"],
+                recording=z["recording"],
+                animal_id=z["animal_id"],
+                sample=z["sample"],
+                interval_s=float(z["interval_s"]),
+            )
+
+
+def build_stacks(
+    samples: pd.DataFrame, stops_by_recording: dict[str, pd.DataFrame], params: HistogramParams, arena_size_cm: float
+) -> Stacks:
+    """One stack per row of a resolved manifest (see :func:`lmt_stereotype.manifest.resolve`)."""
+    X = np.zeros((len(samples), params.n_intervals, params.grid, params.grid), dtype=np.float32)
+    for k, row in enumerate(samples.itertuples(index=False)):
+        stops = stops_by_recording[row.recording_id]
+        mine = stops[stops["animal_id"] == row.animal_id]
+        X[k] = stop_histograms(
+            mine["start_s"].to_numpy(), mine["x_cm"].to_numpy(), mine["y_cm"].to_numpy(), params, arena_size_cm
+        )
+    return Stacks(
+        X=X,
+        label=samples["label"].to_numpy(dtype=str),
+        cage=samples["cage"].to_numpy(dtype=str),
+        recording=samples["recording_id"].to_numpy(dtype=str),
+        animal_id=samples["animal_id"].to_numpy(dtype=np.int64),
+        sample=samples["sample"].to_numpy(dtype=str),
+        interval_s=params.interval_s,
+    )
+
+
+def build_cohort_stacks(
+    manifest_path: Path, stops_dir: Path, out_path: Path, geometry: LMTGeometry, params: HistogramParams
+) -> dict[str, float]:
+    """Stacks for every mouse-recording of the manifest, saved to ``out_path``; returns counts.
+
+    A recording shorter than the stack's window gets empty trailing intervals (warned);
+    stops after the window are left out (logged and counted).
+    """
+    samples = resolve(read_manifest(manifest_path), manifest_path, geometry)
+    summary = read_table(stops_dir / "recordings.csv").set_index("recording_id")
+    window_s = params.n_intervals * params.interval_s
+    stops = {}
+    for rid in samples["recording_id"].unique():
+        if rid not in summary.index:
+            raise InputError(stops_dir, f"no stops for recording {rid}: run the stops stage first")
+        stops[rid] = read_table(stops_dir / f"{rid}.parquet")
+        duration = summary.at[rid, "duration_s"]
+        if duration < window_s:
+            log.warning("%s lasts %.0f s, shorter than the %.0f s window: the last intervals stay empty", rid, duration, window_s)
+        elif duration > window_s:
+            log.info("%s lasts %.0f s: stops after the first %.0f s are left out", rid, duration, window_s)
+    stacks = build_stacks(samples, stops, params, geometry.arena_size_cm)
+    stacks.save(out_path)
+    n_total = sum(len(s[s["animal_id"].isin(samples.loc[samples.recording_id == r, "animal_id"])]) for r, s in stops.items())
+    counts = {f"n_{c}": int((stacks.label == c).sum()) for c in CLASSES}
+    return {
+        "n_samples": len(samples),
+        "n_cages": samples["cage"].nunique(),
+        "n_recordings": len(stops),
+        "n_stops": n_total,
+        "n_stops_in_window": int(stacks.X.sum()),
+        "n_stops_after_window": n_total - int(stacks.X.sum()),
+        **counts,
+    }

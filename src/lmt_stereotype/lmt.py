@@ -1,0 +1,234 @@
+"""Reading Live Mouse Tracker (LMT) SQLite recordings, read-only and one animal at a time.
+
+Follows ``shared/lmt/FORMAT.md``: ANIMAL with 3 to 9 columns, EVENT with or without
+METADATA, anonymous detections (ANIMALID NULL) ignored, duplicated (animal, frame)
+rows collapsed, dropped frames tolerated, MASS_X below a threshold dropped as junk.
+Tracks are streamed in chunks through the covering index
+``detectionFastLoadXYIndex`` so that neither the DATA column nor a whole recording
+is ever held in memory.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lmt_stereotype.config import LMTGeometry
+from lmt_stereotype.errors import InputError
+
+SCHEMA = """
+CREATE TABLE ANIMAL (ID INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, RFID TEXT, GENOTYPE TEXT, NAME TEXT);
+CREATE TABLE DETECTION (ID INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, FRAMENUMBER INTEGER, ANIMALID INTEGER,
+  MASS_X REAL, MASS_Y REAL, MASS_Z REAL, FRONT_X REAL, FRONT_Y REAL, FRONT_Z REAL,
+  BACK_X REAL, BACK_Y REAL, BACK_Z REAL, REARING INTEGER, LOOK_UP INTEGER, LOOK_DOWN INTEGER,
+  DATA TEXT NOT NULL,
+  FOREIGN KEY(ANIMALID) REFERENCES ANIMAL(ID), FOREIGN KEY(FRAMENUMBER) REFERENCES FRAME(FRAMENUMBER));
+CREATE TABLE FRAME (FRAMENUMBER INTEGER NOT NULL UNIQUE, TIMESTAMP INTEGER, NUMPARTICLE INTEGER, PAUSED INTEGER,
+  TEMPERATURE REAL, HUMIDITY REAL, SOUND REAL, LIGHTVISIBLE REAL, LIGHTVISIBLEANDIR REAL, PRIMARY KEY(FRAMENUMBER));
+CREATE TABLE EVENT (ID INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, NAME TEXT, DESCRIPTION TEXT, STARTFRAME INTEGER,
+  ENDFRAME INTEGER, IDANIMALA INTEGER, IDANIMALB INTEGER, IDANIMALC INTEGER, IDANIMALD INTEGER, METADATA TEXT);
+CREATE TABLE RFIDEVENT (ID INTEGER PRIMARY KEY AUTOINCREMENT, RFID TEXT, TIME INTEGER, X INTEGER, Y INTEGER);
+"""
+"""Tables exactly as the LMT tracker creates them (FORMAT.md)."""
+
+INDEXES = """
+CREATE INDEX animalIndex ON ANIMAL(ID);
+CREATE INDEX detectionIndex ON DETECTION(ID, FRAMENUMBER);
+CREATE INDEX detetIdIndex ON DETECTION(ID);
+CREATE INDEX detframenumberIndex ON DETECTION(FRAMENUMBER);
+CREATE INDEX detectionFastLoadXYIndex ON DETECTION(ANIMALID, FRAMENUMBER, MASS_X, MASS_Y);
+CREATE INDEX eventIndex ON EVENT(ID, STARTFRAME, ENDFRAME);
+CREATE INDEX eventStartFrameIndex ON EVENT(STARTFRAME);
+CREATE INDEX eventEndFrameIndex ON EVENT(ENDFRAME);
+"""
+"""The tracker's indexes; the reader relies on ``detectionFastLoadXYIndex`` when present."""
+
+COVERING_INDEX = "detectionFastLoadXYIndex"
+NEEDED_COLUMNS = {
+    "DETECTION": ("ANIMALID", "FRAMENUMBER", "MASS_X", "MASS_Y"),
+    "ANIMAL": ("ID",),
+}
+OPTIONAL_ANIMAL_COLUMNS = ("RFID", "NAME", "GENOTYPE", "SEX", "AGE", "STRAIN")
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+@dataclass(frozen=True)
+class Animal:
+    """One row of ANIMAL; optional columns are ``None`` when absent or empty."""
+
+    id: int
+    rfid: str | None = None
+    name: str | None = None
+    genotype: str | None = None
+    sex: str | None = None
+    age: str | None = None
+    strain: str | None = None
+
+
+@dataclass(frozen=True)
+class TrackChunk:
+    """Consecutive detections of one animal, sorted by frame, positions in cm."""
+
+    frame: np.ndarray  # int64
+    x_cm: np.ndarray  # float64, from the arena's left edge
+    y_cm: np.ndarray  # float64, from the arena's top edge (y points down)
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """Reject what SQLite would misreport: missing, empty, non-SQLite and truncated files."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            header = fh.read(100)
+    except FileNotFoundError:
+        raise InputError(path, "recording not found") from None
+    except IsADirectoryError:
+        raise InputError(path, "is a directory, not an LMT database") from None
+    except PermissionError:
+        raise InputError(path, "cannot be read (permission denied)") from None
+    if size == 0:
+        raise InputError(path, "empty file (0 bytes), not an LMT database")
+    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
+        raise InputError(path, "not an SQLite database (bad header)")
+    page_size = struct.unpack(">H", header[16:18])[0]
+    page_size = 65536 if page_size == 1 else page_size
+    change_counter, n_pages = struct.unpack(">II", header[24:32])
+    version_valid_for = struct.unpack(">I", header[92:96])[0]
+    if n_pages and version_valid_for == change_counter and size < n_pages * page_size:
+        raise InputError(
+            path,
+            f"truncated SQLite database: {size} bytes on disk, header says {n_pages * page_size}",
+        )
+
+
+class LMTDatabase:
+    """A read-only LMT recording; validates its schema when opened.
+
+    >>> with LMTDatabase("rec.sqlite", LMTGeometry()) as db:   # doctest: +SKIP
+    ...     for chunk in db.iter_track(db.animals()[0].id): ...
+    """
+
+    def __init__(self, path: Path | str, geometry: LMTGeometry):
+        self.path = Path(path)
+        self.geometry = geometry
+        _check_sqlite_file(self.path)
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        try:
+            self._con = sqlite3.connect(uri, uri=True)
+            self._con.execute("PRAGMA query_only = ON")
+            self._columns = self._read_columns()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        for table, needed in NEEDED_COLUMNS.items():
+            if table not in self._columns:
+                raise InputError(self.path, f"table {table} is missing: not an LMT recording")
+            missing = [c for c in needed if c not in self._columns[table]]
+            if missing:
+                raise InputError(self.path, f"table {table} lacks column(s) {', '.join(missing)}")
+        self.has_covering_index = self._has_index(COVERING_INDEX)
+
+    def __enter__(self) -> LMTDatabase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._con.close()
+
+    def _error(self, exc: sqlite3.Error) -> InputError:
+        msg = str(exc)
+        if "not a database" in msg:
+            return InputError(self.path, "not an SQLite database")
+        if "malformed" in msg or "disk I/O" in msg:
+            return InputError(self.path, f"corrupt or truncated SQLite database ({msg})")
+        if "locked" in msg:
+            return InputError(self.path, "database is locked by another process")
+        return InputError(self.path, f"SQLite error: {msg}")
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        try:
+            return self._con.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def _read_columns(self) -> dict[str, set[str]]:
+        tables = [r[0] for r in self._con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {
+            t.upper(): {r[1].upper() for r in self._con.execute(f'PRAGMA table_info("{t}")')}
+            for t in tables
+        }
+
+    def _has_index(self, name: str) -> bool:
+        rows = self._query("SELECT 1 FROM sqlite_master WHERE type='index' AND name=?", (name,))
+        return bool(rows)
+
+    def animals(self) -> list[Animal]:
+        """Every row of ANIMAL, whatever optional columns this file has."""
+        present = [c for c in OPTIONAL_ANIMAL_COLUMNS if c in self._columns["ANIMAL"]]
+        rows = self._query(f"SELECT {', '.join(['ID', *present])} FROM ANIMAL ORDER BY ID")
+        animals = []
+        for row in rows:
+            values = {
+                col.lower(): (str(v).strip() or None) if v is not None else None
+                for col, v in zip(present, row[1:], strict=True)
+            }
+            animals.append(Animal(id=int(row[0]), **values))
+        return animals
+
+    def frame_range(self) -> tuple[int, int]:
+        """First and last frame of the recording: FRAME if present, else DETECTION.
+
+        Frame numbers at ``fps`` are the recording's clock; FRAME.TIMESTAMP is a wall
+        clock that can go backwards and is not used for timing.
+        """
+        for table in ("FRAME", "DETECTION"):
+            if "FRAMENUMBER" in self._columns.get(table, set()):
+                lo, hi = self._query(f"SELECT MIN(FRAMENUMBER), MAX(FRAMENUMBER) FROM {table}")[0]
+                if lo is not None:
+                    return int(lo), int(hi)
+        raise InputError(self.path, "no frames: FRAME and DETECTION are empty")
+
+    def iter_track(self, animal_id: int) -> Iterator[TrackChunk]:
+        """Stream one animal's valid detections in frame order, ``chunk_rows`` at a time.
+
+        Drops NULL/NaN coordinates and MASS_X below ``min_mass_x_px`` (tracking junk),
+        and keeps one row per frame where (animal, frame) is duplicated (the one with the
+        smallest MASS_X, MASS_Y, so the choice does not depend on row order, also across
+        chunk boundaries). Converts pixels to cm from the arena's top-left corner with
+        ``px_per_cm`` (the same scale on both axes, as lmt-analysis does).
+        """
+        g = self.geometry
+        hint = f"INDEXED BY {COVERING_INDEX}" if self.has_covering_index else ""
+        sql = (
+            f"SELECT FRAMENUMBER, MASS_X, MASS_Y FROM DETECTION {hint} "
+            "WHERE ANIMALID = ? AND FRAMENUMBER IS NOT NULL AND MASS_X >= ? AND MASS_Y IS NOT NULL "
+            "ORDER BY FRAMENUMBER, MASS_X, MASS_Y"
+        )
+        try:
+            cur = self._con.execute(sql, (animal_id, g.min_mass_x_px))
+            last_frame: int | None = None
+            while rows := cur.fetchmany(g.chunk_rows):
+                arr = np.array(rows, dtype=np.float64).reshape(-1, 3)
+                frame = arr[:, 0].astype(np.int64)
+                keep = np.ones(len(frame), dtype=bool)
+                keep[1:] = frame[1:] != frame[:-1]
+                if last_frame is not None:
+                    keep[0] = frame[0] != last_frame
+                last_frame = int(frame[-1])
+                arr, frame = arr[keep], frame[keep]
+                if len(frame):
+                    ox, oy = g.arena_origin_px
+                    yield TrackChunk(
+                        frame=frame,
+                        x_cm=(arr[:, 1] - ox) / g.px_per_cm,
+                        y_cm=(arr[:, 2] - oy) / g.px_per_cm,
+                    )
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None

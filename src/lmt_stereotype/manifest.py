@@ -1,0 +1,141 @@
+"""The cohort manifest: which animal of which recording is which mouse, cage and class.
+
+A CSV with one row per mouse-recording and the columns
+
+``recording``  the LMT database, relative to the manifest's folder
+``animal``     ANIMAL.ID or RFID of the mouse in that database
+``cage``       cage (home group) identifier; cross-validation holds out whole cages
+``sex``        M or F (male/female accepted)
+``age``        juvenile or adult (J/A accepted)
+
+Empty ``sex``/``age`` cells are filled from ANIMAL.SEX/AGE when the database has
+them; a manifest value that contradicts ANIMAL is an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from lmt_stereotype.config import CLASSES, LMTGeometry
+from lmt_stereotype.errors import InputError
+from lmt_stereotype.lmt import Animal, LMTDatabase
+
+MANIFEST_COLUMNS = ("recording", "animal", "cage", "sex", "age")
+_SEX = {"m": "M", "male": "M", "f": "F", "female": "F"}
+_AGE = {"j": "juvenile", "juv": "juvenile", "juvenile": "juvenile", "a": "adult", "adult": "adult"}
+
+
+def recording_id(recording: str) -> str:
+    """A file-name-safe id for a database path given relative to the manifest."""
+    return Path(recording).with_suffix("").as_posix().replace("/", "__")
+
+
+def class_label(sex: str, age: str) -> str:
+    """AM, JM, AF or JF."""
+    return ("A" if age == "adult" else "J") + sex
+
+
+def _normalise(value: object, vocabulary: dict[str, str]) -> str | None:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    return vocabulary.get(text.lower(), f"?{text}")
+
+
+def read_manifest(path: Path | str) -> pd.DataFrame:
+    """Read and check a manifest's structure; labels may still be missing (see :func:`resolve`)."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise InputError(path, "manifest not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"not a readable CSV manifest: {exc}") from None
+    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(path, f"manifest lacks column(s) {', '.join(missing)}")
+    if df.empty:
+        raise InputError(path, "manifest has no rows")
+    df = df[list(MANIFEST_COLUMNS)].apply(lambda s: s.str.strip())
+    for col in ("recording", "animal", "cage"):
+        empty = df.index[df[col] == ""]
+        if len(empty):
+            raise InputError(path, f"row {empty[0] + 2}: empty {col}")
+    dup = df.duplicated(["recording", "animal"], keep=False)
+    if dup.any():
+        rows = ", ".join(str(i + 2) for i in df.index[dup])
+        raise InputError(path, f"rows {rows}: the same animal of a recording is listed twice")
+    for col, vocab in (("sex", _SEX), ("age", _AGE)):
+        df[col] = [_normalise(v, vocab) for v in df[col]]
+        bad = [(i, v) for i, v in zip(df.index, df[col]) if v is not None and v.startswith("?")]
+        if bad:
+            i, v = bad[0]
+            allowed = "/".join(sorted(set(vocab.values())))
+            raise InputError(path, f"row {i + 2}: unknown {col} {v[1:]!r} (expected {allowed})")
+    df["recording_id"] = [recording_id(r) for r in df["recording"]]
+    return df
+
+
+def _match_animal(animals: list[Animal], key: str) -> Animal | None:
+    by_id = [a for a in animals if key.isdigit() and a.id == int(key)]
+    by_rfid = [a for a in animals if a.rfid is not None and a.rfid == key]
+    if by_id and by_rfid and by_id[0] != by_rfid[0]:
+        return None
+    return (by_id or by_rfid or [None])[0]
+
+
+def resolve(manifest: pd.DataFrame, manifest_path: Path, geometry: LMTGeometry) -> pd.DataFrame:
+    """Match each row to its ANIMAL, fill sex/age gaps from ANIMAL, add ``label`` and ``sample``.
+
+    Opens each database once (read-only) to read its ANIMAL table.
+    """
+    root = manifest_path.parent
+    out = manifest.copy()
+    animal_ids, rfids = [], []
+    for rec, rows in manifest.groupby("recording", sort=False):
+        with LMTDatabase(root / rec, geometry) as db:
+            animals = db.animals()
+        for i in rows.index:
+            key = manifest.at[i, "animal"]
+            animal = _match_animal(animals, key)
+            if animal is None:
+                known = ", ".join(f"{a.id} ({a.rfid})" for a in animals)
+                raise InputError(
+                    manifest_path,
+                    f"row {i + 2}: animal {key!r} is not (or not unambiguously) in {rec}; ANIMAL has {known}",
+                )
+            animal_ids.append((i, animal.id))
+            rfids.append((i, animal.rfid))
+            for col, vocab, value in (("sex", _SEX, animal.sex), ("age", _AGE, animal.age)):
+                from_db = _normalise(value, vocab)
+                if from_db is not None and from_db.startswith("?"):
+                    from_db = None  # free text in ANIMAL we cannot read as a label
+                given = out.at[i, col]
+                if given is None:
+                    out.at[i, col] = from_db
+                elif from_db is not None and from_db != given:
+                    raise InputError(
+                        manifest_path,
+                        f"row {i + 2}: {col} {given} contradicts ANIMAL.{col.upper()} {from_db} in {rec}",
+                    )
+    out["animal_id"] = pd.Series(dict(animal_ids), dtype="int64")
+    out["rfid"] = pd.Series(dict(rfids), dtype="string")
+    for col in ("sex", "age"):
+        missing = out.index[out[col].isna()]
+        if len(missing):
+            i = missing[0]
+            raise InputError(
+                manifest_path, f"row {i + 2}: no {col} for animal {out.at[i, 'animal']} (not in manifest nor ANIMAL)"
+            )
+    dup = out.duplicated(["recording", "animal_id"], keep=False)
+    if dup.any():
+        rows = ", ".join(str(i + 2) for i in out.index[dup])
+        raise InputError(manifest_path, f"rows {rows}: name the same animal of a recording twice")
+    out["label"] = [class_label(s, a) for s, a in zip(out["sex"], out["age"])]
+    out["y"] = [CLASSES.index(lbl) for lbl in out["label"]]
+    out["sample"] = [f"{r}:{a}" for r, a in zip(out["recording_id"], out["animal_id"])]
+    return out

@@ -1,0 +1,250 @@
+"""Stop detection: where and when a mouse held still.
+
+A stop is a maximal run of an animal's detections whose centre-of-mass speed is at
+most ``speed_threshold_cm_s`` (paper: 5 cm/s) and that lasts at least
+``min_duration_s`` (paper: 1 s), measured as ``(end_frame - start_frame + 1) / fps``.
+
+How speed is estimated. For detection ``i`` of an animal's track (frames sorted,
+duplicates and junk already removed by the reader) with half-window
+``h = speed_window_frames // 2``, speed is the centred difference over the ``h``-th
+detections before and after it, divided by their true time apart:
+``|p[i+h] - p[i-h]| / ((frame[i+h] - frame[i-h]) / fps)``. With no dropped frames and
+the default window of 7 this spans 6 frames (0.2 s), the tracker's own Stop window,
+which averages out the ~1 px jitter a one-frame difference (lmt-analysis) turns into
+~2.6 cm/s of noise. Speed is undefined (so not a stop) for the first and last ``h``
+detections and where the window spans more than ``2h + max_gap_frames`` frames.
+
+How gaps are treated. Frames where the animal was not detected are tolerated up to
+``max_gap_frames`` (default 15, 0.5 s): a stop continues across such a short gap.
+A longer gap (hidden in the house, tracking lost) ends the stop; the next detections
+start a new one. A stop never bridges a long gap, so its duration never counts time
+the animal was not seen.
+
+The detector is streaming: tracks arrive in chunks and only ``2h`` rows plus the sums
+of a still-open stop are carried between chunks, so memory does not grow with the
+recording and results do not depend on the chunk size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tqdm import tqdm
+
+from lmt_stereotype.config import LMTGeometry, StopParams
+from lmt_stereotype.files import atomic_dir, write_table
+from lmt_stereotype.lmt import LMTDatabase, TrackChunk
+from lmt_stereotype.manifest import read_manifest
+
+STOP_COLUMNS = [
+    "animal_id",
+    "rfid",
+    "start_frame",
+    "end_frame",
+    "start_s",
+    "duration_s",
+    "x_cm",
+    "y_cm",
+    "n_detections",
+]
+
+
+_FIXED = 2**24
+"""Positions are summed as integers of 1/2**24 cm: exact, so a stop's mean position does
+not depend on how its detections were split into chunks."""
+
+
+def _fixed(v: np.ndarray) -> np.ndarray:
+    return np.round(v * _FIXED).astype(np.int64)
+
+
+@dataclass
+class _OpenRun:
+    start: int
+    end: int
+    sum_x: int
+    sum_y: int
+    n: int
+
+
+class StopDetector:
+    """Finds stops in one animal's track, fed chunk by chunk in frame order.
+
+    ``feed`` returns the stops completed so far as a structured array
+    (``start_frame, end_frame, x_cm, y_cm, n_detections``); ``finish`` closes the track.
+    """
+
+    _dtype = np.dtype(
+        [("start_frame", "i8"), ("end_frame", "i8"), ("x_cm", "f8"), ("y_cm", "f8"), ("n_detections", "i8")]
+    )
+
+    def __init__(self, params: StopParams, fps: float):
+        self.p = params
+        self.fps = fps
+        self.h = params.speed_window_frames // 2
+        self._tail = TrackChunk(np.empty(0, np.int64), np.empty(0), np.empty(0))
+        self._tail_has_speed = 0  # leading rows of the tail whose speed was already classified
+        self._open: _OpenRun | None = None
+        self._min_frames = params.min_duration_s * fps
+
+    def feed(self, chunk: TrackChunk) -> np.ndarray:
+        f = np.concatenate([self._tail.frame, chunk.frame])
+        x = np.concatenate([self._tail.x_cm, chunk.x_cm])
+        y = np.concatenate([self._tail.y_cm, chunk.y_cm])
+        if len(f) and len(self._tail.frame) and chunk.frame.size and chunk.frame[0] <= self._tail.frame[-1]:
+            raise ValueError("track chunks must arrive in increasing frame order")
+        # Rows [lo, hi) get their speed classified now: those with h neighbours on each side.
+        lo, hi = self._tail_has_speed, max(len(f) - self.h, self._tail_has_speed)
+        stopped = self._stopped(f, x, y, lo, hi)
+        out = self._runs(f[lo:hi], x[lo:hi], y[lo:hi], stopped)
+        keep = max(hi - self.h, 0)
+        self._tail = TrackChunk(f[keep:], x[keep:], y[keep:])
+        self._tail_has_speed = hi - keep
+        return out
+
+    def finish(self) -> np.ndarray:
+        """Close the track: the last ``h`` detections have no speed, so they stop nothing."""
+        out = self._runs(np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0, bool), final=True)
+        self._tail = TrackChunk(np.empty(0, np.int64), np.empty(0), np.empty(0))
+        self._tail_has_speed = 0
+        return out
+
+    def _stopped(self, f: np.ndarray, x: np.ndarray, y: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        h = self.h
+        idx = np.arange(lo, hi)
+        stopped = np.zeros(len(idx), dtype=bool)
+        inner = (idx >= h) & (idx + h < len(f))
+        i = idx[inner]
+        if i.size:
+            span = f[i + h] - f[i - h]
+            dist = np.hypot(x[i + h] - x[i - h], y[i + h] - y[i - h])
+            speed = dist * self.fps / span
+            ok = span <= 2 * h + self.p.max_gap_frames
+            stopped[inner] = ok & (speed <= self.p.speed_threshold_cm_s)
+        return stopped
+
+    def _runs(self, f: np.ndarray, x: np.ndarray, y: np.ndarray, stopped: np.ndarray, final: bool = False) -> np.ndarray:
+        """Group stopped rows into runs, merge with the open run, emit the finished ones."""
+        done: list[_OpenRun] = []
+        if f.size:
+            gap = np.ones(len(f), dtype=bool)
+            gap[1:] = np.diff(f) > self.p.max_gap_frames + 1
+            starts = stopped & (gap | ~np.concatenate([[False], stopped[:-1]]))
+            runs = self._block_runs(f, x, y, stopped, starts)
+            # The open run continues if this block starts stopped with no long gap.
+            o = self._open
+            if o is not None:
+                if stopped[0] and f[0] - o.end <= self.p.max_gap_frames + 1:
+                    r = runs[0]
+                    runs[0] = _OpenRun(o.start, r.end, o.sum_x + r.sum_x, o.sum_y + r.sum_y, o.n + r.n)
+                else:
+                    done.append(o)
+                self._open = None
+            if runs and stopped[-1]:
+                self._open = runs.pop()
+            done.extend(runs)
+        if final and self._open is not None:
+            done.append(self._open)
+            self._open = None
+        return np.array(
+            [
+                (r.start, r.end, r.sum_x / r.n / _FIXED, r.sum_y / r.n / _FIXED, r.n)
+                for r in done
+                if r.end - r.start + 1 >= self._min_frames - 1e-9
+            ],
+            dtype=self._dtype,
+        )
+
+    @staticmethod
+    def _block_runs(f, x, y, stopped, starts) -> list[_OpenRun]:
+        """Runs of one block, vectorised: each is a contiguous stretch of stopped rows."""
+        sel = np.flatnonzero(stopped)
+        if not sel.size:
+            return []
+        first = np.flatnonzero(starts)
+        at = np.searchsorted(sel, first)
+        last = np.append(sel[at[1:] - 1], sel[-1])
+        n = np.diff(np.append(at, sel.size))
+        sx = np.add.reduceat(_fixed(x[sel]), at)
+        sy = np.add.reduceat(_fixed(y[sel]), at)
+        return [_OpenRun(int(f[a]), int(f[b]), int(u), int(v), int(k)) for a, b, u, v, k in zip(first, last, sx, sy, n)]
+
+
+def detect_track_stops(chunks: Iterable[TrackChunk], params: StopParams, fps: float) -> np.ndarray:
+    """All stops of one animal's track (a structured array, see :class:`StopDetector`)."""
+    det = StopDetector(params, fps)
+    parts = [det.feed(c) for c in chunks]
+    parts.append(det.finish())
+    return np.concatenate(parts)
+
+
+@dataclass(frozen=True)
+class RecordingSummary:
+    first_frame: int
+    last_frame: int
+    n_animals: int
+    covering_index: bool
+
+
+def recording_stops(path: Path, geometry: LMTGeometry, params: StopParams) -> tuple[pd.DataFrame, RecordingSummary]:
+    """Every stop of every identified animal of one LMT recording, one row per stop.
+
+    ``start_s`` counts from the recording's first frame; ``x_cm``/``y_cm`` are the mean
+    position during the stop, from the arena's top-left corner.
+    """
+    frames: list[pd.DataFrame] = []
+    with LMTDatabase(path, geometry) as db:
+        first_frame, last_frame = db.frame_range()
+        summary = RecordingSummary(first_frame, last_frame, len(db.animals()), db.has_covering_index)
+        for animal in db.animals():
+            stops = detect_track_stops(db.iter_track(animal.id), params, geometry.fps)
+            df = pd.DataFrame(stops)
+            df.insert(0, "animal_id", animal.id)
+            df.insert(1, "rfid", animal.rfid)
+            frames.append(df)
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=STOP_COLUMNS)
+    df["start_s"] = (df["start_frame"] - first_frame) / geometry.fps
+    df["duration_s"] = (df["end_frame"] - df["start_frame"] + 1) / geometry.fps
+    df["rfid"] = df["rfid"].astype("string")
+    df = df[STOP_COLUMNS].astype(
+        {"animal_id": "int64", "start_frame": "int64", "end_frame": "int64", "n_detections": "int64"}
+    )
+    return df, summary
+
+
+def detect_cohort_stops(
+    manifest_path: Path, out_dir: Path, geometry: LMTGeometry, params: StopParams, *, progress: bool = False
+) -> pd.DataFrame:
+    """Stops of every recording named in the manifest, one parquet file per recording.
+
+    Writes ``out_dir/<recording_id>.parquet`` and ``out_dir/recordings.csv`` (frame range
+    and stop count per recording); the folder is replaced atomically as a whole.
+    Returns the per-recording summary.
+    """
+    manifest = read_manifest(manifest_path)
+    recordings = manifest.drop_duplicates("recording")[["recording", "recording_id"]]
+    rows = []
+    with atomic_dir(out_dir) as tmp:
+        for rec in tqdm(recordings.itertuples(index=False), total=len(recordings), desc="stops", unit="rec", disable=not progress):
+            stops, info = recording_stops(manifest_path.parent / rec.recording, geometry, params)
+            write_table(stops, tmp / f"{rec.recording_id}.parquet")
+            rows.append(
+                {
+                    "recording_id": rec.recording_id,
+                    "recording": rec.recording,
+                    "first_frame": info.first_frame,
+                    "last_frame": info.last_frame,
+                    "duration_s": (info.last_frame - info.first_frame + 1) / geometry.fps,
+                    "n_animals": info.n_animals,
+                    "n_stops": len(stops),
+                    "covering_index": info.covering_index,
+                }
+            )
+        summary = pd.DataFrame(rows)
+        write_table(summary, tmp / "recordings.csv")
+    return summary
