@@ -70,7 +70,7 @@ def read_manifest(path: Path | str) -> pd.DataFrame:
         rows = ", ".join(str(i + 2) for i in df.index[dup])
         raise InputError(path, f"rows {rows}: the same animal of a recording is listed twice")
     for col, vocab in (("sex", _SEX), ("age", _AGE)):
-        df[col] = [_normalise(v, vocab) for v in df[col]]
+        df[col] = pd.Series([_normalise(v, vocab) for v in df[col]], index=df.index, dtype=object)
         bad = [(i, v) for i, v in zip(df.index, df[col]) if v is not None and v.startswith("?")]
         if bad:
             i, v = bad[0]
@@ -94,7 +94,7 @@ def resolve(manifest: pd.DataFrame, manifest_path: Path, geometry: LMTGeometry) 
     Opens each database once (read-only) to read its ANIMAL table.
     """
     root = manifest_path.parent
-    out = manifest.copy()
+    out = manifest.copy().astype({"sex": object, "age": object})
     animal_ids, rfids = [], []
     for rec, rows in manifest.groupby("recording", sort=False):
         with LMTDatabase(root / rec, geometry) as db:
@@ -115,7 +115,7 @@ def resolve(manifest: pd.DataFrame, manifest_path: Path, geometry: LMTGeometry) 
                 if from_db is not None and from_db.startswith("?"):
                     from_db = None  # free text in ANIMAL we cannot read as a label
                 given = out.at[i, col]
-                if given is None:
+                if pd.isna(given):
                     out.at[i, col] = from_db
                 elif from_db is not None and from_db != given:
                     raise InputError(

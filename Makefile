@@ -1,0 +1,34 @@
+# The two commands: `make run` sets everything up and runs the pipeline on the demo
+# cohort; `make test` sets everything up and runs the tests. Both create .venv if absent.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export MPLBACKEND := Agg
+
+.PHONY: run test venv clean
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing dependencies into $(VENV) (pinned by requirements.lock)"
+	@$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]' 2>&1 \
+		| { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+	@touch $@
+
+venv: $(VENV)/.installed
+
+## run: simulate the demo cohort into data/raw (unless present), then `dvc repro`
+run: venv
+	lmt-stereotype simulate
+	dvc repro
+	@dvc status --quiet && echo "dvc status: clean. Explore runs with: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+
+## test: the test suite
+test: venv
+	pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache
