@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,19 @@ from lmt_stereotype.lmt import INDEXES, SCHEMA
 
 FPS = 30
 GEOMETRY = LMTGeometry()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_store(tmp_path_factory) -> Iterator[str]:
+    """Every test (and CLI subprocess) tracks into a throw-away SQLite store, not the project's."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    yield uri
+    if old is None:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old
 
 
 def cm_to_px(x_cm: np.ndarray, y_cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

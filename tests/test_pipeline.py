@@ -1,0 +1,135 @@
+"""simulate -> stops -> stacks, end to end, through the CLI, MLflow and DVC."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from lmt_stereotype.histograms import Stacks
+
+ROOT = Path(__file__).parents[1]
+BIN = Path(sys.executable).parent
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    proc = subprocess.run([BIN / "lmt-stereotype", *args], cwd=cwd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def small_params(folder: Path, n_cages: int, **effects: float) -> Path:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["simulate"]["n_cages"] = n_cages
+    raw["simulate"]["effects"].update(effects)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    """A 4-cage demo cohort (2 male, 2 female cages, both ages) run through the CLI."""
+    folder = tmp_path_factory.mktemp("demo")
+    small_params(folder, n_cages=4)
+    cli("simulate", cwd=folder)
+    cli("preprocess", cwd=folder)
+    return folder
+
+
+def test_the_pipeline_writes_one_stack_per_mouse_recording(demo):
+    stacks = Stacks.load(demo / "data/processed/stacks.npz")
+    manifest = pd.read_csv(demo / "data/raw/manifest.csv")
+    assert stacks.X.shape == (len(manifest), 72, 30, 30) == (4 * 2 * 4, 72, 30, 30)
+    assert sorted(set(stacks.label)) == ["AF", "AM", "JF", "JM"]
+    assert len(set(stacks.cage)) == 4
+    counts = json.loads((demo / "reports/preprocess.json").read_text())
+    assert counts["n_stops_in_window"] == stacks.X.sum()
+    summary = pd.read_csv(demo / "data/interim/stops/recordings.csv")
+    assert len(summary) == 8 and summary["covering_index"].all()
+
+
+def test_each_stack_sums_to_its_stops_inside_the_time_window(demo):
+    stacks = Stacks.load(demo / "data/processed/stacks.npz")
+    window_s = 72 * stacks.interval_s
+    for k in (0, 13, 31):
+        rec, animal = stacks.sample[k].rsplit(":", 1)
+        stops = pd.read_parquet(demo / f"data/interim/stops/{rec}.parquet")
+        mine = stops[(stops.animal_id == int(animal)) & (stops.start_s < window_s)]
+        assert stacks.X[k].sum() == len(mine) > 50
+
+
+def region_share(stacks: Stacks, x0: float, x1: float, y0: float, y1: float) -> np.ndarray:
+    """Share of each mouse-recording's stops whose tile centre lies in the rectangle (cm)."""
+    centres = (np.arange(30) + 0.5) * 50 / 30
+    cols = (centres >= x0) & (centres <= x1)
+    rows = (centres >= y0) & (centres <= y1)
+    per_tile = stacks.X.sum(axis=1)
+    return per_tile[:, rows][:, :, cols].sum(axis=(1, 2)) / per_tile.sum(axis=(1, 2))
+
+
+def test_the_demo_cohort_shows_its_planted_effects(demo):
+    stacks = Stacks.load(demo / "data/processed/stacks.npz")
+    by = lambda share: {c: share[stacks.label == c].mean() for c in ("AM", "JM", "AF", "JF")}  # noqa: E731
+    house = by(region_share(stacks, 0, 14, 0, 14))
+    assert house["AF"] > 1.3 * max(house["AM"], house["JM"], house["JF"])
+    border = by(region_share(stacks, 25, 46, 45, 50))
+    assert min(border["AM"], border["JM"]) > 1.3 * max(border["AF"], border["JF"])
+    assert border["AM"] > border["JM"]  # juvenile males only half-way male
+    centre = by(region_share(stacks, 17, 33, 17, 33))
+    assert min(centre["JF"], centre["JM"]) > 1.3 * max(centre["AF"], centre["AM"])
+
+
+def test_each_stage_is_an_mlflow_run(demo):
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["lmt-stereotype"])
+    stages = set(runs["tags.stage"])
+    assert {"simulate", "preprocess", "stops", "histograms"} <= stages
+    histo = runs[runs["tags.stage"] == "histograms"].iloc[0]
+    assert histo["status"] == "FINISHED" and histo["metrics.n_samples"] == 32
+    assert histo["params.histograms.grid"] == "30"
+
+
+def test_simulate_keeps_an_up_to_date_cohort_and_never_overwrites_real_data(demo, tmp_path):
+    before = (demo / "data/raw/manifest.csv").stat().st_mtime_ns
+    proc = cli("simulate", cwd=demo)
+    assert "up to date" in proc.stderr
+    assert (demo / "data/raw/manifest.csv").stat().st_mtime_ns == before
+    real = tmp_path / "data/raw"
+    real.mkdir(parents=True)
+    (real / "manifest.csv").write_text("recording,animal,cage,sex,age\n")
+    shutil.copy(demo / "params.yaml", tmp_path / "params.yaml")
+    proc = subprocess.run([BIN / "lmt-stereotype", "simulate"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 2 and "not simulated" in proc.stderr
+    assert (real / "manifest.csv").read_text() == "recording,animal,cage,sex,age\n"
+
+
+def test_dvc_repro_runs_the_stages_and_leaves_a_clean_status(tmp_path):
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file() and not name.startswith("data/"):
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, tmp_path / name)
+    small_params(tmp_path, n_cages=2)
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    run = lambda *a: subprocess.run(a, cwd=tmp_path, env=env, capture_output=True, text=True)  # noqa: E731
+    assert run("git", "init", "-q").returncode == 0
+    cli("simulate", cwd=tmp_path)
+    repro = run("dvc", "repro")
+    assert repro.returncode == 0, repro.stderr + repro.stdout
+    status = run("dvc", "status", "--quiet")
+    assert status.returncode == 0, status.stdout
+    metrics = run("dvc", "metrics", "show", "--json")
+    assert "n_stops_in_window" in metrics.stdout
+    assert Stacks.load(tmp_path / "data/processed/stacks.npz").X.shape[0] == 16
