@@ -26,8 +26,10 @@ run: venv
 	dvc repro
 	@dvc status --quiet && echo "dvc status: clean. Explore runs with: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
-## test: the test suite
+## test: lint, then the test suite
 test: venv
+	ruff check src tests
+	ruff format --check src tests
 	pytest
 
 clean:

@@ -80,13 +80,19 @@ def write_lmt(
             f"INSERT INTO ANIMAL ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", [values[c] for c in cols]
         )
     all_frames = sorted({int(f) for fr, _, _ in tracks.values() for f in fr})
-    con.executemany("INSERT INTO FRAME (FRAMENUMBER, TIMESTAMP) VALUES (?, ?)", [(f, 1_700_000_000_000 + f * 33) for f in all_frames])
+    con.executemany(
+        "INSERT INTO FRAME (FRAMENUMBER, TIMESTAMP) VALUES (?, ?)",
+        [(f, 1_700_000_000_000 + f * 33) for f in all_frames],
+    )
     rows = []
     for aid, (frames, x, y) in tracks.items():
         px, py = cm_to_px(x, y)
         rows += [(int(f), aid, float(a), float(b), "<root/>") for f, a, b in zip(frames, px, py)]
     rng = np.random.default_rng(0)
-    rows += [(int(rng.choice(all_frames)), None, float(rng.uniform(114, 398)), float(rng.uniform(63, 353)), "<root/>") for _ in range(anonymous)]
+    rows += [
+        (int(rng.choice(all_frames)), None, float(rng.uniform(114, 398)), float(rng.uniform(63, 353)), "<root/>")
+        for _ in range(anonymous)
+    ]
     rows.sort(key=lambda r: r[0])
     con.executemany("INSERT INTO DETECTION (FRAMENUMBER, ANIMALID, MASS_X, MASS_Y, DATA) VALUES (?, ?, ?, ?, ?)", rows)
     if indexes:

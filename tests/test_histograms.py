@@ -50,7 +50,9 @@ def test_stacks_round_trip_through_one_file_with_labels_cages_and_ids(tmp_path):
         }
     )
     stops = {
-        "r1": pd.DataFrame({"animal_id": [1, 1, 2], "start_s": [0.0, 5.0, 1.0], "x_cm": [1.0, 2.0, 3.0], "y_cm": [1.0, 1.0, 1.0]}),
+        "r1": pd.DataFrame(
+            {"animal_id": [1, 1, 2], "start_s": [0.0, 5.0, 1.0], "x_cm": [1.0, 2.0, 3.0], "y_cm": [1.0, 1.0, 1.0]}
+        ),
         "r2": pd.DataFrame({"animal_id": [1], "start_s": [2.0], "x_cm": [40.0], "y_cm": [40.0]}),
     }
     params = HistogramParams(n_intervals=2, interval_s=10, grid=10)

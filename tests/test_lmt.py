@@ -74,8 +74,11 @@ def test_duplicated_rows_junk_and_dropped_frames(tmp_path):
     clean = write_lmt(tmp_path / "clean.sqlite", {1: (frames, x, y)})
     messy = write_lmt(tmp_path / "messy.sqlite", {1: (frames, x, y)})
     # duplicate every 5th detection, add a MASS_X < 10 tracking error, FRONT/BACK = -1
-    _insert(messy, "INSERT INTO DETECTION (FRAMENUMBER, ANIMALID, MASS_X, MASS_Y, DATA) "
-            "SELECT FRAMENUMBER, ANIMALID, MASS_X, MASS_Y, DATA FROM DETECTION WHERE ID % 5 = 0")
+    _insert(
+        messy,
+        "INSERT INTO DETECTION (FRAMENUMBER, ANIMALID, MASS_X, MASS_Y, DATA) "
+        "SELECT FRAMENUMBER, ANIMALID, MASS_X, MASS_Y, DATA FROM DETECTION WHERE ID % 5 = 0",
+    )
     _insert(messy, "INSERT INTO DETECTION (FRAMENUMBER, ANIMALID, MASS_X, MASS_Y, DATA) VALUES (50, 1, 3.0, 200.0, '')")
     _insert(messy, "UPDATE DETECTION SET FRONT_X = -1, FRONT_Y = -1, BACK_X = -1, BACK_Y = -1")
     a, b = (recording_stops(p, GEOMETRY, StopParams())[0] for p in (clean, messy))
@@ -146,7 +149,10 @@ BAD_FILES = {
     "missing": (lambda t: t / "nope.sqlite", "not found"),
     "no DETECTION": (lambda t: _drop(t, "DROP TABLE DETECTION;"), "table DETECTION is missing"),
     "no ANIMAL": (lambda t: _drop(t, "DROP TABLE ANIMAL;"), "table ANIMAL is missing"),
-    "no MASS_Y": (lambda t: _drop(t, "DROP INDEX detectionFastLoadXYIndex; ALTER TABLE DETECTION DROP COLUMN MASS_Y;"), "lacks column(s) MASS_Y"),
+    "no MASS_Y": (
+        lambda t: _drop(t, "DROP INDEX detectionFastLoadXYIndex; ALTER TABLE DETECTION DROP COLUMN MASS_Y;"),
+        "lacks column(s) MASS_Y",
+    ),
 }
 
 
@@ -165,7 +171,17 @@ def test_cli_bad_file_exit_code_2_without_traceback(tmp_path, case):
     path = make(tmp_path)
     params = Path(__file__).parents[1] / "params.yaml"
     proc = subprocess.run(
-        [sys.executable, "-m", "lmt_stereotype", "stops", str(path), "--out", str(tmp_path / "s.csv"), "-p", str(params)],
+        [
+            sys.executable,
+            "-m",
+            "lmt_stereotype",
+            "stops",
+            str(path),
+            "--out",
+            str(tmp_path / "s.csv"),
+            "-p",
+            str(params),
+        ],
         capture_output=True,
         text=True,
     )

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import GEOMETRY, track, write_lmt
-
-import numpy as np
 
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.manifest import read_manifest, resolve

@@ -210,9 +210,7 @@ def test_manifest_follows_the_cohort_design(cohort):
 def test_manifest_resolves_against_the_recordings(cohort):
     resolved = resolve(read_manifest(cohort), cohort, LMTGeometry())
     truth = json.loads((cohort.parent / "simulation.json").read_text())
-    classes = {
-        (r["recording"], m["animal_id"]): m["class"] for r in truth["recordings"] for m in r["mice"]
-    }
+    classes = {(r["recording"], m["animal_id"]): m["class"] for r in truth["recordings"] for m in r["mice"]}
     assert dict(zip(zip(resolved.recording, resolved.animal_id), resolved.label)) == classes
     by_rfid = resolved.groupby("rfid").recording.nunique()
     assert (by_rfid == 2).all(), "the same mice (RFIDs) at both ages"

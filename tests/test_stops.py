@@ -17,7 +17,9 @@ H = PARAMS.speed_window_frames // 2
 def stops_of(x, y, frames=None, params=PARAMS, chunk=None):
     frames = np.arange(len(x)) if frames is None else np.asarray(frames)
     chunk = chunk or len(frames)
-    chunks = [TrackChunk(frames[i : i + chunk], x[i : i + chunk], y[i : i + chunk]) for i in range(0, len(frames), chunk)]
+    chunks = [
+        TrackChunk(frames[i : i + chunk], x[i : i + chunk], y[i : i + chunk]) for i in range(0, len(frames), chunk)
+    ]
     return detect_track_stops(chunks, params, FPS)
 
 
@@ -75,7 +77,14 @@ def test_a_stop_never_bridges_a_long_gap():
 def test_results_do_not_depend_on_chunk_size():
     rng = np.random.default_rng(1)
     x, y = track(
-        [("move", 1, 20, 5), ("stay", 2, 0, 0), ("move", 0.5, -15, 10), ("stay", 1.5, 0, 0), ("move", 1, 0, -20), ("stay", 3, 0, 0)]
+        [
+            ("move", 1, 20, 5),
+            ("stay", 2, 0, 0),
+            ("move", 0.5, -15, 10),
+            ("stay", 1.5, 0, 0),
+            ("move", 1, 0, -20),
+            ("stay", 3, 0, 0),
+        ]
     )
     x = x + rng.normal(0, 0.03, len(x))
     frames = np.delete(np.arange(len(x) + 20), rng.choice(len(x) + 20, 20, replace=False))

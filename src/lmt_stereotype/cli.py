@@ -36,7 +36,6 @@ def _progress() -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
 
 
-
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
@@ -102,7 +101,9 @@ def _stops_stage(params: Params) -> None:
     from lmt_stereotype.tracking import stage_run
 
     with stage_run("stops", params, ("lmt", "stops")) as run:
-        summary = detect_cohort_stops(params.data.manifest, params.data.stops, params.lmt, params.stops, progress=_progress())
+        summary = detect_cohort_stops(
+            params.data.manifest, params.data.stops, params.lmt, params.stops, progress=_progress()
+        )
         run.log_metrics({"n_recordings": len(summary), "n_stops": int(summary["n_stops"].sum())})
         run.log_artifact(params.data.stops / "recordings.csv")
     log.info("stops: %d stops in %d recordings -> %s", summary["n_stops"].sum(), len(summary), params.data.stops)
@@ -120,7 +121,9 @@ def _histograms_stage(params: Params) -> None:
     from lmt_stereotype.tracking import stage_run
 
     with stage_run("histograms", params, ("histograms", "lmt")) as run:
-        counts = build_cohort_stacks(params.data.manifest, params.data.stops, params.data.stacks, params.lmt, params.histograms)
+        counts = build_cohort_stacks(
+            params.data.manifest, params.data.stops, params.data.stacks, params.lmt, params.histograms
+        )
         report = params.data.reports / "preprocess.json"
         write_json(counts, report)
         run.log_metrics(counts)

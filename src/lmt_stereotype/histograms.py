@@ -122,12 +122,19 @@ def build_cohort_stacks(
         stops[rid] = read_table(stops_dir / f"{rid}.parquet")
         duration = summary.at[rid, "duration_s"]
         if duration < window_s:
-            log.warning("%s lasts %.0f s, shorter than the %.0f s window: the last intervals stay empty", rid, duration, window_s)
+            log.warning(
+                "%s lasts %.0f s, shorter than the %.0f s window: the last intervals stay empty",
+                rid,
+                duration,
+                window_s,
+            )
         elif duration > window_s:
             log.info("%s lasts %.0f s: stops after the first %.0f s are left out", rid, duration, window_s)
     stacks = build_stacks(samples, stops, params, geometry.arena_size_cm)
     stacks.save(out_path)
-    n_total = sum(len(s[s["animal_id"].isin(samples.loc[samples.recording_id == r, "animal_id"])]) for r, s in stops.items())
+    n_total = sum(
+        len(s[s["animal_id"].isin(samples.loc[samples.recording_id == r, "animal_id"])]) for r, s in stops.items()
+    )
     counts = {f"n_{c}": int((stacks.label == c).sum()) for c in CLASSES}
     return {
         "n_samples": len(samples),

@@ -160,10 +160,7 @@ class LMTDatabase:
 
     def _read_columns(self) -> dict[str, set[str]]:
         tables = [r[0] for r in self._con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return {
-            t.upper(): {r[1].upper() for r in self._con.execute(f'PRAGMA table_info("{t}")')}
-            for t in tables
-        }
+        return {t.upper(): {r[1].upper() for r in self._con.execute(f'PRAGMA table_info("{t}")')} for t in tables}
 
     def _has_index(self, name: str) -> bool:
         rows = self._query("SELECT 1 FROM sqlite_master WHERE type='index' AND name=?", (name,))

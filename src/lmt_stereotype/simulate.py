@@ -334,9 +334,7 @@ class _Track:
     hidden: np.ndarray  # (k, 2) frame ranges [start, end) hidden in the house
 
 
-def _plan_track(
-    mouse: SimMouse, params: Params, profile: Profile, rng: np.random.Generator, n_frames: int
-) -> _Track:
+def _plan_track(mouse: SimMouse, params: Params, profile: Profile, rng: np.random.Generator, n_frames: int) -> _Track:
     """Bouts drawn light phase by light phase until the recording is covered; each bout keeps the
     phase it starts in. Then hidden runs in the house."""
     fps, arena = params.lmt.fps, params.lmt.arena_size_cm

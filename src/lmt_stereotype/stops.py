@@ -33,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from tqdm import tqdm
 
 from lmt_stereotype.config import LMTGeometry, StopParams
@@ -128,7 +127,9 @@ class StopDetector:
             stopped[inner] = ok & (speed <= self.p.speed_threshold_cm_s)
         return stopped
 
-    def _runs(self, f: np.ndarray, x: np.ndarray, y: np.ndarray, stopped: np.ndarray, final: bool = False) -> np.ndarray:
+    def _runs(
+        self, f: np.ndarray, x: np.ndarray, y: np.ndarray, stopped: np.ndarray, final: bool = False
+    ) -> np.ndarray:
         """Group stopped rows into runs, merge with the open run, emit the finished ones."""
         done: list[_OpenRun] = []
         if f.size:
@@ -230,7 +231,9 @@ def detect_cohort_stops(
     recordings = manifest.drop_duplicates("recording")[["recording", "recording_id"]]
     rows = []
     with atomic_dir(out_dir) as tmp:
-        for rec in tqdm(recordings.itertuples(index=False), total=len(recordings), desc="stops", unit="rec", disable=not progress):
+        for rec in tqdm(
+            recordings.itertuples(index=False), total=len(recordings), desc="stops", unit="rec", disable=not progress
+        ):
             stops, info = recording_stops(manifest_path.parent / rec.recording, geometry, params)
             write_table(stops, tmp / f"{rec.recording_id}.parquet")
             rows.append(
