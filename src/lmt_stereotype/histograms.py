@@ -132,16 +132,14 @@ def build_cohort_stacks(
             log.info("%s lasts %.0f s: stops after the first %.0f s are left out", rid, duration, window_s)
     stacks = build_stacks(samples, stops, params, geometry.arena_size_cm)
     stacks.save(out_path)
-    n_total = sum(
-        len(s[s["animal_id"].isin(samples.loc[samples.recording_id == r, "animal_id"])]) for r, s in stops.items()
-    )
-    counts = {f"n_{c}": int((stacks.label == c).sum()) for c in CLASSES}
+    n_stops = sum(int(stops[r]["animal_id"].isin(g["animal_id"]).sum()) for r, g in samples.groupby("recording_id"))
+    n_in_window = int(stacks.X.sum())
     return {
         "n_samples": len(samples),
         "n_cages": samples["cage"].nunique(),
         "n_recordings": len(stops),
-        "n_stops": n_total,
-        "n_stops_in_window": int(stacks.X.sum()),
-        "n_stops_after_window": n_total - int(stacks.X.sum()),
-        **counts,
+        "n_stops": n_stops,
+        "n_stops_in_window": n_in_window,
+        "n_stops_after_window": n_stops - n_in_window,
+        **{f"n_{c}": int((stacks.label == c).sum()) for c in CLASSES},
     }
