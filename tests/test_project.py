@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 import tomllib
 from pathlib import Path
@@ -52,3 +53,12 @@ def test_every_subcommand_has_readable_help():
         result = runner.invoke(app, [name, "--help"])
         assert result.exit_code == 0, result.output
         assert "Usage:" in result.output and len(result.output.splitlines()) > 4
+
+
+def test_dvc_lock_is_up_to_date_with_the_code_it_depends_on():
+    """A fresh clone's `make run` then leaves git clean: re-run `dvc repro` after changing a stage's code."""
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    for stage in lock.values():
+        for dep in stage["deps"]:
+            if dep["path"].endswith(".py"):
+                assert hashlib.md5((ROOT / dep["path"]).read_bytes()).hexdigest() == dep["md5"], dep["path"]
