@@ -58,10 +58,17 @@ def simulate(
     Skips when the folder already holds the same simulation; refuses to overwrite a
     folder of real recordings (one without simulation.json).
     """
-    from lmt_stereotype.simulate import write_simulated_cohort
+    from lmt_stereotype.simulate import PROFILES, write_simulated_cohort
     from lmt_stereotype.tracking import stage_run
 
     params = load_params(params_path)
+    profile = PROFILES[params.simulate.profile]
+    if params.histograms.interval_s != profile.interval_s:
+        raise InputError(
+            params_path,
+            f"histograms.interval_s is {params.histograms.interval_s:g} but the {params.simulate.profile} profile "
+            f"simulates {profile.interval_s:g} s intervals; set histograms.interval_s: {profile.interval_s:g}",
+        )
     out = out or params.data.raw
     with stage_run("simulate", params, ("simulate", "histograms", "cage_layout")) as run:
         wrote = write_simulated_cohort(params, out, force=force, progress=_progress())

@@ -13,7 +13,6 @@ itself. Everything derives from ``params.simulate.seed``: same seed, same bytes.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import multiprocessing
 import os
@@ -31,8 +30,6 @@ from lmt_stereotype.config import CLASSES, CageLayout, Circle, Params
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.files import atomic_path, write_json, write_table
 from lmt_stereotype.lmt import INDEXES, SCHEMA
-
-log = logging.getLogger(__name__)
 
 SIMULATOR_VERSION = 1
 """Bump when the simulated data change, so an existing simulation is not taken as up to date."""
@@ -861,13 +858,6 @@ def simulate_cohort(params: Params, out_dir: Path, *, progress: bool = True) -> 
     (out_dir / "simulation.json").unlink(missing_ok=True)  # written last: a half-written folder never looks done
     name = params.simulate.profile
     profile = PROFILES[name]
-    if params.histograms.interval_s != profile.interval_s:
-        log.warning(
-            "simulate: the %s profile has %g s intervals but histograms.interval_s is %g",
-            name,
-            profile.interval_s,
-            params.histograms.interval_s,
-        )
     plans, fingerprints = _plan_cohort(params)
     # Processes, not threads: executemany hands the GIL over at every row. Forked, so that scripts
     # need no __main__ guard; the workers only touch numpy and their own SQLite files.
