@@ -12,6 +12,7 @@ import pytest
 
 from lmt_stereotype.config import LMTGeometry
 from lmt_stereotype.lmt import INDEXES, SCHEMA
+from lmt_stereotype.simulate import EVENT_WITHOUT_METADATA
 
 FPS = 30
 GEOMETRY = LMTGeometry()
@@ -67,11 +68,7 @@ def write_lmt(
         cols = ", ".join(f"{c} TEXT" for c in animal_columns if c != "ID")
         con.executescript(f"DROP TABLE ANIMAL; CREATE TABLE ANIMAL (ID INTEGER PRIMARY KEY AUTOINCREMENT, {cols});")
     if not event_metadata:
-        con.executescript(
-            "DROP TABLE EVENT; CREATE TABLE EVENT (ID INTEGER PRIMARY KEY AUTOINCREMENT, NAME TEXT, DESCRIPTION TEXT,"
-            " STARTFRAME INTEGER, ENDFRAME INTEGER, IDANIMALA INTEGER, IDANIMALB INTEGER, IDANIMALC INTEGER,"
-            " IDANIMALD INTEGER);"
-        )
+        con.executescript(f"DROP TABLE EVENT; {EVENT_WITHOUT_METADATA};")
     for aid in tracks:
         values = {"ID": aid, "RFID": f"00000410{aid:04d}", "NAME": f"mouse{aid}", "GENOTYPE": "WT"}
         values.update((animal_values or {}).get(aid, {}))

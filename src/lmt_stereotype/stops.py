@@ -95,7 +95,7 @@ class StopDetector:
         f = np.concatenate([self._tail.frame, chunk.frame])
         x = np.concatenate([self._tail.x_cm, chunk.x_cm])
         y = np.concatenate([self._tail.y_cm, chunk.y_cm])
-        if len(f) and len(self._tail.frame) and chunk.frame.size and chunk.frame[0] <= self._tail.frame[-1]:
+        if self._tail.frame.size and chunk.frame.size and chunk.frame[0] <= self._tail.frame[-1]:
             raise ValueError("track chunks must arrive in increasing frame order")
         # Rows [lo, hi) get their speed classified now: those with h neighbours on each side.
         lo, hi = self._tail_has_speed, max(len(f) - self.h, self._tail_has_speed)
@@ -201,8 +201,9 @@ def recording_stops(path: Path, geometry: LMTGeometry, params: StopParams) -> tu
     frames: list[pd.DataFrame] = []
     with LMTDatabase(path, geometry) as db:
         first_frame, last_frame = db.frame_range()
-        summary = RecordingSummary(first_frame, last_frame, len(db.animals()), db.has_covering_index)
-        for animal in db.animals():
+        animals = db.animals()
+        summary = RecordingSummary(first_frame, last_frame, len(animals), db.has_covering_index)
+        for animal in animals:
             stops = detect_track_stops(db.iter_track(animal.id), params, geometry.fps)
             df = pd.DataFrame(stops)
             df.insert(0, "animal_id", animal.id)
