@@ -6,34 +6,22 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from cohort import BIN, ROOT, cli, small_params
 
 from lmt_stereotype.histograms import Stacks
 
-ROOT = Path(__file__).parents[1]
-BIN = Path(sys.executable).parent
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run([BIN / "lmt-stereotype", *args], cwd=cwd, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return proc
-
-
-def small_params(folder: Path, n_cages: int, **effects: float) -> Path:
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["simulate"]["n_cages"] = n_cages
-    raw["simulate"]["effects"].update(effects)
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+FAST = {
+    "cnn": {"epochs": 2, "n_permutations": 1, "kernel_sizes": [3, 5], "channels": 4},
+    "baselines": {"n_permutations": 3},
+    "evaluation": {"kfold_splits": 2, "n_bootstrap": 50},
+}
+"""Training settings that only exercise the stages (accuracy is tested in test_training.py)."""
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +37,7 @@ def demo(tmp_path_factory) -> Path:
 def test_the_pipeline_writes_one_stack_per_mouse_recording(demo):
     stacks = Stacks.load(demo / "data/processed/stacks.npz")
     manifest = pd.read_csv(demo / "data/raw/manifest.csv")
-    assert stacks.X.shape == (len(manifest), 72, 30, 30) == (4 * 2 * 4, 72, 30, 30)
+    assert stacks.X.shape == (len(manifest), 12, 30, 30) == (4 * 2 * 4, 12, 30, 30)
     assert sorted(set(stacks.label)) == ["AF", "AM", "JF", "JM"]
     assert len(set(stacks.cage)) == 4
     counts = json.loads((demo / "reports/preprocess.json").read_text())
@@ -60,7 +48,7 @@ def test_the_pipeline_writes_one_stack_per_mouse_recording(demo):
 
 def test_each_stack_sums_to_its_stops_inside_the_time_window(demo):
     stacks = Stacks.load(demo / "data/processed/stacks.npz")
-    window_s = 72 * stacks.interval_s
+    window_s = 12 * stacks.interval_s
     for k in (0, 13, 31):
         rec, animal = stacks.sample[k].rsplit(":", 1)
         stops = pd.read_parquet(demo / f"data/interim/stops/{rec}.parquet")
@@ -121,7 +109,7 @@ def test_dvc_repro_runs_the_stages_and_leaves_a_clean_status(tmp_path):
         if (ROOT / name).is_file() and not name.startswith("data/"):
             (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, tmp_path / name)
-    small_params(tmp_path, n_cages=2)
+    small_params(tmp_path, n_cages=2, sections=FAST)
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
     run = lambda *a: subprocess.run(a, cwd=tmp_path, env=env, capture_output=True, text=True)  # noqa: E731
     assert run("git", "init", "-q").returncode == 0
@@ -130,6 +118,12 @@ def test_dvc_repro_runs_the_stages_and_leaves_a_clean_status(tmp_path):
     assert repro.returncode == 0, repro.stderr + repro.stdout
     status = run("dvc", "status", "--quiet")
     assert status.returncode == 0, status.stdout
-    metrics = run("dvc", "metrics", "show", "--json")
-    assert "n_stops_in_window" in metrics.stdout
+    metrics = json.loads(run("dvc", "metrics", "show", "--json").stdout)
+    shown = next(iter(metrics.values()))["data"]
+    assert "n_stops_in_window" in shown["reports/preprocess.json"]["data"]
+    for model in ("cnn", "knn", "svm"):  # the comparison, side by side under the same keys
+        assert set(shown[f"reports/{model}.json"]["data"]) == {"loco", "kfold"}
+        assert 0 <= shown[f"reports/{model}.json"]["data"]["loco"]["accuracy"] <= 1
+    plots = run("dvc", "plots", "show", "--json")
+    assert plots.returncode == 0 and "confusion_loco" in plots.stdout
     assert Stacks.load(tmp_path / "data/processed/stacks.npz").X.shape[0] == 16

@@ -31,7 +31,10 @@ def test_params_yaml_is_valid_and_complete():
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert set(raw) == set(Params.model_fields)  # every section spelled out for users
     assert params.stops.speed_threshold_cm_s == 5.0 and params.stops.min_duration_s == 1.0
-    assert params.histograms.n_intervals == 72 and params.histograms.grid == 30
+    assert params.histograms.grid == 30 and params.cnn.kernel_sizes == (3, 9) and params.cnn.lr == 1e-3
+    assert params.baselines.pca_components == 3 and params.baselines.knn_neighbors == 1
+    # the demo histograms cover its whole recording, so the simulate guard accepts them
+    assert params.histograms.n_intervals * params.histograms.interval_s == 72 * 30
 
 
 def _commands() -> list[list[str]]:

@@ -63,11 +63,13 @@ def simulate(
 
     params = load_params(params_path)
     profile = PROFILES[params.simulate.profile]
-    if params.histograms.interval_s != profile.interval_s:
+    window_s = params.histograms.n_intervals * params.histograms.interval_s
+    recording_s = profile.n_intervals * profile.interval_s
+    if window_s != recording_s:
         raise InputError(
             params_path,
-            f"histograms.interval_s is {params.histograms.interval_s:g} but the {params.simulate.profile} profile "
-            f"simulates {profile.interval_s:g} s intervals; set histograms.interval_s: {profile.interval_s:g}",
+            f"histograms cover {params.histograms.n_intervals} x {params.histograms.interval_s:g} s but the "
+            f"{params.simulate.profile} profile records {recording_s:g} s; n_intervals x interval_s must equal it",
         )
     out = out or params.data.raw
     with stage_run("simulate", params, ("simulate", "histograms", "cage_layout")) as run:
@@ -155,6 +157,87 @@ def preprocess(params_path: ParamsOpt = Path("params.yaml")) -> None:
     with stage_run("preprocess", params):
         _stops_stage(params)
         _histograms_stage(params)
+
+
+@app.command()
+def train(params_path: ParamsOpt = Path("params.yaml")) -> None:
+    """Cross-validate the paper's CNN per cage fold (and per stratified fold, to show cage leakage).
+
+    Writes reports/cnn.json (metrics per scheme) and reports/cnn/SCHEME/ (confusion matrix,
+    predictions, per-fold metrics, loss curves); logs one MLflow run per scheme with a
+    nested run per fold.
+    """
+    from lmt_stereotype.models import CNNClassifier
+
+    params = load_params(params_path)
+    _evaluation_stage(
+        params, "train", {"cnn": (lambda: CNNClassifier.from_params(params.cnn), params.cnn.n_permutations, "cnn")}
+    )
+
+
+@app.command()
+def baselines(params_path: ParamsOpt = Path("params.yaml")) -> None:
+    """Cross-validate PCA + 1-nearest-neighbour and PCA + SVM on the same folds as the CNN.
+
+    Writes reports/knn.json, reports/svm.json and their folders, with the same metric
+    names as the CNN, so MLflow and `dvc metrics show` put the three side by side.
+    """
+    from lmt_stereotype.models import make_baseline
+
+    params = load_params(params_path)
+    n = params.baselines.n_permutations
+    models = {
+        kind: (lambda kind=kind: make_baseline(kind, params.baselines), n, "baselines") for kind in ("knn", "svm")
+    }
+    _evaluation_stage(params, "baselines", models)
+
+
+def _evaluation_stage(params: Params, stage: str, models: dict) -> None:
+    """Evaluate each model under each scheme; write its reports and log its MLflow runs."""
+    from lmt_stereotype.evaluation import SCHEMES, evaluate, write_reports
+    from lmt_stereotype.files import atomic_dir, write_json
+    from lmt_stereotype.histograms import Stacks
+    from lmt_stereotype.tracking import flat_params, provenance_tags, stage_run
+
+    if not params.data.stacks.exists():
+        raise InputError(params.data.stacks, "no histogram stacks; run `lmt-stereotype preprocess` first")
+    stacks = Stacks.load(params.data.stacks)
+    provenance = provenance_tags(params)
+    with stage_run(stage, params) as run:
+        for model, (make, n_permutations, section) in models.items():
+            summary = {}
+            with atomic_dir(params.data.reports / model) as folder:
+                for scheme in params.evaluation.schemes:
+                    result = evaluate(
+                        model, make, stacks, scheme, params.evaluation, n_permutations, progress=_progress()
+                    )
+                    files = write_reports(result, folder / scheme)
+                    summary[scheme] = result.metrics
+                    tags = {"model_family": model, "cv_scheme": scheme, **provenance}
+                    with run.child(f"{model}-{scheme}", {**tags, "cv_scheme_name": SCHEMES[scheme]}) as parent:
+                        parent.log_params(flat_params(params, (section, "evaluation", "histograms")))
+                        parent.log_metrics(result.metrics)
+                        for path in files:
+                            parent.log_artifact(path)
+                        for fold, metrics in result.fold_metrics.items():
+                            with parent.child(f"{model}-{scheme}-{fold}", {**tags, "fold": fold}) as child:
+                                child.log_metrics(metrics)
+                                if fold in result.loss_curves:
+                                    child.log_series("train_loss", result.loss_curves[fold])
+                    m = result.metrics
+                    log.info(
+                        "%s %s: accuracy %.3f [%.3f, %.3f] (chance %.2f, p = %.3g), females %.3f, males %.3f",
+                        model,
+                        scheme,
+                        m["accuracy"],
+                        m["accuracy_ci_low"],
+                        m["accuracy_ci_high"],
+                        m["chance_level"],
+                        m["permutation_p_value"],
+                        m["accuracy_female"],
+                        m["accuracy_male"],
+                    )
+            write_json(summary, params.data.reports / f"{model}.json")
 
 
 def main() -> None:

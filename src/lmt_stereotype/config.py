@@ -109,6 +109,51 @@ class SimulateParams(_Section):
     mouse_variability: float = Field(0.25, ge=0, description="sd of the per-mouse log site weights")
 
 
+Transform = Literal["raw", "log1p", "per_recording"]
+"""Input transform of a stack, applied per recording (nothing learnt from other recordings):
+raw counts, log(1 + count), or counts divided by the recording's mean count."""
+
+
+class CNNParams(_Section):
+    """The paper's shallow CNN and how it is trained (paper: cross-entropy, SGD, lr 1e-3)."""
+
+    channels: int = Field(16, gt=0, description="output channels of each convolution branch")
+    kernel_sizes: tuple[int, ...] = Field((3, 9), min_length=1, description="one parallel branch per size")
+    pool: int = Field(2, gt=0)
+    transform: Transform = "log1p"
+    epochs: int = Field(40, gt=0, description="fixed count: no early stopping on the held-out cage")
+    batch_size: int = Field(8, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 0
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
+    n_permutations: int = Field(19, ge=0, description="label permutations for the p-value (each a full CV)")
+
+
+class BaselineParams(_Section):
+    """PCA on the flattened stacks, then 1-nearest-neighbour or an SVM (paper: 3 components)."""
+
+    transform: Transform = "raw"
+    scaling: Literal["none", "standard"] = Field("none", description="standardise features before PCA")
+    pca_components: int = Field(3, gt=0)
+    knn_neighbors: int = Field(1, gt=0)
+    svm_kernel: Literal["linear", "rbf", "poly", "sigmoid"] = "rbf"
+    svm_c: float = Field(1.0, gt=0)
+    seed: int = 0
+    n_permutations: int = Field(199, ge=0, description="label permutations for the p-value (leave-one-cage-out)")
+
+
+class EvaluationParams(_Section):
+    """Cross-validation schemes and the uncertainty around every accuracy."""
+
+    schemes: tuple[Literal["loco", "kfold"], ...] = Field(("loco", "kfold"), min_length=1)
+    kfold_splits: int = Field(12, ge=2, description="stratified K-fold that ignores cages (shows cage leakage)")
+    n_bootstrap: int = Field(2000, gt=0, description="resamples of cages for the accuracy interval")
+    confidence: float = Field(0.95, gt=0, lt=1)
+    seed: int = 0
+
+
 class MlflowParams(_Section):
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "lmt-stereotype"
@@ -121,6 +166,9 @@ class Params(_Section):
     histograms: HistogramParams = HistogramParams()
     cage_layout: CageLayout = CageLayout()
     simulate: SimulateParams = SimulateParams()
+    cnn: CNNParams = CNNParams()
+    baselines: BaselineParams = BaselineParams()
+    evaluation: EvaluationParams = EvaluationParams()
     mlflow: MlflowParams = MlflowParams()
 
 

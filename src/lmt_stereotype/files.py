@@ -76,9 +76,22 @@ def read_table(path: Path | str) -> pd.DataFrame:
     return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
 
 
+def _json_ready(obj: Any) -> Any:
+    """NaN and infinities become null (strict JSON); numpy scalars and arrays become Python values."""
+    if isinstance(obj, dict):
+        return {str(k): _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | np.ndarray):
+        return [_json_ready(v) for v in obj]
+    if isinstance(obj, float | np.floating):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
 def write_json(obj: Any, path: Path | str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(_json_ready(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def save_npz(path: Path | str, **arrays: np.ndarray) -> None:

@@ -8,8 +8,11 @@ under ``.dvc/tmp/exps/``) land in the same database as everything else.
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Iterator, Mapping
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -48,21 +51,77 @@ def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def provenance_tags(params: Params, root: Path | None = None) -> dict[str, str]:
+    """Where a result comes from: data version (the hash in ``data.dvc``), data source, git commit."""
+    import yaml
+
+    root = root or project_root()
+    try:
+        outs = yaml.safe_load((root / "data.dvc").read_text())["outs"][0]
+        data_version = str(outs.get("md5") or outs.get("hash") or "unknown")
+    except (OSError, KeyError, IndexError, TypeError, yaml.YAMLError):
+        data_version = "untracked"
+    raw = params.data.raw if params.data.raw.is_absolute() else root / params.data.raw
+    git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+    return {
+        "data_version": data_version,
+        "data_source": "synthetic" if (raw / "simulation.json").exists() else "LMT",
+        "git_commit": git.stdout.strip() if git.returncode == 0 else "unknown",
+    }
+
+
 class StageRun:
-    """What a stage may log: metrics, files, tags. Thin on purpose."""
+    """What a stage may log: metrics, series, files, tags, nested runs. Thin on purpose."""
 
     def __init__(self, mlflow_module: Any, run: Any):
         self._mlflow = mlflow_module
         self.run = run
 
     def log_metrics(self, metrics: Mapping[str, float]) -> None:
-        self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        """Log finite values; NaN (a metric undefined here, e.g. males of a female cage) is left out."""
+        finite = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+        self._mlflow.log_metrics(finite, run_id=self.run.info.run_id)
+
+    def log_series(self, key: str, values: Sequence[float]) -> None:
+        """One value per step (epoch 1, 2, ...), drawn as a curve by the MLflow UI."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, float(v), now, step) for step, v in enumerate(values, start=1)]
+        self._mlflow.MlflowClient().log_batch(self.run.info.run_id, metrics=metrics)
+
+    def log_params(self, values: Mapping[str, Any]) -> None:
+        self._mlflow.log_params(dict(values), run_id=self.run.info.run_id)
 
     def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
-        self._mlflow.log_artifact(str(path), artifact_path)
+        self._mlflow.log_artifact(str(path), artifact_path, run_id=self.run.info.run_id)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        self._mlflow.set_tags(dict(tags))
+        client = self._mlflow.MlflowClient()
+        for key, value in tags.items():
+            client.set_tag(self.run.info.run_id, key, str(value))
+
+    @contextmanager
+    def child(self, name: str, tags: Mapping[str, str] | None = None) -> Iterator[StageRun]:
+        """A run nested in this one (a model under a stage, a fold under a model)."""
+        with _ending(self._mlflow):
+            run = self._mlflow.start_run(run_name=name, nested=True, tags=dict(tags or {}))
+            yield StageRun(self._mlflow, run)
+
+
+@contextmanager
+def _ending(mlflow: Any) -> Iterator[None]:
+    """End the active run FINISHED, or KILLED by Ctrl-C, or FAILED by an exception."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run()
 
 
 @contextmanager
@@ -83,20 +142,18 @@ def stage_run(stage: str, params: Params, sections: tuple[str, ...] = ()) -> Ite
             mlflow.create_experiment(params.mlflow.experiment, artifact_location=artifacts)
         mlflow.set_experiment(params.mlflow.experiment)
     nested = mlflow.active_run() is not None
-    run = mlflow.start_run(run_name=stage, nested=nested, tags={"stage": stage})
-    try:
-        dumped = params.model_dump(mode="json")
-        flat: dict[str, Any] = {}
-        for section in sections:
-            _flatten(section, dumped[section], flat)
+    with _ending(mlflow):
+        run = mlflow.start_run(run_name=stage, nested=nested, tags={"stage": stage})
+        flat = flat_params(params, sections)
         if flat:
             mlflow.log_params(flat)
         yield StageRun(mlflow, run)
-    except KeyboardInterrupt:
-        mlflow.end_run("KILLED")
-        raise
-    except BaseException:
-        mlflow.end_run("FAILED")
-        raise
-    else:
-        mlflow.end_run()
+
+
+def flat_params(params: Params, sections: tuple[str, ...]) -> dict[str, Any]:
+    """``{"cnn.lr": 0.001, ...}`` for the given top-level sections."""
+    dumped = params.model_dump(mode="json")
+    flat: dict[str, Any] = {}
+    for section in sections:
+        _flatten(section, dumped[section], flat)
+    return flat

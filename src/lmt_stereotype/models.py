@@ -1,0 +1,224 @@
+"""The classifiers: the paper's shallow CNN and the PCA + 1-NN / SVM baselines.
+
+All of them are scikit-learn estimators taking stacks ``X`` of shape (n, T, N, N) and
+class indices ``y`` (order of :data:`~lmt_stereotype.config.CLASSES`), so one
+cross-validation routine evaluates every model the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.decomposition import PCA
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.svm import SVC
+from torch import nn
+
+from lmt_stereotype.config import CLASSES, BaselineParams, CNNParams, Transform
+
+
+def transform_stacks(X: np.ndarray, kind: Transform) -> np.ndarray:
+    """Per-recording input transform (float32); it learns nothing, so it cannot leak a test cage."""
+    X = np.asarray(X, dtype=np.float32)
+    if kind == "raw":
+        return X
+    if kind == "log1p":
+        return np.log1p(X)
+    axes = tuple(range(1, X.ndim))
+    mean = X.mean(axis=axes, keepdims=True)
+    return X / np.where(mean > 0, mean, 1.0)
+
+
+class Branch(nn.Module):
+    """Conv -> ReLU -> max-pool, each its own module so hooks and Captum can reach every output."""
+
+    def __init__(self, in_channels: int, channels: int, kernel_size: int, pool: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, channels, kernel_size)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(pool)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.relu(self.conv(x)))
+
+
+class StopCNN(nn.Module):
+    """The paper's network: parallel conv branches over a (T, N, N) stack, concatenated, one linear layer.
+
+    The T time intervals are the input channels. For T = 72, N = 30 and kernels 3 and 9
+    the classifier sees 16*14*14 + 16*11*11 = 5072 features.
+    """
+
+    def __init__(
+        self,
+        n_intervals: int,
+        grid: int,
+        n_classes: int = len(CLASSES),
+        channels: int = 16,
+        kernel_sizes: tuple[int, ...] = (3, 9),
+        pool: int = 2,
+    ):
+        super().__init__()
+        if min(kernel_sizes) < 1 or max(kernel_sizes) > grid or (grid - max(kernel_sizes) + 1) < pool:
+            raise ValueError(f"kernels {kernel_sizes} with pool {pool} do not fit a {grid} x {grid} grid")
+        self.branches = nn.ModuleList(Branch(n_intervals, channels, k, pool) for k in kernel_sizes)
+        self.n_features = sum(channels * ((grid - k + 1) // pool) ** 2 for k in kernel_sizes)
+        self.classifier = nn.Linear(self.n_features, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.cat([branch(x).flatten(1) for branch in self.branches], dim=1))
+
+
+class CNNClassifier(ClassifierMixin, BaseEstimator):
+    """:class:`StopCNN` trained with cross-entropy and SGD for a fixed number of epochs.
+
+    A fixed epoch count (no early stopping) means nothing is chosen by looking at the
+    held-out cage. Same ``seed``, same weights and predictions. ``loss_curve_`` holds the
+    mean training loss of each epoch.
+    """
+
+    def __init__(
+        self,
+        channels: int = 16,
+        kernel_sizes: tuple[int, ...] = (3, 9),
+        pool: int = 2,
+        transform: Transform = "log1p",
+        epochs: int = 40,
+        batch_size: int = 8,
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        seed: int = 0,
+        threads: int = 0,
+    ):
+        self.channels = channels
+        self.kernel_sizes = kernel_sizes
+        self.pool = pool
+        self.transform = transform
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.seed = seed
+        self.threads = threads
+
+    @classmethod
+    def from_params(cls, params: CNNParams) -> CNNClassifier:
+        fields = cls._get_param_names()
+        return cls(**{k: v for k, v in params.model_dump().items() if k in fields})
+
+    def _tensor(self, X: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(transform_stacks(X, self.transform)).contiguous(memory_format=torch.channels_last)
+
+    @contextmanager
+    def _threads(self) -> Iterator[None]:
+        """Use ``threads`` CPU threads inside, torch's own setting outside."""
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads or before)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> CNNClassifier:
+        with self._threads():
+            return self._fit(X, y)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> CNNClassifier:
+        _, T, N, _ = X.shape
+        self.classes_ = np.arange(len(CLASSES))
+        torch.manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.seed)
+        model = StopCNN(T, N, len(CLASSES), self.channels, tuple(self.kernel_sizes), self.pool)
+        model = model.to(memory_format=torch.channels_last)
+        optimiser = torch.optim.SGD(
+            model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
+        inputs, targets = self._tensor(X), torch.as_tensor(np.asarray(y), dtype=torch.long)
+        loss_fn = nn.CrossEntropyLoss(reduction="sum")
+        self.loss_curve_: list[float] = []
+        model.train()
+        for _ in range(self.epochs):
+            total = 0.0
+            for batch in torch.randperm(len(targets), generator=generator).split(self.batch_size):
+                optimiser.zero_grad(set_to_none=True)
+                loss = loss_fn(model(inputs[batch]), targets[batch])
+                (loss / len(batch)).backward()
+                optimiser.step()
+                total += loss.item()
+            self.loss_curve_.append(total / len(targets))
+        self.module_ = model.eval()
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        with self._threads(), torch.inference_mode():
+            return torch.softmax(self.module_(self._tensor(X)), dim=1).numpy().astype(np.float64)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_proba(X).argmax(axis=1)
+
+
+class CalibratedSVC(ClassifierMixin, BaseEstimator):
+    """An SVM whose class probabilities come from sigmoid calibration on internal folds.
+
+    scikit-learn's replacement for ``SVC(probability=True)``: the SVM is calibrated on up
+    to 3 stratified folds of the training data (fewer when a class is that small) and
+    predicts the most probable class. A class with a single training recording leaves
+    nothing to calibrate on; the plain SVM then predicts, with 0/1 probabilities.
+    """
+
+    def __init__(self, kernel: str = "rbf", C: float = 1.0, random_state: int = 0):
+        self.kernel = kernel
+        self.C = C
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> CalibratedSVC:
+        svm = SVC(kernel=self.kernel, C=self.C, random_state=self.random_state)
+        self.classes_, counts = np.unique(y, return_counts=True)
+        if counts.min() >= 2:
+            self.model_ = CalibratedClassifierCV(svm, cv=int(min(3, counts.min())), ensemble=False).fit(X, y)
+        else:
+            self.model_ = svm.fit(X, y)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        if isinstance(self.model_, CalibratedClassifierCV):
+            return self.model_.predict_proba(X)
+        return (self.model_.predict(X)[:, None] == self.classes_[None, :]).astype(float)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.model_.predict(X)
+
+
+def _flatten(X: np.ndarray, transform: Transform) -> np.ndarray:
+    return transform_stacks(X, transform).reshape(len(X), -1)
+
+
+def make_baseline(kind: str, params: BaselineParams) -> Pipeline:
+    """Flatten -> [standardise] -> PCA -> 1-NN or SVM, as one pipeline fitted on training cages only.
+
+    Every step before the last ignores the labels, so
+    :func:`~lmt_stereotype.evaluation.cross_validate` may fit them once per fold and
+    reuse them across label permutations.
+    """
+    steps: list[tuple[str, object]] = [
+        ("flatten", FunctionTransformer(_flatten, kw_args={"transform": params.transform})),
+    ]
+    if params.scaling == "standard":
+        steps.append(("scale", StandardScaler()))
+    steps.append(("pca", PCA(n_components=params.pca_components, random_state=params.seed)))
+    if kind == "knn":
+        steps.append(("knn", KNeighborsClassifier(n_neighbors=params.knn_neighbors)))
+    elif kind == "svm":
+        steps.append(("svm", CalibratedSVC(kernel=params.svm_kernel, C=params.svm_c, random_state=params.seed)))
+    else:
+        raise ValueError(f"unknown baseline {kind!r} (knn or svm)")
+    return Pipeline(steps)

@@ -1,0 +1,455 @@
+"""Honest evaluation: cage folds that never leak, out-of-fold predictions, metrics and their uncertainty."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from sklearn.base import clone
+from sklearn.decomposition import PCA
+
+from lmt_stereotype.config import CLASSES, BaselineParams, EvaluationParams
+from lmt_stereotype.evaluation import (
+    FEMALE,
+    JUVENILE,
+    FoldedModel,
+    binomial_interval,
+    bootstrap_accuracy_interval,
+    chance_level,
+    classification_metrics,
+    confusion,
+    design_permutation,
+    evaluate,
+    leave_one_cage_out,
+    permutation_p_value,
+    significance_threshold,
+    stratified_kfold,
+    write_reports,
+)
+from lmt_stereotype.histograms import Stacks
+from lmt_stereotype.models import make_baseline
+
+N_CAGES, PER_CAGE = 6, 8
+FAST = EvaluationParams(kfold_splits=4, n_bootstrap=200)
+TABLE_1 = np.array([[22, 2, 0, 0], [9, 8, 1, 6], [0, 4, 20, 0], [0, 0, 0, 24]])  # the paper's confusion matrix
+
+
+def tiny_stacks(seed: int = 0) -> Stacks:
+    """6 single-sex cages (0-2 male, 3-5 female) of 4 mice, each recorded as a juvenile and as an adult."""
+    rng = np.random.default_rng(seed)
+    label, cage, recording, animal_id, sample = [], [], [], [], []
+    for c in range(N_CAGES):
+        sex = "M" if c < 3 else "F"
+        for age in ("J", "A"):
+            for mouse in range(1, 5):
+                label.append(age + sex)
+                cage.append(f"c{c}")
+                recording.append(f"c{c}-{age}")
+                animal_id.append(mouse)
+                sample.append(f"c{c}-{age}-{mouse}")
+    n = len(label)
+    return Stacks(
+        X=rng.poisson(2.0, size=(n, 2, 6, 6)).astype(np.float32),
+        label=np.array(label),
+        cage=np.array(cage),
+        recording=np.array(recording),
+        animal_id=np.array(animal_id, dtype=np.int64),
+        sample=np.array(sample),
+        interval_s=1.0,
+    )
+
+
+@pytest.fixture(scope="module")
+def stacks() -> Stacks:
+    return tiny_stacks()
+
+
+def knn(scaling: str = "none"):
+    return make_baseline("knn", BaselineParams(scaling=scaling))
+
+
+def from_table(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """y_true, y_pred with the given confusion counts (rows true, columns predicted)."""
+    pairs = [(i, j) for i in range(len(matrix)) for j in range(len(matrix)) for _ in range(matrix[i, j])]
+    y_true, y_pred = np.array(pairs).T
+    return y_true, y_pred
+
+
+def sex_of_cages(y: np.ndarray, cages: np.ndarray) -> dict[str, set[bool]]:
+    return {c: set(FEMALE[y[cages == c]].tolist()) for c in np.unique(cages)}
+
+
+# --- folds ----------------------------------------------------------------------------
+
+
+def test_the_tiny_design_is_balanced_and_single_sex(stacks):
+    assert stacks.X.shape == (48, 2, 6, 6)
+    assert np.bincount(stacks.y).tolist() == [12, 12, 12, 12]
+    assert all(len(sexes) == 1 for sexes in sex_of_cages(stacks.y, stacks.cage).values())
+
+
+def test_leave_one_cage_out_has_one_fold_per_cage_and_never_trains_on_the_test_cage(stacks):
+    folds = leave_one_cage_out(stacks.cage)
+    assert [f.name for f in folds] == [f"c{c}" for c in range(N_CAGES)]
+    for fold in folds:
+        assert len(fold.test) == PER_CAGE
+        assert set(stacks.cage[fold.test]) == {fold.name}
+        assert not set(stacks.cage[fold.test]) & set(stacks.cage[fold.train])
+        assert not set(fold.train) & set(fold.test)
+        assert len(fold.train) + len(fold.test) == len(stacks.y)
+    tests = np.concatenate([f.test for f in folds])
+    assert sorted(tests.tolist()) == list(range(len(stacks.y)))  # a partition: every recording tested once
+
+
+def test_stratified_kfold_puts_cage_mates_on_both_sides_and_is_stratified(stacks):
+    folds = stratified_kfold(stacks.y, 4, seed=0)
+    assert len(folds) == 4
+    leaky = [f for f in folds if set(stacks.cage[f.test]) & set(stacks.cage[f.train])]
+    assert leaky  # the leak this scheme exists to measure
+    for fold in folds:
+        assert np.bincount(stacks.y[fold.test], minlength=4).tolist() == [3, 3, 3, 3]
+    assert sorted(np.concatenate([f.test for f in folds]).tolist()) == list(range(len(stacks.y)))
+
+
+def test_stratified_kfold_is_reproducible_for_a_seed(stacks):
+    a, b = stratified_kfold(stacks.y, 4, seed=5), stratified_kfold(stacks.y, 4, seed=5)
+    assert all(np.array_equal(x.test, y.test) for x, y in zip(a, b))
+
+
+# --- fitting per fold -----------------------------------------------------------------
+
+
+def test_nothing_is_fitted_on_the_held_out_cage(stacks):
+    folds = leave_one_cage_out(stacks.cage)
+    result = FoldedModel(knn("standard"), stacks.X, folds).run(stacks.y)
+    flat = stacks.X.reshape(len(stacks.X), -1).astype(np.float32)
+    assert len(result.models) == len(folds)
+    for fold, model in zip(folds, result.models):
+        scaler, pca = model.named_steps["scale"], model.named_steps["pca"]
+        train = flat[fold.train]
+        assert scaler.n_samples_seen_ == pca.n_samples_ == len(fold.train)
+        np.testing.assert_allclose(scaler.mean_, train.mean(axis=0), rtol=1e-5, atol=1e-6)
+        assert not np.allclose(scaler.mean_, flat.mean(axis=0))
+        scaled = scaler.transform(train)
+        np.testing.assert_allclose(pca.mean_, scaled.mean(axis=0), atol=1e-6)
+        reference = PCA(n_components=3, random_state=0).fit(scaled)
+        np.testing.assert_allclose(pca.explained_variance_, reference.explained_variance_, rtol=1e-5)
+        everything = PCA(n_components=3, random_state=0).fit(scaler.transform(flat))
+        assert not np.allclose(pca.explained_variance_, everything.explained_variance_, rtol=1e-3)
+
+
+def test_without_scaling_pca_centres_on_the_training_cages_only(stacks):
+    folds = leave_one_cage_out(stacks.cage)
+    result = FoldedModel(knn(), stacks.X, folds).run(stacks.y)
+    flat = stacks.X.reshape(len(stacks.X), -1)
+    for fold, model in zip(folds, result.models):
+        pca = model.named_steps["pca"]
+        np.testing.assert_allclose(pca.mean_, flat[fold.train].mean(axis=0), rtol=1e-5, atol=1e-6)
+        assert not np.allclose(pca.mean_, flat.mean(axis=0))
+
+
+@pytest.mark.parametrize("kind, scaling", [("knn", "none"), ("knn", "standard"), ("svm", "none")])
+def test_folded_model_predicts_exactly_like_refitting_the_whole_pipeline_per_fold(stacks, kind, scaling):
+    pipeline = make_baseline(kind, BaselineParams(scaling=scaling))
+    folds = leave_one_cage_out(stacks.cage)
+    result = FoldedModel(pipeline, stacks.X, folds).run(stacks.y)
+    y_pred = np.full(len(stacks.y), -1)
+    proba = np.zeros((len(stacks.y), len(CLASSES)))
+    for fold in folds:
+        fresh = clone(pipeline).fit(stacks.X[fold.train], stacks.y[fold.train])
+        y_pred[fold.test] = fresh.predict(stacks.X[fold.test])
+        proba[np.ix_(fold.test, fresh.classes_)] = fresh.predict_proba(stacks.X[fold.test])
+    np.testing.assert_array_equal(result.y_pred, y_pred)
+    # the pipeline's PCA.fit_transform and FoldedModel's fit().transform() differ by float32 rounding (~1e-6)
+    np.testing.assert_allclose(result.proba, proba, atol=1e-4)
+    assert result.fold.tolist() == stacks.cage.tolist()
+
+
+def test_folded_model_refits_only_the_classifier_for_new_labels(stacks):
+    folds = leave_one_cage_out(stacks.cage)
+    folded = FoldedModel(knn("standard"), stacks.X, folds)
+    permuted = design_permutation(stacks.y, stacks.cage, np.random.default_rng(1))
+    result = folded.run(permuted, proba=False)
+    for fold in folds:
+        fresh = clone(knn("standard")).fit(stacks.X[fold.train], permuted[fold.train])
+        np.testing.assert_array_equal(result.y_pred[fold.test], fresh.predict(stacks.X[fold.test]))
+    assert np.isnan(result.proba).all()
+
+
+# --- metrics --------------------------------------------------------------------------
+
+
+def test_classification_metrics_of_a_hand_made_example():
+    # AM: 1 of 2 right, JM: 1 of 2, AF: 1 of 2, no JF at all
+    y_true = np.array([0, 0, 1, 1, 2, 2])
+    y_pred = np.array([0, 1, 3, 1, 2, 0])
+    m = classification_metrics(y_true, y_pred)
+    assert m["accuracy"] == pytest.approx(3 / 6)
+    assert m["accuracy_female"] == pytest.approx(1 / 2)
+    assert m["accuracy_male"] == pytest.approx(2 / 4)
+    assert m["balanced_accuracy"] == pytest.approx(0.5)
+    assert (m["recall_AM"], m["recall_JM"], m["recall_AF"]) == pytest.approx((0.5, 0.5, 0.5))
+    assert math.isnan(m["recall_JF"])
+    assert m["accuracy_sex"] == pytest.approx(4 / 6)  # JM->JF and AF->AM got the sex wrong
+    assert m["accuracy_age"] == pytest.approx(5 / 6)  # AM->JM got the age wrong
+    assert set(m) == {
+        "accuracy_sex",
+        "accuracy_age",
+        "accuracy",
+        "balanced_accuracy",
+        "accuracy_female",
+        "accuracy_male",
+        "f1_macro",
+        *(f"recall_{c}" for c in CLASSES),
+    }
+
+
+def test_accuracy_of_one_sex_is_nan_when_that_sex_is_absent():
+    m = classification_metrics(np.array([0, 1]), np.array([0, 0]))
+    assert math.isnan(m["accuracy_female"]) and m["accuracy_male"] == 0.5
+
+
+def test_confusion_rows_are_true_and_columns_predicted_in_class_order():
+    y_true = np.array([CLASSES.index("JM"), CLASSES.index("AM")])
+    y_pred = np.array([CLASSES.index("JF"), CLASSES.index("AM")])
+    counts = confusion(y_true, y_pred)
+    assert counts.shape == (4, 4)
+    assert counts[1, 3] == 1  # true JM predicted JF
+    assert counts[0, 0] == 1
+    assert counts.sum() == 2
+
+
+def test_the_papers_table_1_gives_its_reported_accuracies():
+    y_true, y_pred = from_table(TABLE_1)
+    np.testing.assert_array_equal(confusion(y_true, y_pred), TABLE_1)
+    m = classification_metrics(y_true, y_pred)
+    assert round(m["accuracy"], 3) == 0.771
+    assert round(m["accuracy_female"], 3) == 0.917
+    assert round(m["accuracy_male"], 3) == 0.625
+    assert m["accuracy_sex"] == pytest.approx(85 / 96)  # 7 males called female, 4 females called male
+    assert m["recall_JM"] == pytest.approx(8 / 24)
+    assert m["recall_JF"] == 1.0
+
+
+def test_binomial_interval_is_the_exact_clopper_pearson_interval():
+    low, high = binomial_interval(74, 96, 0.95)
+    assert low == pytest.approx(stats.beta.ppf(0.025, 74, 96 - 74 + 1), rel=1e-9)
+    assert high == pytest.approx(stats.beta.ppf(0.975, 74 + 1, 96 - 74), rel=1e-9)
+    ci = stats.binomtest(74, 96).proportion_ci(0.95, method="exact")
+    assert (low, high) == pytest.approx((ci.low, ci.high))
+    assert low < 74 / 96 < high
+
+
+@pytest.mark.parametrize("n, chance, alpha", [(96, 0.25, 0.05), (48, 0.25, 0.05), (20, 0.5, 0.01), (96, 0.25, 0.5)])
+def test_significance_threshold_is_the_smallest_accuracy_a_guesser_rarely_reaches(n, chance, alpha):
+    k = next(k for k in range(n + 1) if stats.binom.sf(k - 1, n, chance) <= alpha)
+    assert significance_threshold(n, chance, alpha) == k / n
+    assert stats.binom.sf(k - 2, n, chance) > alpha  # one fewer hit is not enough
+
+
+def test_significance_threshold_for_96_recordings_at_chance_one_quarter():
+    assert significance_threshold(96, 0.25, 0.05) == 32 / 96
+
+
+def test_chance_level_is_the_share_of_the_most_frequent_class():
+    assert chance_level(np.repeat(np.arange(4), 12)) == 0.25
+    assert chance_level(np.array([0, 0, 0, 1])) == 0.75
+
+
+# --- bootstrap over cages -------------------------------------------------------------
+
+
+def test_bootstrap_interval_contains_the_observed_accuracy(stacks):
+    correct = np.random.default_rng(0).random(len(stacks.y)) < 0.7
+    low, high = bootstrap_accuracy_interval(correct, stacks.cage, 500, 0.95, seed=0)
+    assert 0 <= low <= correct.mean() <= high <= 1
+    assert low < high
+
+
+def test_bootstrap_interval_is_wider_when_correctness_clusters_by_cage(stacks):
+    in_cage = np.tile(np.arange(PER_CAGE), N_CAGES)
+    cage_number = np.repeat(np.arange(N_CAGES), PER_CAGE)
+    clustered = cage_number % 2 == 0  # whole cages right or wrong
+    spread = in_cage % 2 == 0  # half of every cage right
+    assert clustered.mean() == spread.mean() == 0.5
+    c_low, c_high = bootstrap_accuracy_interval(clustered, stacks.cage, 500, 0.95, seed=0)
+    s_low, s_high = bootstrap_accuracy_interval(spread, stacks.cage, 500, 0.95, seed=0)
+    assert c_high - c_low > s_high - s_low
+    assert (s_low, s_high) == pytest.approx((0.5, 0.5))
+
+
+def test_bootstrap_interval_of_a_perfect_classifier_is_one_one(stacks):
+    assert bootstrap_accuracy_interval(np.ones(48, bool), stacks.cage, 100, 0.95, seed=0) == (1.0, 1.0)
+
+
+def test_bootstrap_interval_is_reproducible_for_a_seed(stacks):
+    correct = np.random.default_rng(0).random(len(stacks.y)) < 0.6
+    a = bootstrap_accuracy_interval(correct, stacks.cage, 300, 0.9, seed=4)
+    assert a == bootstrap_accuracy_interval(correct, stacks.cage, 300, 0.9, seed=4)
+
+
+# --- permutation test -----------------------------------------------------------------
+
+
+def test_design_permutation_keeps_cages_single_sex_with_their_juvenile_counts(stacks):
+    rng = np.random.default_rng(0)
+    y, cages = stacks.y, stacks.cage
+    sexes = sorted(FEMALE[y[cages == c][0]] for c in np.unique(cages))
+    for _ in range(50):
+        permuted = design_permutation(y, cages, rng)
+        assert permuted.dtype == np.int64 and set(permuted) <= {0, 1, 2, 3}
+        for c in np.unique(cages):
+            mine = cages == c
+            assert len(set(FEMALE[permuted[mine]])) == 1
+            assert JUVENILE[permuted[mine]].sum() == JUVENILE[y[mine]].sum()
+        assert sorted(FEMALE[permuted[cages == c][0]] for c in np.unique(cages)) == sexes
+
+
+def test_design_permutation_swaps_sex_between_cages_and_shuffles_age_within_them(stacks):
+    rng = np.random.default_rng(0)
+    y, cages = stacks.y, stacks.cage
+    draws = [design_permutation(y, cages, rng) for _ in range(50)]
+    assert any((FEMALE[p] != FEMALE[y]).any() for p in draws)  # some cage changed sex
+    assert any((JUVENILE[p] != JUVENILE[y]).any() for p in draws)  # ages moved between cage-mates
+
+
+def test_within_cage_shuffles_keep_every_cage_sex_but_design_permutation_does_not(stacks):
+    rng = np.random.default_rng(0)
+    y, cages = stacks.y, stacks.cage
+    original = sex_of_cages(y, cages)
+    within_changed, design_changed = False, False
+    for _ in range(50):
+        within = y.copy()
+        for c in np.unique(cages):
+            idx = np.flatnonzero(cages == c)
+            within[idx] = y[rng.permutation(idx)]
+        within_changed |= sex_of_cages(within, cages) != original
+        design_changed |= sex_of_cages(design_permutation(y, cages, rng), cages) != original
+    assert not within_changed  # a cage-level classifier would score the same on every such shuffle
+    assert design_changed
+
+
+def test_design_permutation_shuffles_sex_within_a_mixed_sex_cage():
+    y = np.array([0, 2, 1, 3])  # one cage, two males and two females
+    cages = np.array(["a"] * 4)
+    rng = np.random.default_rng(0)
+    draws = [design_permutation(y, cages, rng) for _ in range(30)]
+    assert all(FEMALE[p].sum() == 2 and JUVENILE[p].sum() == 2 for p in draws)
+    assert any(not np.array_equal(FEMALE[p], FEMALE[y]) for p in draws)
+
+
+def test_permutation_p_value_counts_the_observed_score_as_one_of_the_null():
+    null = np.array([0.2, 0.5, 0.7, 0.1, 0.45])
+    assert permutation_p_value(0.5, null) == (1 + 2) / (1 + 5)
+    assert permutation_p_value(0.9, null) == 1 / 6
+    assert permutation_p_value(0.0, null) == 1.0
+    assert math.isnan(permutation_p_value(0.5, np.array([])))
+
+
+# --- evaluate and reports -------------------------------------------------------------
+
+METRIC_KEYS = {
+    "accuracy",
+    "balanced_accuracy",
+    "accuracy_female",
+    "accuracy_male",
+    "accuracy_sex",
+    "accuracy_age",
+    "f1_macro",
+    *(f"recall_{c}" for c in CLASSES),
+    "accuracy_ci_low",
+    "accuracy_ci_high",
+    "accuracy_binomial_low",
+    "accuracy_binomial_high",
+    "chance_level",
+    "significance_threshold",
+    "permutation_p_value",
+    "n_permutations",
+    "n_recordings",
+    "n_cages",
+}
+PREDICTION_COLUMNS = ["recording", "animal_id", "cage", "fold", "true", "predicted", *(f"p_{c}" for c in CLASSES)]
+
+
+@pytest.fixture(scope="module")
+def loco(stacks):
+    return evaluate("knn", knn, stacks, "loco", FAST, n_permutations=19)
+
+
+@pytest.fixture(scope="module")
+def kfold(stacks):
+    return evaluate("knn", knn, stacks, "kfold", FAST, n_permutations=19)
+
+
+def test_evaluate_reports_every_metric_with_its_uncertainty(loco, stacks):
+    m = loco.metrics
+    assert set(m) == METRIC_KEYS
+    assert 1 / 20 <= m["permutation_p_value"] <= 1
+    assert m["n_permutations"] == 19 and len(loco.null) == 19
+    assert m["n_recordings"] == 48 and m["n_cages"] == N_CAGES
+    assert m["chance_level"] == 0.25
+    assert m["significance_threshold"] == significance_threshold(48, 0.25, 0.05)
+    assert m["accuracy_ci_low"] <= m["accuracy"] <= m["accuracy_ci_high"]
+    assert m["accuracy_binomial_low"] <= m["accuracy"] <= m["accuracy_binomial_high"]
+    assert m["accuracy"] == pytest.approx(np.trace(loco.confusion) / 48)
+    assert loco.confusion.sum() == 48
+    assert set(loco.fold_metrics) == {f"c{c}" for c in range(N_CAGES)}
+
+
+def test_evaluate_p_value_is_computed_from_its_null(loco):
+    assert loco.metrics["permutation_p_value"] == permutation_p_value(loco.metrics["accuracy"], loco.null)
+
+
+def test_the_leaky_kfold_scheme_has_no_permutation_p_value(kfold):
+    assert set(kfold.metrics) == METRIC_KEYS
+    assert math.isnan(kfold.metrics["permutation_p_value"])
+    assert kfold.metrics["n_permutations"] == 0 and len(kfold.null) == 0
+    assert set(kfold.fold_metrics) == {f"fold{i:02d}" for i in range(4)}
+
+
+def test_predictions_have_one_row_per_recording_and_loco_folds_are_cages(loco, stacks):
+    table = loco.predictions
+    assert list(table.columns) == PREDICTION_COLUMNS
+    assert len(table) == len(stacks.y)
+    assert (table["fold"] == table["cage"]).all()
+    assert table["true"].tolist() == stacks.label.tolist()
+    assert set(table["predicted"]) <= set(CLASSES)
+    np.testing.assert_allclose(table[[f"p_{c}" for c in CLASSES]].sum(axis=1), 1.0, atol=1e-5)
+    assert table["animal_id"].tolist() == stacks.animal_id.tolist()
+
+
+def test_write_reports_writes_strict_json_a_png_and_tables(kfold, tmp_path):
+    folder = tmp_path / "x"
+    written = write_reports(kfold, folder)
+    for name in ("metrics.json", "confusion.json", "confusion.png", "predictions.csv", "folds.csv"):
+        assert folder / name in written
+        assert (folder / name).is_file()
+
+    def no_nan(constant: str):
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    metrics = json.loads((folder / "metrics.json").read_text(), parse_constant=no_nan)
+    assert set(metrics) == METRIC_KEYS
+    assert metrics["permutation_p_value"] is None  # NaN written as null
+    assert metrics["accuracy"] == pytest.approx(kfold.metrics["accuracy"])
+    matrix = json.loads((folder / "confusion.json").read_text(), parse_constant=no_nan)
+    assert matrix["classes"] == list(CLASSES)
+    assert matrix["rows"] == "true" and matrix["columns"] == "predicted"
+    assert matrix["counts"] == kfold.confusion.tolist()
+    assert (folder / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    predictions = pd.read_csv(folder / "predictions.csv")
+    assert list(predictions.columns) == PREDICTION_COLUMNS and len(predictions) == 48
+    folds = pd.read_csv(folder / "folds.csv")
+    assert folds["fold"].tolist() == sorted(kfold.fold_metrics) and "accuracy" in folds.columns
+    assert not (folder / "permutation_null.csv").exists()
+
+
+def test_write_reports_under_loco_also_writes_the_permutation_null(loco, tmp_path):
+    written = write_reports(loco, tmp_path / "loco")
+    null = pd.read_csv(tmp_path / "loco" / "permutation_null.csv")
+    assert tmp_path / "loco" / "permutation_null.csv" in written
+    np.testing.assert_allclose(null["accuracy"], loco.null)

@@ -1,0 +1,229 @@
+"""The paper's shallow CNN (shapes, hooks, reproducible training) and the PCA + 1-NN / SVM baselines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.decomposition import PCA
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from torch import nn
+
+from lmt_stereotype.config import CLASSES, BaselineParams, CNNParams
+from lmt_stereotype.models import CalibratedSVC, CNNClassifier, StopCNN, make_baseline, transform_stacks
+
+TINY = dict(kernel_sizes=(3, 5), channels=4, epochs=3, batch_size=4, threads=1)
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """``threads=1`` keeps these tiny fits fast on a busy machine; other tests get torch's setting back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_data(seed: int = 0, n: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.poisson(1.0, size=(n, 4, 12, 12)).astype(np.float32), np.arange(n) % len(CLASSES)
+
+
+def expected_features(grid: int, kernel_sizes: tuple[int, ...], channels: int, pool: int = 2) -> int:
+    return sum(channels * ((grid - k + 1) // pool) ** 2 for k in kernel_sizes)
+
+
+# --- the network ----------------------------------------------------------------------
+
+
+def test_paper_network_sees_5072_features_and_gives_four_logits():
+    model = StopCNN(72, 30)
+    assert model.n_features == 16 * 14 * 14 + 16 * 11 * 11 == 5072
+    assert model.classifier.in_features == 5072
+    assert model(torch.zeros(2, 72, 30, 30)).shape == (2, len(CLASSES)) == (2, 4)
+
+
+@pytest.mark.parametrize(
+    "T, N, kernel_sizes, channels",
+    [(12, 30, (3, 9), 16), (5, 12, (3, 9), 16), (3, 20, (3, 5, 7), 4), (1, 4, (3,), 2)],
+)
+def test_other_stack_sizes_work_with_the_feature_count_of_the_formula(T, N, kernel_sizes, channels):
+    model = StopCNN(T, N, channels=channels, kernel_sizes=kernel_sizes)
+    assert model.n_features == expected_features(N, kernel_sizes, channels)
+    assert len(model.branches) == len(kernel_sizes)
+    assert model(torch.rand(3, T, N, N)).shape == (3, 4)
+
+
+@pytest.mark.parametrize("kernel_sizes", [(3, 31), (0, 3), (30,)])
+def test_kernels_that_do_not_fit_the_grid_are_refused(kernel_sizes):
+    with pytest.raises(ValueError, match="do not fit"):
+        StopCNN(72, 30, kernel_sizes=kernel_sizes)
+
+
+def test_every_branch_has_its_own_conv_relu_and_pool_modules():
+    model = StopCNN(72, 30)
+    first, second = model.branches
+    for branch, k in ((first, 3), (second, 9)):
+        assert isinstance(branch.conv, nn.Conv2d) and branch.conv.kernel_size == (k, k)
+        assert isinstance(branch.relu, nn.ReLU)
+        assert isinstance(branch.pool, nn.MaxPool2d)
+    assert first.conv is not second.conv
+    assert first.relu is not second.relu
+    assert first.pool is not second.pool
+
+
+def test_a_forward_hook_on_the_second_branch_relu_sees_its_activation_map():
+    model = StopCNN(72, 30)
+    seen: list[torch.Size] = []
+    handle = model.branches[1].relu.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+    model(torch.rand(3, 72, 30, 30))
+    handle.remove()
+    assert seen == [torch.Size([3, 16, 22, 22])]  # 30 - 9 + 1 = 22, before pooling
+
+
+# --- training -------------------------------------------------------------------------
+
+
+def test_same_seed_gives_identical_probabilities_and_loss_curve():
+    X, y = tiny_data()
+    a = CNNClassifier(seed=3, **TINY).fit(X, y)
+    b = CNNClassifier(seed=3, **TINY).fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert a.loss_curve_ == b.loss_curve_
+
+
+def test_a_different_seed_gives_different_probabilities():
+    X, y = tiny_data()
+    a = CNNClassifier(seed=0, **TINY).fit(X, y)
+    b = CNNClassifier(seed=1, **TINY).fit(X, y)
+    assert not np.allclose(a.predict_proba(X), b.predict_proba(X))
+
+
+def test_loss_curve_has_one_entry_per_epoch_and_probabilities_are_rows_summing_to_one():
+    X, y = tiny_data()
+    model = CNNClassifier(**TINY).fit(X, y)
+    assert len(model.loss_curve_) == TINY["epochs"]
+    assert all(np.isfinite(model.loss_curve_))
+    proba = model.predict_proba(X)
+    assert proba.shape == (len(X), 4)
+    assert (proba >= 0).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(model.predict(X), proba.argmax(axis=1))
+    np.testing.assert_array_equal(model.classes_, np.arange(len(CLASSES)))
+
+
+def planted(seed: int, n: int = 40, T: int = 4, N: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson stacks where class k stops more often in its own quadrant of the cage."""
+    rng = np.random.default_rng(seed)
+    h = N // 2
+    y = np.arange(n) % len(CLASSES)
+    X = rng.poisson(1.0, size=(n, T, N, N)).astype(np.float32)
+    for i, k in enumerate(y):
+        r, c = divmod(int(k), 2)
+        X[i, :, r * h : (r + 1) * h, c * h : (c + 1) * h] += rng.poisson(4.0, size=(T, h, h))
+    return X, y
+
+
+def test_cnn_learns_a_planted_quadrant_signal_with_the_paper_learning_rate():
+    X, y = planted(seed=0)
+    model = CNNClassifier(kernel_sizes=(3, 5), channels=4, epochs=30, seed=0, threads=1).fit(X, y)
+    assert np.mean(model.predict(X) == y) > 0.9
+    assert model.loss_curve_[-1] < model.loss_curve_[0] / 10
+    X_new, y_new = planted(seed=1)  # fresh recordings of the same design
+    assert np.mean(model.predict(X_new) == y_new) > 0.9
+
+
+def test_from_params_takes_the_network_and_training_settings_of_the_cnn_section():
+    params = CNNParams(channels=4, kernel_sizes=(3, 5), epochs=7, lr=0.05, seed=11, n_permutations=3)
+    model = CNNClassifier.from_params(params)
+    assert (model.channels, model.kernel_sizes, model.epochs, model.lr, model.seed) == (4, (3, 5), 7, 0.05, 11)
+    assert not hasattr(model, "n_permutations")
+
+
+# --- input transforms -----------------------------------------------------------------
+
+
+def test_raw_transform_leaves_counts_unchanged_as_float32():
+    X = np.arange(2 * 3 * 4 * 4).reshape(2, 3, 4, 4)
+    out = transform_stacks(X, "raw")
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, X)
+
+
+def test_log1p_transform_is_numpy_log1p():
+    X = np.random.default_rng(0).poisson(3.0, size=(2, 3, 4, 4))
+    out = transform_stacks(X, "log1p")
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, np.log1p(X), rtol=1e-6)
+
+
+def test_per_recording_transform_gives_each_recording_mean_one_and_leaves_an_empty_one_empty():
+    rng = np.random.default_rng(0)
+    X = rng.poisson(2.0, size=(3, 3, 4, 4)).astype(np.float32)
+    X[1] *= 10  # a busier recording: scaled back to the same mean
+    X[2] = 0
+    out = transform_stacks(X, "per_recording")
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out[:2].mean(axis=(1, 2, 3)), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(out[2], 0.0)
+    np.testing.assert_allclose(out[0], X[0] / X[0].mean(), rtol=1e-6)
+
+
+# --- baselines ------------------------------------------------------------------------
+
+
+def test_knn_baseline_is_pca_with_three_components_then_one_nearest_neighbour():
+    pipe = make_baseline("knn", BaselineParams())
+    assert isinstance(pipe, Pipeline)
+    assert [name for name, _ in pipe.steps] == ["flatten", "pca", "knn"]
+    assert isinstance(pipe[-2], PCA) and pipe[-2].n_components == 3
+    assert isinstance(pipe[-1], KNeighborsClassifier) and pipe[-1].n_neighbors == 1
+
+
+def test_svm_baseline_is_pca_then_a_calibrated_svc():
+    pipe = make_baseline("svm", BaselineParams())
+    assert [name for name, _ in pipe.steps] == ["flatten", "pca", "svm"]
+    assert isinstance(pipe[-2], PCA) and pipe[-2].n_components == 3
+    assert isinstance(pipe[-1], CalibratedSVC)
+    assert (pipe[-1].kernel, pipe[-1].C) == ("rbf", 1.0)
+
+
+def test_the_svm_calibrates_on_as_many_folds_as_its_smallest_class_allows():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3)) + np.repeat(np.eye(4, 3) * 4, 10, axis=0)
+    y = np.repeat(np.arange(4), 10)
+    big = CalibratedSVC().fit(X, y)
+    assert isinstance(big.model_, CalibratedClassifierCV) and big.model_.cv == 3
+    assert (big.predict(X) == y).mean() > 0.9
+    np.testing.assert_allclose(big.predict_proba(X).sum(axis=1), 1)
+    keep = np.r_[0:10, 10:12, 20:30, 30:40]  # JM has two training recordings
+    assert CalibratedSVC().fit(X[keep], y[keep]).model_.cv == 2
+    keep = np.r_[0:10, 10:11, 20:30, 30:40]  # JM has one: no calibration, 0/1 probabilities
+    lone = CalibratedSVC().fit(X[keep], y[keep])
+    assert isinstance(lone.model_, SVC)
+    assert set(np.unique(lone.predict_proba(X))) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("kind", ["knn", "svm"])
+def test_standard_scaling_inserts_a_scaler_before_pca(kind):
+    pipe = make_baseline(kind, BaselineParams(scaling="standard"))
+    assert [name for name, _ in pipe.steps] == ["flatten", "scale", "pca", kind]
+    assert isinstance(pipe.named_steps["scale"], StandardScaler)
+
+
+@pytest.mark.parametrize("kind", ["knn", "svm"])
+def test_baselines_fit_stacks_and_predict_class_indices(kind):
+    X, y = tiny_data(n=24)
+    pipe = make_baseline(kind, BaselineParams()).fit(X, y)
+    assert set(pipe.predict(X)) <= set(range(len(CLASSES)))
+    np.testing.assert_allclose(pipe.predict_proba(X).sum(axis=1), 1.0)
+    if kind == "knn":  # 1-NN on its own training points
+        np.testing.assert_array_equal(pipe.predict(X), y)
+
+
+def test_an_unknown_baseline_is_refused():
+    with pytest.raises(ValueError, match="unknown baseline"):
+        make_baseline("forest", BaselineParams())

@@ -1,0 +1,112 @@
+"""The models on simulated cohorts, through the CLI: planted effects are found, cage
+fingerprints are not mistaken for them, and MLflow holds comparable runs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import mlflow
+import pytest
+from cohort import cli, small_params
+
+TRAINING = {
+    "cnn": {"epochs": 30, "n_permutations": 0},
+    "baselines": {"n_permutations": 49},
+    "evaluation": {"kfold_splits": 6, "n_bootstrap": 500},
+}
+
+
+def cohort(tmp_path_factory, name: str, simulate: dict, **effects: float) -> Path:
+    folder = tmp_path_factory.mktemp(name)
+    small_params(folder, n_cages=6, sections={**TRAINING, "simulate": simulate}, **effects)
+    cli("simulate", cwd=folder)
+    cli("preprocess", cwd=folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory) -> Path:
+    """6 cages (3 male, 3 female) with strong planted class effects and mild cage fingerprints."""
+    folder = cohort(tmp_path_factory, "planted", {"seed": 1, "cage_variability": 0.25}, strength=3.0)
+    cli("train", cwd=folder)
+    cli("baselines", cwd=folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def fingerprints(tmp_path_factory) -> Path:
+    """6 cages with every class effect off but strong cage fingerprints: nothing to learn but the cage."""
+    simulate = {"seed": 2, "cage_variability": 1.5, "mouse_variability": 0.1}
+    folder = cohort(tmp_path_factory, "fingerprints", simulate, strength=0.0)
+    cli("train", cwd=folder)
+    cli("baselines", cwd=folder)
+    return folder
+
+
+def metrics(folder: Path, model: str) -> dict:
+    return json.loads((folder / f"reports/{model}.json").read_text())
+
+
+def test_the_cnn_beats_chance_clearly_on_planted_effects(planted):
+    loco = metrics(planted, "cnn")["loco"]
+    assert loco["chance_level"] == 0.25 and loco["n_recordings"] == 48 and loco["n_cages"] == 6
+    assert loco["accuracy"] > loco["significance_threshold"] > loco["chance_level"]
+    assert loco["accuracy"] >= 0.5
+    assert loco["accuracy_binomial_low"] > loco["chance_level"]
+
+
+def test_the_baselines_p_value_comes_from_design_respecting_permutations(planted):
+    for model in ("knn", "svm"):
+        loco = metrics(planted, model)["loco"]
+        assert loco["n_permutations"] == 49 and 1 / 50 <= loco["permutation_p_value"] <= 1
+        null = (planted / f"reports/{model}/loco/permutation_null.csv").read_text().split()[1:]
+        assert len(null) == 49 and len(set(null)) > 1  # permuted sexes move the null, unlike within-cage shuffles
+    assert metrics(planted, "knn")["loco"]["accuracy"] > 0.25 + 0.1
+
+
+def test_cage_fingerprints_leak_into_kfold_but_not_into_leave_one_cage_out(fingerprints):
+    for model in ("cnn", "knn", "svm"):
+        loco = metrics(fingerprints, model)["loco"]
+        assert loco["accuracy"] < loco["significance_threshold"], model  # nothing to learn but the cage
+    knn = metrics(fingerprints, "knn")
+    # cage-mates share their sex: with them in training, 1-NN "knows" the sex of almost every mouse
+    assert knn["kfold"]["accuracy_sex"] > 0.9 > 0.7 > knn["loco"]["accuracy_sex"]
+    assert knn["kfold"]["accuracy"] > knn["loco"]["accuracy"] + 0.1
+    assert knn["loco"]["permutation_p_value"] > 0.05
+
+
+def test_every_model_writes_the_same_reports(planted):
+    for model in ("cnn", "knn", "svm"):
+        folder = planted / "reports" / model / "loco"
+        names = {p.name for p in folder.iterdir()}
+        assert {"metrics.json", "confusion.json", "confusion.png", "predictions.csv", "folds.csv"} <= names
+        confusion = json.loads((folder / "confusion.json").read_text())
+        assert confusion["classes"] == ["AM", "JM", "AF", "JF"]
+        assert sum(map(sum, confusion["counts"])) == 48
+    assert (planted / "reports/cnn/loco/loss.csv").exists() and (planted / "reports/cnn/loco/loss.png").exists()
+
+
+def test_mlflow_holds_a_parent_run_per_model_and_scheme_with_nested_fold_runs(planted):
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["lmt-stereotype"], filter_string="tags.model_family != ''")
+    runs = runs[runs["tags.data_source"] == "synthetic"]
+    parents = runs[runs["tags.fold"].isna()]
+    keys = {}
+    for model in ("cnn", "knn", "svm"):
+        for scheme in ("loco", "kfold"):
+            mine = parents[(parents["tags.model_family"] == model) & (parents["tags.cv_scheme"] == scheme)]
+            assert len(mine) >= 1, (model, scheme)
+            parent = mine.iloc[0]
+            assert parent["status"] == "FINISHED" and parent["tags.git_commit"] and parent["tags.data_version"]
+            keys[model, scheme] = {c for c in mine.columns if c.startswith("metrics.") and mine[c].notna().any()}
+            folds = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
+            assert len(folds) == 6 and set(folds["tags.fold"]) != {None}
+    common = {"metrics.accuracy", "metrics.balanced_accuracy", "metrics.accuracy_ci_low", "metrics.chance_level"}
+    for scheme in ("loco", "kfold"):
+        assert common <= keys["cnn", scheme]
+        assert keys["cnn", scheme] - {"metrics.train_loss"} == keys["knn", scheme] == keys["svm", scheme]
+    cnn_fold = runs[(runs["tags.model_family"] == "cnn") & runs["tags.fold"].notna()].iloc[0]
+    history = mlflow.MlflowClient().get_metric_history(cnn_fold["run_id"], "train_loss")
+    assert [m.step for m in history] == list(range(1, 31))
