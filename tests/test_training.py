@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import mlflow
 import pytest
-from cohort import cli, small_params
+from cohort import BIN, cli, small_params
 
 TRAINING = {
     "cnn": {"epochs": 30, "n_permutations": 0},
@@ -110,3 +111,10 @@ def test_mlflow_holds_a_parent_run_per_model_and_scheme_with_nested_fold_runs(pl
     cnn_fold = runs[(runs["tags.model_family"] == "cnn") & runs["tags.fold"].notna()].iloc[0]
     history = mlflow.MlflowClient().get_metric_history(cnn_fold["run_id"], "train_loss")
     assert [m.step for m in history] == list(range(1, 31))
+
+
+def test_training_without_stacks_is_a_clear_error(tmp_path):
+    small_params(tmp_path, n_cages=2)
+    proc = subprocess.run([BIN / "lmt-stereotype", "train"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "stacks.npz" in proc.stderr and "preprocess" in proc.stderr and "Traceback" not in proc.stderr
