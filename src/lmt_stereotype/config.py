@@ -154,6 +154,39 @@ class EvaluationParams(_Section):
     seed: int = 0
 
 
+class SearchSpace(_Section):
+    """Ranges Optuna searches for the CNN (lr on a log scale; weight decay linear, so 0 is in)."""
+
+    lr: tuple[float, float] = (1e-4, 3e-2)
+    momentum: tuple[float, float] = (0.0, 0.95)
+    weight_decay: tuple[float, float] = (0.0, 1e-2)
+    epochs: tuple[int, int] = (20, 60)
+    batch_size: tuple[int, ...] = (4, 8, 16)
+    transform: tuple[Transform, ...] = ("raw", "log1p", "per_recording")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchSpace:
+        for name in ("lr", "momentum", "weight_decay", "epochs"):
+            low, high = getattr(self, name)
+            if not low <= high:
+                raise ValueError(f"tuning.space.{name}: low {low} is above high {high}")
+        if self.lr[0] <= 0:
+            raise ValueError("tuning.space.lr is searched on a log scale, its low must be > 0")
+        return self
+
+
+class TuningParams(_Section):
+    """Optuna search of the CNN's settings, nested inside the cage folds."""
+
+    enabled: bool = True
+    n_trials: int = Field(4, gt=0, description="trials per study, the paper's setting being the first")
+    inner_folds: int = Field(3, ge=2, description="cage folds inside each outer training set")
+    storage: str = Field("sqlite:///optuna.db", description="Optuna RDB URL; relative SQLite paths: project root")
+    study: str = "cnn"
+    seed: int = 0
+    space: SearchSpace = SearchSpace()
+
+
 class MlflowParams(_Section):
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "lmt-stereotype"
@@ -169,6 +202,7 @@ class Params(_Section):
     cnn: CNNParams = CNNParams()
     baselines: BaselineParams = BaselineParams()
     evaluation: EvaluationParams = EvaluationParams()
+    tuning: TuningParams = TuningParams()
     mlflow: MlflowParams = MlflowParams()
 
 
