@@ -8,7 +8,15 @@ import pytest
 
 from lmt_stereotype.config import CNNParams, SearchSpace, TuningParams
 from lmt_stereotype.evaluation import leave_one_cage_out
-from lmt_stereotype.tuning import Objective, fixed_setting, inner_folds, n_finished, study_name, tune
+from lmt_stereotype.tuning import (
+    Objective,
+    fixed_setting,
+    inner_folds,
+    n_finished,
+    nested_cross_validate,
+    study_name,
+    tune,
+)
 
 CNN = CNNParams(channels=4, kernel_sizes=(3, 5), epochs=2, batch_size=4, threads=1)
 TUNING = TuningParams(n_trials=2, inner_folds=2, space=SearchSpace(epochs=(1, 3)))
@@ -50,6 +58,21 @@ def test_nested_tuning_never_shows_a_trial_the_outer_test_cage(storage):
         for trial in study.trials:
             assert outer.name not in trial.user_attrs["cages"]
             assert set(trial.user_attrs["cages"]) == set(cages[outer.train])
+
+
+def test_nested_cross_validation_predicts_each_cage_with_settings_tuned_without_it(storage):
+    X, y, cages = tiny_cohort()
+    outer = leave_one_cage_out(cages)
+    cnn = CNN.model_copy(update={"epochs": 20, "lr": 0.01})
+    tuning = TUNING.model_copy(update={"space": SearchSpace(epochs=(15, 25), lr=(0.005, 0.02))})
+    result, studies = nested_cross_validate(X, y, cages, outer, cnn, tuning, storage)
+    assert set(studies) == set(np.unique(cages))
+    for fold in outer:
+        assert (result.fold[fold.test] == fold.name).all()
+        assert all(fold.name not in trial.user_attrs["cages"] for trial in studies[fold.name].trials)
+    assert (result.y_pred >= 0).all()
+    np.testing.assert_allclose(result.proba.sum(axis=1), 1, rtol=1e-5)
+    assert result.accuracy > 0.5  # the planted quadrants are easy
 
 
 def test_the_fixed_setting_is_the_first_trial(storage):

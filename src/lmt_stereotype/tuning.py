@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import optuna
 from sklearn.model_selection import GroupKFold
+from tqdm import tqdm
 
-from lmt_stereotype.config import CNNParams, TuningParams
-from lmt_stereotype.evaluation import Fold
+from lmt_stereotype.config import CLASSES, CNNParams, TuningParams
+from lmt_stereotype.evaluation import CVResult, Fold
 from lmt_stereotype.models import CNNClassifier
 
 SEARCHED = ("lr", "momentum", "weight_decay", "epochs", "batch_size", "transform")
@@ -148,3 +149,34 @@ def tune(
 def best_setting(study: optuna.Study) -> dict[str, Any]:
     """The best finished trial's CNN settings."""
     return dict(study.best_trial.params)
+
+
+def nested_cross_validate(
+    X: np.ndarray,
+    y: np.ndarray,
+    cages: np.ndarray,
+    outer: list[Fold],
+    cnn: CNNParams,
+    tuning: TuningParams,
+    storage: str,
+    progress: bool = False,
+) -> tuple[CVResult, dict[str, optuna.Study]]:
+    """Tune on each outer fold's training cages, refit the best setting there, predict its test cage.
+
+    The accuracy of these out-of-fold predictions is unbiased by the tuning: no trial of
+    a fold's study saw that fold's test recordings.
+    """
+    y = np.asarray(y)
+    result = CVResult(y, np.full(len(y), -1), np.zeros((len(y), len(CLASSES))), np.empty(len(y), dtype=object))
+    studies = {}
+    for fold in tqdm(outer, desc="nested tuning", disable=not progress, unit="fold"):
+        train_X, train_y, train_cages = X[fold.train], y[fold.train], np.asarray(cages)[fold.train]
+        name = study_name(f"{tuning.study}-outer-{fold.name}", train_X, train_y, train_cages, cnn, tuning)
+        studies[fold.name] = study = tune(train_X, train_y, train_cages, cnn, tuning, storage, name)
+        model = CNNClassifier.from_params(cnn).set_params(**best_setting(study)).fit(train_X, train_y)
+        result.y_pred[fold.test] = model.predict(X[fold.test])
+        result.proba[fold.test] = model.predict_proba(X[fold.test])
+        result.fold[fold.test] = fold.name
+        result.models.append(model)
+        result.loss_curves[fold.name] = list(model.loss_curve_)
+    return result, studies
