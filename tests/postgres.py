@@ -4,19 +4,23 @@ Binaries are looked up in this order (the first directory holding ``initdb``, ``
 
 1. ``$PG_BIN_DIR``;
 2. the ``pgserver`` wheel from PyPI (dev extras), which ships a relocatable PostgreSQL build in
-   ``site-packages/pgserver/pginstall/bin`` (only its binaries are used, not its server manager);
+   ``site-packages/pgserver/pginstall/bin`` (only its binaries are used, not its server manager, which would
+   ``useradd`` and chmod every parent directory when run as root);
 3. ``pg_config --bindir``, Debian's ``/usr/lib/postgresql/<version>/bin`` (newest first), then ``$PATH``.
 
 PostgreSQL refuses to run as root. When the tests run as root (as CI does here), initdb and the server run as the
-``postgres`` system user (``nobody`` if there is none) through ``subprocess``'s ``user=``/``group=``; as that user
-cannot reach into pytest's private ``/tmp/pytest-of-root`` (mode 0700), the cluster then lives in a fresh private
+``postgres`` system user (``nobody`` if there is none) through ``subprocess``'s ``user=``/``group=``. That user
+cannot reach into pytest's private ``/tmp/pytest-of-root`` (mode 0700), so the cluster then lives in a fresh private
 directory under the system temp dir, owned by that user and removed on exit, and the server log is copied to
-``tmp_path/postgres.log``. Otherwise everything (cluster, unix socket dir, log) lives in ``tmp_path``.
+``tmp_path/postgres.log``; and if the binaries sit where that user cannot reach them (a venv under ``/root``),
+a self-contained install such as pgserver's is copied next to the cluster first. Otherwise everything (cluster,
+unix socket dir, log) lives in a fresh ``tmp_path/postgres-*`` directory, where the log stays after exit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import os
 import pwd
@@ -27,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REQUIRED = ("initdb", "postgres", "createdb")
@@ -52,6 +56,20 @@ def _has_binaries(bindir: Path) -> bool:
     return all(os.access(bindir / name, os.X_OK) for name in REQUIRED)
 
 
+def _traversable_by_others(path: Path) -> bool:
+    return all(p.stat().st_mode & 0o001 for p in [path, *path.parents])
+
+
+def _reachable_by_others(bindir: Path) -> bool:
+    return _traversable_by_others(bindir) and all((bindir / name).stat().st_mode & 0o001 for name in REQUIRED)
+
+
+def _self_contained(bindir: Path) -> bool:
+    """A relocatable install (bin/, lib/, share/ side by side, as pgserver's), which still runs when copied."""
+    prefix = bindir.parent
+    return (prefix / "lib").is_dir() and (prefix / "share" / "postgresql" / "postgresql.conf.sample").exists()
+
+
 def _candidate_bindirs() -> Iterator[Path]:
     if os.environ.get("PG_BIN_DIR"):
         yield Path(os.environ["PG_BIN_DIR"])
@@ -74,15 +92,26 @@ def _candidate_bindirs() -> Iterator[Path]:
         yield Path(os.path.realpath(initdb)).parent
 
 
-def find_postgres_bindir() -> Path:
-    """The directory of the PostgreSQL server binaries; RuntimeError if there is none."""
-    tried = []
+def find_postgres_bindir(for_other_user: bool = False) -> Path:
+    """The directory of the PostgreSQL server binaries; RuntimeError if there is none.
+
+    ``for_other_user``: prefer directories that an unprivileged user can reach; failing those, a self-contained
+    install that cannot be reached (the caller copies it); failing that, RuntimeError.
+    """
+    tried, copyable = [], None
     for bindir in _candidate_bindirs():
-        if _has_binaries(bindir):
+        if not _has_binaries(bindir):
+            tried.append(str(bindir))
+        elif not for_other_user or _reachable_by_others(bindir):
             return bindir
-        tried.append(str(bindir))
+        else:
+            tried.append(f"{bindir} (not reachable by an unprivileged user)")
+            if copyable is None and _self_contained(bindir):
+                copyable = bindir
+    if copyable is not None:
+        return copyable
     raise RuntimeError(
-        "No PostgreSQL server binaries (initdb, postgres, createdb) found; install the dev extras "
+        "No usable PostgreSQL server binaries (initdb, postgres, createdb) found; install the dev extras "
         "(`pip install -e '.[dev]'`, which brings the pgserver wheel), or Debian's postgresql package, "
         f"or set PG_BIN_DIR. Looked in: {', '.join(tried) or 'nothing'}"
     )
@@ -104,16 +133,24 @@ def _server_user() -> pwd.struct_passwd | None:
     raise RuntimeError("Running as root and there is neither a 'postgres' nor a 'nobody' user to run PostgreSQL as")
 
 
-def _traversable_by_others(path: Path) -> bool:
-    return all(p.stat().st_mode & 0o001 for p in [path, *path.parents])
+def _parent_death_hook() -> Callable[[], None] | None:
+    """A preexec_fn that fast-shuts-down the postmaster if the test process dies without cleaning up (Linux).
 
+    Everything is resolved here, before the fork: in the child, after the switch to an unprivileged user,
+    Python may no longer be able to read its own modules (e.g. an interpreter under /root).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    sigint = int(signal.SIGINT)
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Fast-shutdown the postmaster if the test process dies without cleaning up (Linux only)."""
-    with contextlib.suppress(Exception):
-        import ctypes
+    def hook() -> None:  # pragma: no cover - runs in the child between fork and exec
+        prctl(1, sigint)  # PR_SET_PDEATHSIG
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+    return hook
 
 
 def _postmaster_ready(data: Path) -> bool:
@@ -143,6 +180,14 @@ def _stop(proc: subprocess.Popen) -> None:
             return
 
 
+def _sweep_stale_private_dirs(max_age_s: float = 3600.0) -> None:
+    """Remove private cluster dirs left by test processes that were killed (their server, gone, left no pid file)."""
+    for path in Path(tempfile.gettempdir()).glob("pytest-postgres-*"):
+        with contextlib.suppress(OSError):
+            if time.time() - path.stat().st_mtime > max_age_s and not (path / "data" / "postmaster.pid").exists():
+                shutil.rmtree(path, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def running_postgres(tmp_path: Path, dbname: str = "optuna", driver: str | None = None) -> Iterator[str]:
     """Start a fresh PostgreSQL cluster on 127.0.0.1 and yield an SQLAlchemy URL to a new database in it.
@@ -151,42 +196,48 @@ def running_postgres(tmp_path: Path, dbname: str = "optuna", driver: str | None 
     one (psycopg first: SQLAlchemy 2.1's default for postgresql://). The server is stopped and its data removed
     on exit, also when the body raises. RuntimeError if no binaries are found or the server does not start.
     """
-    bindir = find_postgres_bindir()
+    user = _server_user()
+    bindir = find_postgres_bindir(for_other_user=user is not None)
     if driver is None:
         driver = next((d for d in ("psycopg", "psycopg2") if importlib.util.find_spec(d) is not None), None)
     tmp_path = Path(tmp_path)
     tmp_path.mkdir(parents=True, exist_ok=True)
-    user = _server_user()
     as_user: dict = {}
-    private_base: Path | None = None
-    if user is None:
-        base = tmp_path / "postgres"
-        base.mkdir()
-    else:
-        as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-        if _traversable_by_others(tmp_path):
-            base = tmp_path / "postgres"
-            base.mkdir()
-        else:
-            base = private_base = Path(tempfile.mkdtemp(prefix="pytest-postgres-"))
-        os.chown(base, user.pw_uid, user.pw_gid)
-    data, sockdir, log = base / "data", base / "sock", base / "server.log"
-    if len(str(sockdir / ".s.PGSQL.65535")) > _SUN_PATH_MAX:  # very long tmp_path: socket elsewhere
-        sockdir = Path(tempfile.mkdtemp(prefix="pgsock-"))
-        private_sock: Path | None = sockdir
-    else:
-        sockdir.mkdir()
-        private_sock = None
-    if user is not None:
-        os.chown(sockdir, user.pw_uid, user.pw_gid)
-
     env = {k: v for k, v in os.environ.items() if k not in _PG_ENV}
     env.update(LC_ALL="C", LANG="C", TZ="UTC")
-    if user is not None:
-        env.update(HOME=str(base), USER=user.pw_name, LOGNAME=user.pw_name)
-
+    private_base: Path | None = None
+    private_sock: Path | None = None
+    data = install = log = None
     proc: subprocess.Popen | None = None
     try:
+        if user is not None and not _traversable_by_others(tmp_path):
+            _sweep_stale_private_dirs()
+            base = private_base = Path(tempfile.mkdtemp(prefix="pytest-postgres-"))
+        else:  # unique, so that several servers can share one tmp_path
+            base = Path(tempfile.mkdtemp(prefix="postgres-", dir=tmp_path))
+        data, sockdir, log, install = base / "data", base / "sock", base / "server.log", base / "pginstall"
+        if len(str(sockdir / ".s.PGSQL.65535")) > _SUN_PATH_MAX:  # very long tmp_path: socket elsewhere
+            sockdir = private_sock = Path(tempfile.mkdtemp(prefix="pgsock-"))
+        else:
+            sockdir.mkdir()
+        if user is not None:
+            as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+            env.update(HOME=str(base), USER=user.pw_name, LOGNAME=user.pw_name)
+            for path in (base, sockdir):
+                os.chown(path, user.pw_uid, user.pw_gid)
+
+        if user is not None and not _reachable_by_others(bindir):  # e.g. pgserver in a venv under /root
+            # ~35 MB, well under a second. The wheel's binaries find auditwheel's bundled libraries (libpq) through
+            # RPATH $ORIGIN/../../../pgserver.libs, so the copy keeps the layout <pkg>/<prefix>/bin + <pkg>.libs.
+            prefix, pkg = bindir.parent, bindir.parent.parent
+            shutil.copytree(prefix, install / pkg.name / prefix.name, symlinks=True)
+            if (pkg.parent / f"{pkg.name}.libs").is_dir():
+                shutil.copytree(pkg.parent / f"{pkg.name}.libs", install / f"{pkg.name}.libs", symlinks=True)
+            for path in [install, *install.rglob("*")]:
+                if not path.is_symlink():  # o+r everywhere, o+x on directories and executables
+                    path.chmod(path.stat().st_mode | 0o004 | (0o001 if path.stat().st_mode & 0o111 else 0))
+            bindir = install / pkg.name / prefix.name / "bin"
+
         init = subprocess.run(
             [str(bindir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8"]
             + ["--locale=C", "--no-sync"],
@@ -213,7 +264,7 @@ def running_postgres(tmp_path: Path, dbname: str = "optuna", driver: str | None 
                     stderr=subprocess.STDOUT,
                     env=env,
                     start_new_session=True,  # a ^C to pytest must not reach the server before we stop it
-                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                    preexec_fn=_parent_death_hook(),
                     **as_user,
                 )
             deadline = time.monotonic() + START_TIMEOUT_S
@@ -242,9 +293,9 @@ def running_postgres(tmp_path: Path, dbname: str = "optuna", driver: str | None 
     finally:
         if proc is not None:
             _stop(proc)
-        if private_base is not None and log.exists():
+        if private_base is not None and log is not None and log.exists():
             with contextlib.suppress(OSError):
                 shutil.copyfile(log, tmp_path / "postgres.log")
-        for path in (data, private_sock, private_base):
+        for path in (data, install, private_sock, private_base):
             if path is not None:
                 shutil.rmtree(path, ignore_errors=True)

@@ -20,6 +20,7 @@ FAST = {
     "cnn": {"epochs": 2, "n_permutations": 1, "kernel_sizes": [3, 5], "channels": 4},
     "baselines": {"n_permutations": 3},
     "evaluation": {"kfold_splits": 2, "n_bootstrap": 50},
+    "tuning": {"enabled": False},  # 2 cages leave no inner cage folds; tuning is tested in test_training.py
 }
 """Training settings that only exercise the stages (accuracy is tested in test_training.py)."""
 

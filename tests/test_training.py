@@ -10,12 +10,14 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import yaml
 from cohort import BIN, cli, small_params
 
 TRAINING = {
     "cnn": {"epochs": 30, "n_permutations": 0},
     "baselines": {"n_permutations": 49},
     "evaluation": {"kfold_splits": 6, "n_bootstrap": 500},
+    "tuning": {"enabled": False},
 }
 
 
@@ -47,7 +49,9 @@ def fingerprints(tmp_path_factory) -> Path:
 
 
 def metrics(folder: Path, model: str) -> dict:
-    return json.loads((folder / f"reports/{model}.json").read_text())
+    """``reports/<model>.json`` of a cohort folder (or of a reports folder itself)."""
+    folder = folder / "reports" if (folder / "reports").is_dir() else folder
+    return json.loads((folder / f"{model}.json").read_text())
 
 
 def test_the_cnn_beats_chance_clearly_on_planted_effects(planted):
@@ -118,3 +122,27 @@ def test_training_without_stacks_is_a_clear_error(tmp_path):
     proc = subprocess.run([BIN / "lmt-stereotype", "train"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 2
     assert "stacks.npz" in proc.stderr and "preprocess" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_tuned_cnn_is_nested_cross_validated_and_its_trials_are_mlflow_runs(planted):
+    raw = yaml.safe_load((planted / "params.yaml").read_text())
+    raw["data"]["reports"] = "reports_tuned"
+    raw["evaluation"]["schemes"] = ["loco"]
+    raw["tuning"].update(enabled=True, n_trials=2, inner_folds=2, study="tiny")
+    raw["tuning"]["space"]["epochs"] = [20, 30]
+    (planted / "tuned.yaml").write_text(yaml.safe_dump(raw))
+    cli("train", "--params", "tuned.yaml", cwd=planted)
+    loco = metrics(planted / "reports_tuned", "cnn")["loco"]
+    assert loco["accuracy"] > loco["significance_threshold"]
+    assert loco["permutation_p_value"] is None  # a permutation would be a whole nested tuning
+    folds = (planted / "reports_tuned/cnn/loco/folds.csv").read_text()
+    assert "inner_accuracy_best" in folds and "best_lr" in folds
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["lmt-stereotype"], filter_string="tags.tuning = 'nested'")
+    parent = runs[runs["tags.fold"].isna()].iloc[0]
+    assert parent["params.tuning.n_trials"] == "2" and parent["params.cnn.lr"] == "0.001"
+    fold_runs = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
+    assert len(fold_runs) == 6
+    trials = runs[runs["tags.mlflow.parentRunId"].isin(fold_runs["run_id"])]
+    assert len(trials) == 12 and trials["metrics.inner_accuracy"].notna().all()
+    assert set(trials["params.lr"]) >= {"0.001"}  # the fixed setting is a trial of every study

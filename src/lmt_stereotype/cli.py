@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -163,16 +164,26 @@ def preprocess(params_path: ParamsOpt = Path("params.yaml")) -> None:
 def train(params_path: ParamsOpt = Path("params.yaml")) -> None:
     """Cross-validate the paper's CNN per cage fold (and per stratified fold, to show cage leakage).
 
-    Writes reports/cnn.json (metrics per scheme) and reports/cnn/SCHEME/ (confusion matrix,
-    predictions, per-fold metrics, loss curves); logs one MLflow run per scheme with a
-    nested run per fold.
+    With tuning.enabled, Optuna tunes it inside each outer fold on that fold's training
+    cages only (nested CV); otherwise the cnn section's fixed setting is trained and a
+    permutation p-value computed. Writes reports/cnn.json (metrics per scheme) and
+    reports/cnn/SCHEME/; logs one MLflow run per scheme with a nested run per fold (and
+    per tuning trial).
     """
+    from lmt_stereotype.evaluation import evaluate
     from lmt_stereotype.models import CNNClassifier
+    from lmt_stereotype.tuning import evaluate_tuned
 
     params = load_params(params_path)
-    _evaluation_stage(
-        params, "train", {"cnn": (lambda: CNNClassifier.from_params(params.cnn), params.cnn.n_permutations, "cnn")}
-    )
+    if params.tuning.enabled:
+        run = partial(evaluate_tuned, params=params, progress=_progress())
+        models = {"cnn": (run, ("cnn", "tuning"), {"tuning": "nested"})}
+    else:
+        make = partial(CNNClassifier.from_params, params.cnn)
+        n = params.cnn.n_permutations
+        run = partial(evaluate, "cnn", make, params=params.evaluation, n_permutations=n, progress=_progress())
+        models = {"cnn": (run, ("cnn",), {"tuning": "off"})}
+    _evaluation_stage(params, "train", models)
 
 
 @app.command()
@@ -182,19 +193,25 @@ def baselines(params_path: ParamsOpt = Path("params.yaml")) -> None:
     Writes reports/knn.json, reports/svm.json and their folders, with the same metric
     names as the CNN, so MLflow and `dvc metrics show` put the three side by side.
     """
+    from lmt_stereotype.evaluation import evaluate
     from lmt_stereotype.models import make_baseline
 
     params = load_params(params_path)
     n = params.baselines.n_permutations
-    models = {
-        kind: (lambda kind=kind: make_baseline(kind, params.baselines), n, "baselines") for kind in ("knn", "svm")
-    }
+    models = {}
+    for kind in ("knn", "svm"):
+        make = partial(make_baseline, kind, params.baselines)
+        run = partial(evaluate, kind, make, params=params.evaluation, n_permutations=n, progress=_progress())
+        models[kind] = (run, ("baselines",), {"tuning": "off"})
     _evaluation_stage(params, "baselines", models)
 
 
 def _evaluation_stage(params: Params, stage: str, models: dict) -> None:
-    """Evaluate each model under each scheme; write its reports and log its MLflow runs."""
-    from lmt_stereotype.evaluation import SCHEMES, evaluate, write_reports
+    """Evaluate each model under each scheme; write its reports and log its MLflow runs.
+
+    ``models`` maps a name to (``run(stacks, scheme) -> Evaluation``, parameter sections, tags).
+    """
+    from lmt_stereotype.evaluation import SCHEMES, write_reports
     from lmt_stereotype.files import atomic_dir, write_json
     from lmt_stereotype.histograms import Stacks
     from lmt_stereotype.tracking import flat_params, provenance_tags, stage_run
@@ -204,18 +221,16 @@ def _evaluation_stage(params: Params, stage: str, models: dict) -> None:
     stacks = Stacks.load(params.data.stacks)
     provenance = provenance_tags(params)
     with stage_run(stage, params) as run:
-        for model, (make, n_permutations, section) in models.items():
+        for model, (evaluate_scheme, sections, model_tags) in models.items():
             summary = {}
             with atomic_dir(params.data.reports / model) as folder:
                 for scheme in params.evaluation.schemes:
-                    result = evaluate(
-                        model, make, stacks, scheme, params.evaluation, n_permutations, progress=_progress()
-                    )
+                    result = evaluate_scheme(stacks, scheme)
                     files = write_reports(result, folder / scheme)
                     summary[scheme] = result.metrics
-                    tags = {"model_family": model, "cv_scheme": scheme, **provenance}
+                    tags = {"model_family": model, "cv_scheme": scheme, **model_tags, **provenance}
                     with run.child(f"{model}-{scheme}", {**tags, "cv_scheme_name": SCHEMES[scheme]}) as parent:
-                        parent.log_params(flat_params(params, (section, "evaluation", "histograms")))
+                        parent.log_params(flat_params(params, (*sections, "evaluation", "histograms")))
                         parent.log_metrics(result.metrics)
                         for path in files:
                             parent.log_artifact(path)
@@ -224,20 +239,29 @@ def _evaluation_stage(params: Params, stage: str, models: dict) -> None:
                                 child.log_metrics(metrics)
                                 if fold in result.loss_curves:
                                     child.log_series("train_loss", result.loss_curves[fold])
-                    m = result.metrics
-                    log.info(
-                        "%s %s: accuracy %.3f [%.3f, %.3f] (chance %.2f, p = %.3g), females %.3f, males %.3f",
-                        model,
-                        scheme,
-                        m["accuracy"],
-                        m["accuracy_ci_low"],
-                        m["accuracy_ci_high"],
-                        m["chance_level"],
-                        m["permutation_p_value"],
-                        m["accuracy_female"],
-                        m["accuracy_male"],
-                    )
+                                for trial in result.trials.get(fold, []):
+                                    name = f"{model}-{scheme}-{fold}-trial{trial['number']}"
+                                    with child.child(name, {**tags, "fold": fold, "trial_state": trial["state"]}) as t:
+                                        t.log_params(trial["params"])
+                                        if trial["value"] is not None:
+                                            t.log_metrics({"inner_accuracy": trial["value"]})
+                    _log_summary(model, scheme, result.metrics)
             write_json(summary, params.data.reports / f"{model}.json")
+
+
+def _log_summary(model: str, scheme: str, m: dict[str, float]) -> None:
+    log.info(
+        "%s %s: accuracy %.3f [%.3f, %.3f] (chance %.2f, p = %.3g), females %.3f, males %.3f",
+        model,
+        scheme,
+        m["accuracy"],
+        m["accuracy_ci_low"],
+        m["accuracy_ci_high"],
+        m["chance_level"],
+        m["permutation_p_value"],
+        m["accuracy_female"],
+        m["accuracy_male"],
+    )
 
 
 def main() -> None:

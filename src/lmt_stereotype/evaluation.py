@@ -244,6 +244,7 @@ class Evaluation:
     loss_curves: dict[str, list[float]]
     null: np.ndarray
     result: CVResult
+    trials: dict[str, list[dict]] = field(default_factory=dict)  # fold -> tuning trials, when tuned
 
 
 def summarise(result: CVResult, cages: np.ndarray, params: EvaluationParams, null: np.ndarray) -> dict[str, float]:
@@ -302,16 +303,27 @@ def evaluate(
     result = folded.run(y, progress=progress, desc=f"{model} {scheme}")
     n_permutations = n_permutations if scheme == "loco" else 0
     null = permutation_null(folded, y, stacks.cage, n_permutations, params.seed, progress, desc=f"{model} permutations")
-    fold_metrics = {}
-    for fold in folds:
-        fold_metrics[fold.name] = classification_metrics(y[fold.test], result.y_pred[fold.test])
+    return report(model, scheme, stacks, folds, result, params, null)
+
+
+def report(
+    model: str,
+    scheme: str,
+    stacks: Stacks,
+    folds: list[Fold],
+    result: CVResult,
+    params: EvaluationParams,
+    null: np.ndarray,
+) -> Evaluation:
+    """Everything reported about out-of-fold predictions, whichever way they were made."""
+    y = stacks.y
     return Evaluation(
         model=model,
         scheme=scheme,
         metrics=summarise(result, stacks.cage, params, null),
         confusion=confusion(y, result.y_pred),
         predictions=predictions_table(stacks, result),
-        fold_metrics=fold_metrics,
+        fold_metrics={f.name: classification_metrics(y[f.test], result.y_pred[f.test]) for f in folds},
         loss_curves=result.loss_curves,
         null=null,
         result=result,
@@ -344,7 +356,7 @@ def write_reports(evaluation: Evaluation, folder: Path) -> list[Path]:
         files["null"] = folder / "permutation_null.csv"
         write_table(pd.DataFrame({"accuracy": evaluation.null}), files["null"])
     if evaluation.loss_curves:
-        curves = pd.DataFrame(evaluation.loss_curves)
+        curves = pd.DataFrame({fold: pd.Series(v) for fold, v in evaluation.loss_curves.items()})  # tuned: lengths vary
         curves.insert(0, "epoch", np.arange(1, len(curves) + 1))
         curves["mean"] = curves.drop(columns="epoch").mean(axis=1)
         files["loss"] = folder / "loss.csv"

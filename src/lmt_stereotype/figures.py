@@ -55,7 +55,11 @@ def loss_figure(curves: dict[str, list[float]], title: str, path: Path | str) ->
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for values in curves.values():
         ax.plot(np.arange(1, len(values) + 1), values, color="0.75", lw=0.8)
-    mean = np.mean([v for v in curves.values()], axis=0)
+    longest = max(len(v) for v in curves.values())
+    padded = np.array(
+        [np.pad(np.asarray(v, float), (0, longest - len(v)), constant_values=np.nan) for v in curves.values()]
+    )
+    mean = np.nanmean(padded, axis=0)
     ax.plot(np.arange(1, len(mean) + 1), mean, color="C0", lw=2, label="mean over folds")
     ax.set_xlabel("epoch")
     ax.set_ylabel("training cross-entropy")

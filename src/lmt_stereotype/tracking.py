@@ -36,7 +36,11 @@ def project_root(start: Path | None = None) -> Path:
 
 def tracking_uri(cfg: MlflowParams, root: Path | None = None) -> str:
     """The tracking URI to use: the environment's, else ``cfg`` with relative SQLite paths made absolute."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri
+    return rooted(os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri, root)
+
+
+def rooted(uri: str, root: Path | None = None) -> str:
+    """A relative ``sqlite:///`` URL made absolute against the project root; other URLs unchanged."""
     if uri.startswith(_SQLITE) and not uri.startswith(_SQLITE + "/"):
         uri = _SQLITE + str((root or project_root()) / uri[len(_SQLITE) :])
     return uri

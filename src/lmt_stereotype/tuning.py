@@ -20,9 +20,13 @@ import optuna
 from sklearn.model_selection import GroupKFold
 from tqdm import tqdm
 
-from lmt_stereotype.config import CLASSES, CNNParams, TuningParams
-from lmt_stereotype.evaluation import CVResult, Fold
+from lmt_stereotype.config import CLASSES, CNNParams, Params, TuningParams
+from lmt_stereotype.evaluation import CVResult, Evaluation, Fold, make_folds, report
+from lmt_stereotype.histograms import Stacks
 from lmt_stereotype.models import CNNClassifier
+from lmt_stereotype.tracking import rooted
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # trial results go to MLflow and the reports
 
 SEARCHED = ("lr", "momentum", "weight_decay", "epochs", "batch_size", "transform")
 
@@ -31,6 +35,8 @@ def inner_folds(cages: np.ndarray, n_folds: int) -> list[Fold]:
     """Cage folds over the given recordings (indices into ``cages``): no cage on both sides."""
     cages = np.asarray(cages)
     n = min(n_folds, len(np.unique(cages)))
+    if n < 2:
+        raise ValueError(f"tuning needs at least 2 training cages for its inner folds, got {n}")
     splitter = GroupKFold(n_splits=n)
     return [
         Fold(f"inner{i}", train, test)
@@ -180,3 +186,29 @@ def nested_cross_validate(
         result.models.append(model)
         result.loss_curves[fold.name] = list(model.loss_curve_)
     return result, studies
+
+
+def evaluate_tuned(stacks: Stacks, scheme: str, params: Params, progress: bool = False) -> Evaluation:
+    """The CNN under one scheme, tuned inside each outer fold; reported like every other model.
+
+    Its permutation p-value is left undefined (NaN): each permutation would be a whole
+    nested tuning. The fixed-setting CNN (``tuning.enabled: false``) has one.
+    """
+    folds = make_folds(scheme, stacks, params.evaluation)
+    storage = rooted(params.tuning.storage)
+    result, studies = nested_cross_validate(
+        stacks.X, stacks.y, stacks.cage, folds, params.cnn, params.tuning, storage, progress
+    )
+    evaluation = report("cnn", scheme, stacks, folds, result, params.evaluation, np.array([]))
+    evaluation.trials = {
+        fold: [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params} for t in study.trials]
+        for fold, study in studies.items()
+    }
+    for fold, study in studies.items():
+        evaluation.fold_metrics[fold].update(
+            {
+                "inner_accuracy_best": study.best_value,
+                **{f"best_{k}": v for k, v in best_setting(study).items() if isinstance(v, int | float)},
+            }
+        )
+    return evaluation
