@@ -128,3 +128,11 @@ def test_dvc_repro_runs_the_stages_and_leaves_a_clean_status(tmp_path):
     plots = run("dvc", "plots", "show", "--json")
     assert plots.returncode == 0 and "confusion_loco" in plots.stdout
     assert Stacks.load(tmp_path / "data/processed/stacks.npz").X.shape[0] == 16
+
+
+def test_simulate_refuses_histograms_that_do_not_cover_the_simulated_recording(tmp_path):
+    small_params(tmp_path, n_cages=2, sections={"histograms": {"n_intervals": 72, "interval_s": 180}})
+    proc = subprocess.run([BIN / "lmt-stereotype", "simulate"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "params.yaml" in proc.stderr and "72 x 180 s" in proc.stderr and "2160 s" in proc.stderr
+    assert not (tmp_path / "data/raw").exists()

@@ -358,9 +358,9 @@ def write_reports(evaluation: Evaluation, folder: Path) -> list[Path]:
     if evaluation.loss_curves:
         curves = pd.DataFrame({fold: pd.Series(v) for fold, v in evaluation.loss_curves.items()})  # tuned: lengths vary
         curves.insert(0, "epoch", np.arange(1, len(curves) + 1))
-        curves["mean"] = curves.drop(columns="epoch").mean(axis=1)
+        curves["mean"] = curves.drop(columns="epoch").mean(axis=1, skipna=False)  # only where every fold trains
         files["loss"] = folder / "loss.csv"
         write_table(curves.round(6), files["loss"])
         files["loss_figure"] = folder / "loss.png"
-        loss_figure(evaluation.loss_curves, f"{name}: training loss", files["loss_figure"])
+        loss_figure(curves, f"{name}: training loss", files["loss_figure"])
     return list(files.values())

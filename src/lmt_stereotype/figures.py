@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from lmt_stereotype.config import CLASSES  # noqa: E402
 from lmt_stereotype.files import atomic_path  # noqa: E402
@@ -50,17 +51,16 @@ def confusion_figure(counts: np.ndarray, title: str, metrics: dict[str, float], 
     _save(fig, path)
 
 
-def loss_figure(curves: dict[str, list[float]], title: str, path: Path | str) -> None:
-    """Training loss per epoch, one thin line per fold and their mean."""
+def loss_figure(curves: pd.DataFrame, title: str, path: Path | str) -> None:
+    """Training loss per epoch: a thin line per fold column and a thick one for the ``mean`` column.
+
+    Tuned folds train for different numbers of epochs; the mean stops where the shortest
+    does, rather than jumping as folds drop out.
+    """
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    for values in curves.values():
-        ax.plot(np.arange(1, len(values) + 1), values, color="0.75", lw=0.8)
-    longest = max(len(v) for v in curves.values())
-    padded = np.array(
-        [np.pad(np.asarray(v, float), (0, longest - len(v)), constant_values=np.nan) for v in curves.values()]
-    )
-    mean = np.nanmean(padded, axis=0)
-    ax.plot(np.arange(1, len(mean) + 1), mean, color="C0", lw=2, label="mean over folds")
+    for fold in curves.columns.drop(["epoch", "mean"]):
+        ax.plot(curves["epoch"], curves[fold], color="0.75", lw=0.8)
+    ax.plot(curves["epoch"], curves["mean"], color="C0", lw=2, label="mean over folds")
     ax.set_xlabel("epoch")
     ax.set_ylabel("training cross-entropy")
     ax.set_title(title, fontsize=10)

@@ -200,15 +200,10 @@ def evaluate_tuned(stacks: Stacks, scheme: str, params: Params, progress: bool =
         stacks.X, stacks.y, stacks.cage, folds, params.cnn, params.tuning, storage, progress
     )
     evaluation = report("cnn", scheme, stacks, folds, result, params.evaluation, np.array([]))
-    evaluation.trials = {
-        fold: [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params} for t in study.trials]
-        for fold, study in studies.items()
-    }
     for fold, study in studies.items():
-        evaluation.fold_metrics[fold].update(
-            {
-                "inner_accuracy_best": study.best_value,
-                **{f"best_{k}": v for k, v in best_setting(study).items() if isinstance(v, int | float)},
-            }
-        )
+        evaluation.trials[fold] = [
+            {"number": t.number, "state": t.state.name, "value": t.value, "params": t.params} for t in study.trials
+        ]
+        chosen = {f"best_{k}": v for k, v in best_setting(study).items() if isinstance(v, int | float)}
+        evaluation.fold_metrics[fold].update({"inner_accuracy_best": study.best_value, **chosen})
     return evaluation
