@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).parents[1]
@@ -28,3 +29,34 @@ def small_params(folder: Path, n_cages: int, sections: dict | None = None, **eff
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+def tiny_cohort(n_cages: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cages of 8 recordings (4 mice x 2 ages), half the cages male, with a planted quadrant per class."""
+    rng = np.random.default_rng(0)
+    cages = np.repeat([f"c{c}" for c in range(n_cages)], 8)
+    female = np.repeat(np.arange(n_cages) >= n_cages // 2, 8)
+    y = 2 * female.astype(int) + np.tile([0, 1], 4 * n_cages)
+    X = rng.poisson(0.3, size=(len(y), 2, 10, 10)).astype(np.float32)
+    for k, label in enumerate(y):
+        r, c = divmod(label, 2)
+        X[k, :, 5 * r : 5 * r + 5, 5 * c : 5 * c + 5] += 2
+    return X, y, cages
+
+
+TINY_CNN = {"channels": [4, 4], "kernel_sizes": [3, 5], "epochs": 20, "lr": 0.01, "batch_size": 4, "threads": 1}
+
+
+def tiny_project(folder: Path, sections: dict | None = None) -> Path:
+    """A project folder whose stacks are :func:`tiny_cohort` (no simulation needed) and a tiny CNN."""
+    from lmt_stereotype.config import CLASSES
+    from lmt_stereotype.histograms import Stacks
+
+    X, y, cages = tiny_cohort()
+    n = len(y)
+    ids = [f"r{k:02d}" for k in range(n)]
+    Stacks(X, np.array(CLASSES)[y], cages, np.array(ids), np.arange(n) % 4 + 1, np.array(ids), 60.0).save(
+        folder / "data/processed/stacks.npz"
+    )
+    defaults = {"cnn": TINY_CNN, "evaluation": {"schemes": ["loco"], "n_bootstrap": 100}}
+    return small_params(folder, n_cages=len(np.unique(cages)), sections={**defaults, **(sections or {})})

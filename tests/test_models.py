@@ -137,9 +137,9 @@ def test_cnn_learns_a_planted_quadrant_signal_with_the_paper_learning_rate():
 
 
 def test_from_params_takes_the_network_and_training_settings_of_the_cnn_section():
-    params = CNNParams(channels=4, kernel_sizes=(3, 5), epochs=7, lr=0.05, seed=11, n_permutations=3)
+    params = CNNParams(channels=(4, 4), kernel_sizes=(3, 5), epochs=7, lr=0.05, seed=11, n_permutations=3)
     model = CNNClassifier.from_params(params)
-    assert (model.channels, model.kernel_sizes, model.epochs, model.lr, model.seed) == (4, (3, 5), 7, 0.05, 11)
+    assert (model.channels, model.kernel_sizes, model.epochs, model.lr, model.seed) == ((4, 4), (3, 5), 7, 0.05, 11)
     assert not hasattr(model, "n_permutations")
 
 

@@ -17,7 +17,7 @@ from cohort import BIN, ROOT, cli, small_params
 from lmt_stereotype.histograms import Stacks
 
 FAST = {
-    "cnn": {"epochs": 2, "n_permutations": 1, "kernel_sizes": [3, 5], "channels": 4},
+    "cnn": {"epochs": 2, "n_permutations": 1, "kernel_sizes": [3, 5], "channels": [4, 4]},
     "baselines": {"n_permutations": 3},
     "evaluation": {"kfold_splits": 2, "n_bootstrap": 50},
     "tuning": {"enabled": False},  # 2 cages leave no inner cage folds; tuning is tested in test_training.py

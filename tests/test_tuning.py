@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import optuna
 import pytest
+from cohort import tiny_cohort
 
 from lmt_stereotype.config import CNNParams, SearchSpace, TuningParams
 from lmt_stereotype.evaluation import leave_one_cage_out
@@ -18,21 +19,8 @@ from lmt_stereotype.tuning import (
     tune,
 )
 
-CNN = CNNParams(channels=4, kernel_sizes=(3, 5), epochs=2, batch_size=4, threads=1)
+CNN = CNNParams(channels=(4, 4), kernel_sizes=(3, 5), epochs=2, batch_size=4, threads=1)
 TUNING = TuningParams(n_trials=2, inner_folds=2, space=SearchSpace(epochs=(1, 3)))
-
-
-def tiny_cohort(n_cages: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cages of 8 recordings (4 mice x 2 ages), half the cages male, with a planted quadrant per class."""
-    rng = np.random.default_rng(0)
-    cages = np.repeat([f"c{c}" for c in range(n_cages)], 8)
-    female = np.repeat(np.arange(n_cages) >= n_cages // 2, 8)
-    y = 2 * female.astype(int) + np.tile([0, 1], 4 * n_cages)
-    X = rng.poisson(0.3, size=(len(y), 2, 10, 10)).astype(np.float32)
-    for k, label in enumerate(y):
-        r, c = divmod(label, 2)
-        X[k, :, 5 * r : 5 * r + 5, 5 * c : 5 * c + 5] += 2
-    return X, y, cages
 
 
 @pytest.fixture
@@ -100,9 +88,8 @@ def test_an_interrupted_study_resumes_from_its_storage(storage, monkeypatch):
     monkeypatch.undo()
     assert n_finished(optuna.load_study(study_name="resumable", storage=storage)) == 1
     study = tune(X, y, cages, CNN, tuning, storage, "resumable")
-    states = [t.state for t in study.trials]
-    assert states.count(optuna.trial.TrialState.COMPLETE) == 3  # 1 kept + 2 new, not 3 new
-    assert states.count(optuna.trial.TrialState.FAIL) == 1
+    assert n_finished(study) == 3  # 1 kept + 2 new, not 3 new
+    assert [t.state for t in study.trials].count(optuna.trial.TrialState.FAIL) == 1
     assert study.trials[0].params == fixed_setting(CNN)
 
 
@@ -114,3 +101,27 @@ def test_a_changed_cohort_or_search_space_gets_a_new_study_name():
     assert name != study_name("cnn", X, y, cages, CNN, TUNING.model_copy(update={"n_trials": 5}))
     other_storage = TUNING.model_copy(update={"storage": "postgresql://elsewhere/db"})
     assert name == study_name("cnn", X, y, cages, CNN, other_storage)
+
+
+def test_two_workers_share_one_postgresql_study_and_train_only_reads_it(tmp_path):
+    from cohort import cli, tiny_project
+    from postgres import running_postgres
+
+    with running_postgres(tmp_path) as url:
+        space = {"epochs": [20, 40], "lr": [0.005, 0.02], "channels": [2, 8]}
+        tuning = {"n_trials": 4, "inner_folds": 2, "storage": url, "study": "shared", "space": space}
+        tiny_project(tmp_path, {"tuning": tuning, "registry": {"model_name": "workers-test"}})
+        cli("tune", "--workers", "2", cwd=tmp_path)
+        summaries = optuna.get_all_study_summaries(url)
+        assert len(summaries) == 4 + 1  # an outer fold per cage, and the final model's study
+        workers = set()
+        for summary in summaries:
+            study = optuna.load_study(study_name=summary.study_name, storage=url)
+            assert n_finished(study) >= 4
+            workers |= {t.user_attrs["worker"] for t in study.trials}
+        assert len(workers) == 2  # both processes took trials from the shared studies
+        before = sum(len(optuna.load_study(study_name=s.study_name, storage=url).trials) for s in summaries)
+        cli("train", cwd=tmp_path)
+        after = sum(len(optuna.load_study(study_name=s.study_name, storage=url).trials) for s in summaries)
+        assert after == before  # the studies were finished: train only read their best settings
+    assert (tmp_path / "reports/cnn/final.json").exists() and (tmp_path / "reports/tuning_studies.csv").exists()

@@ -43,6 +43,7 @@ def _main(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
 ) -> None:
     _state["debug"] = debug
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # internal up/downloads, not the user's
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(message)s" if debug else "%(message)s"
     )
@@ -162,16 +163,18 @@ def preprocess(params_path: ParamsOpt = Path("params.yaml")) -> None:
 
 @app.command()
 def train(params_path: ParamsOpt = Path("params.yaml")) -> None:
-    """Cross-validate the paper's CNN per cage fold (and per stratified fold, to show cage leakage).
+    """Cross-validate the paper's CNN per cage fold, then fit, log and register the final model.
 
     With tuning.enabled, Optuna tunes it inside each outer fold on that fold's training
     cages only (nested CV); otherwise the cnn section's fixed setting is trained and a
-    permutation p-value computed. Writes reports/cnn.json (metrics per scheme) and
-    reports/cnn/SCHEME/; logs one MLflow run per scheme with a nested run per fold (and
-    per tuning trial).
+    permutation p-value computed. Writes reports/cnn.json (metrics per scheme),
+    reports/cnn/SCHEME/ and reports/cnn/final.json; logs one MLflow run per scheme with a
+    nested run per fold (and per tuning trial), and a cnn-final run whose model is
+    registered as registry.model_name (alias champion only if it beats the current one).
     """
     from lmt_stereotype.evaluation import evaluate
     from lmt_stereotype.models import CNNClassifier
+    from lmt_stereotype.tracking import stage_run
     from lmt_stereotype.tuning import evaluate_tuned
 
     params = load_params(params_path)
@@ -183,7 +186,44 @@ def train(params_path: ParamsOpt = Path("params.yaml")) -> None:
         n = params.cnn.n_permutations
         run = partial(evaluate, "cnn", make, params=params.evaluation, n_permutations=n, progress=_progress())
         models = {"cnn": (run, ("cnn",), {"tuning": "off"})}
-    _evaluation_stage(params, "train", models)
+    stacks = _stacks(params)
+    with stage_run("train", params) as stage:
+        summary = _evaluate_models(stage, params, stacks, models)
+        _register_final(stage, params, stacks, summary["cnn"]["loco"], models["cnn"][2])
+
+
+@app.command()
+def tune(
+    params_path: ParamsOpt = Path("params.yaml"),
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Local worker processes.")] = 1,
+) -> None:
+    """Run the Optuna studies `train` needs, with local workers sharing the tuning.storage study.
+
+    One study per outer cage fold of each scheme and one for the final model. Start this
+    on several machines with one PostgreSQL tuning.storage and they share every study;
+    `train` afterwards only reads the finished studies.
+    """
+    import pandas as pd
+
+    from lmt_stereotype.files import write_table
+    from lmt_stereotype.tracking import stage_run
+    from lmt_stereotype.tuning import run_workers
+
+    params = load_params(params_path)
+    _stacks(params)
+    with stage_run("tune", params, ("cnn", "tuning")) as run:
+        studies = pd.DataFrame(run_workers(params, workers, progress=_progress()))
+        run.log_metrics({"n_studies": len(studies), "n_trials": int(studies["n_finished"].sum()), "workers": workers})
+        table = params.data.reports / "tuning_studies.csv"
+        write_table(studies, table)
+        run.log_artifact(table)
+    log.info(
+        "tune: %d studies, %d finished trials, %d workers -> %s",
+        len(studies),
+        studies["n_finished"].sum(),
+        workers,
+        params.tuning.storage,
+    )
 
 
 @app.command()
@@ -195,6 +235,7 @@ def baselines(params_path: ParamsOpt = Path("params.yaml")) -> None:
     """
     from lmt_stereotype.evaluation import evaluate
     from lmt_stereotype.models import make_baseline
+    from lmt_stereotype.tracking import stage_run
 
     params = load_params(params_path)
     n = params.baselines.n_permutations
@@ -203,50 +244,141 @@ def baselines(params_path: ParamsOpt = Path("params.yaml")) -> None:
         make = partial(make_baseline, kind, params.baselines)
         run = partial(evaluate, kind, make, params=params.evaluation, n_permutations=n, progress=_progress())
         models[kind] = (run, ("baselines",), {"tuning": "off"})
-    _evaluation_stage(params, "baselines", models)
+    stacks = _stacks(params)
+    with stage_run("baselines", params) as stage:
+        _evaluate_models(stage, params, stacks, models)
 
 
-def _evaluation_stage(params: Params, stage: str, models: dict) -> None:
-    """Evaluate each model under each scheme; write its reports and log its MLflow runs.
+@app.command()
+def predict(
+    db: Annotated[Path, typer.Argument(help="An LMT recording (.sqlite).")],
+    model: Annotated[
+        str | None, typer.Option(help="MLflow model URI [default: models:/<registry.model_name>@champion].")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the table (.csv or .parquet).")] = None,
+    params_path: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Classify every identified mouse of a recording with a registered model.
 
-    ``models`` maps a name to (``run(stacks, scheme) -> Evaluation``, parameter sections, tags).
+    Stops and stacks are computed with the parameters stored in the model, not today's
+    params.yaml (which only says where MLflow is and the model's registered name).
     """
-    from lmt_stereotype.evaluation import SCHEMES, write_reports
-    from lmt_stereotype.files import atomic_dir, write_json
+    import mlflow
+
+    from lmt_stereotype.files import write_table
+    from lmt_stereotype.predict import predict_recording
+    from lmt_stereotype.tracking import tracking_uri
+
+    params = load_params(params_path)
+    mlflow.set_tracking_uri(tracking_uri(params.mlflow))
+    uri = model or f"models:/{params.registry.model_name}@champion"
+    table = predict_recording(db, uri)
+    typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if out is not None:
+        write_table(table, out)
+        log.info("predict: %d animals -> %s", len(table), out)
+
+
+def _stacks(params: Params):
     from lmt_stereotype.histograms import Stacks
-    from lmt_stereotype.tracking import flat_params, provenance_tags, stage_run
 
     if not params.data.stacks.exists():
         raise InputError(params.data.stacks, "no histogram stacks; run `lmt-stereotype preprocess` first")
-    stacks = Stacks.load(params.data.stacks)
+    return Stacks.load(params.data.stacks)
+
+
+def _evaluate_models(run, params: Params, stacks, models: dict) -> dict[str, dict[str, dict[str, float]]]:
+    """Evaluate each model under each scheme; write its reports and log its MLflow runs under ``run``.
+
+    ``models`` maps a name to (``run(stacks, scheme) -> Evaluation``, parameter sections,
+    tags). Returns each model's metrics per scheme.
+    """
+    from lmt_stereotype.evaluation import SCHEMES, write_reports
+    from lmt_stereotype.files import atomic_dir, write_json
+    from lmt_stereotype.tracking import flat_params, provenance_tags
+
     provenance = provenance_tags(params)
-    with stage_run(stage, params) as run:
-        for model, (evaluate_scheme, sections, model_tags) in models.items():
-            summary = {}
-            with atomic_dir(params.data.reports / model) as folder:
-                for scheme in params.evaluation.schemes:
-                    result = evaluate_scheme(stacks, scheme)
-                    files = write_reports(result, folder / scheme)
-                    summary[scheme] = result.metrics
-                    tags = {"model_family": model, "cv_scheme": scheme, **model_tags, **provenance}
-                    with run.child(f"{model}-{scheme}", {**tags, "cv_scheme_name": SCHEMES[scheme]}) as parent:
-                        parent.log_params(flat_params(params, (*sections, "evaluation", "histograms")))
-                        parent.log_metrics(result.metrics)
-                        for path in files:
-                            parent.log_artifact(path)
-                        for fold, metrics in result.fold_metrics.items():
-                            with parent.child(f"{model}-{scheme}-{fold}", {**tags, "fold": fold}) as child:
-                                child.log_metrics(metrics)
-                                if fold in result.loss_curves:
-                                    child.log_series("train_loss", result.loss_curves[fold])
-                                for trial in result.trials.get(fold, []):
-                                    name = f"{model}-{scheme}-{fold}-trial{trial['number']}"
-                                    with child.child(name, {**tags, "fold": fold, "trial_state": trial["state"]}) as t:
-                                        t.log_params(trial["params"])
-                                        if trial["value"] is not None:
-                                            t.log_metrics({"inner_accuracy": trial["value"]})
-                    _log_summary(model, scheme, result.metrics)
-            write_json(summary, params.data.reports / f"{model}.json")
+    summaries = {}
+    for model, (evaluate_scheme, sections, model_tags) in models.items():
+        summary = {}
+        with atomic_dir(params.data.reports / model) as folder:
+            for scheme in params.evaluation.schemes:
+                result = evaluate_scheme(stacks, scheme)
+                files = write_reports(result, folder / scheme)
+                summary[scheme] = result.metrics
+                tags = {"model_family": model, "cv_scheme": scheme, **model_tags, **provenance}
+                with run.child(f"{model}-{scheme}", {**tags, "cv_scheme_name": SCHEMES[scheme]}) as parent:
+                    parent.log_params(flat_params(params, (*sections, "evaluation", "histograms")))
+                    parent.log_metrics(result.metrics)
+                    for path in files:
+                        parent.log_artifact(path)
+                    for fold, metrics in result.fold_metrics.items():
+                        with parent.child(f"{model}-{scheme}-{fold}", {**tags, "fold": fold}) as child:
+                            child.log_metrics(metrics)
+                            if fold in result.loss_curves:
+                                child.log_series("train_loss", result.loss_curves[fold])
+                            trials = result.trials.get(fold, [])
+                            _log_trials(child, f"{model}-{scheme}-{fold}", trials, {**tags, "fold": fold})
+                _log_summary(model, scheme, result.metrics)
+        write_json(summary, params.data.reports / f"{model}.json")
+        summaries[model] = summary
+    return summaries
+
+
+def _log_trials(run, prefix: str, trials: list[dict], tags: dict) -> None:
+    """One nested run per Optuna trial, with its parameters and its inner cross-validated accuracy."""
+    for trial in trials:
+        trial_tags = {**tags, "trial": trial["number"], "trial_state": trial["state"]}
+        with run.child(f"{prefix}-trial{trial['number']}", trial_tags) as t:
+            t.log_params(trial["params"])
+            if trial["value"] is not None:
+                t.log_metrics({"inner_accuracy": trial["value"]})
+
+
+def _register_final(run, params: Params, stacks, loco: dict[str, float], model_tags: dict[str, str]) -> None:
+    """Fit the final model on every recording, log it under ``run`` and register it."""
+    from lmt_stereotype.files import write_json
+    from lmt_stereotype.registry import describe, log_model, register
+    from lmt_stereotype.tracking import flat_params, provenance_tags
+    from lmt_stereotype.tuning import fit_final, trial_records
+
+    classifier, study = fit_final(stacks, params)
+    tags = {"model_family": "cnn", "final": "true", **model_tags, **provenance_tags(params)}
+    chosen = {f"model.{k}": v for k, v in classifier.get_params().items()}
+    with run.child("cnn-final", {**tags, "cv_scheme": "loco"}) as final:
+        final.log_params({**chosen, **flat_params(params, ("histograms", "stops", "registry"))})
+        final.log_metrics(loco)  # what to expect of this model: its leave-one-cage-out (nested) CV
+        final.log_series("train_loss", classifier.loss_curve_)
+        if study is not None:
+            _log_trials(final, "cnn-final", trial_records(study), tags)
+        info = log_model(classifier, params, stacks.X[:1])
+        version_tags = {
+            **tags,
+            "run_id": final.run.info.run_id,
+            "params": {k.removeprefix("model."): v for k, v in chosen.items()},
+            "histograms": params.histograms.model_dump(mode="json"),
+        }
+        registration = register(
+            info.model_uri, params.registry, loco, version_tags, describe(loco, "leave-one-cage-out", tags)
+        )
+        final.set_tags(
+            {
+                "registered_model": registration.name,
+                "registered_version": registration.version,
+                "registered_alias": registration.alias,
+            }
+        )
+    registered_uri = f"models:/{registration.name}/{registration.version}"
+    write_json({**registration.__dict__, "model_uri": registered_uri}, params.data.reports / "cnn" / "final.json")
+    log.info(
+        "train: final model registered as %s version %s (%s; %s %.3f vs champion %s)",
+        registration.name,
+        registration.version,
+        registration.alias,
+        registration.metric,
+        registration.value,
+        registration.previous_value,
+    )
 
 
 def _log_summary(model: str, scheme: str, m: dict[str, float]) -> None:

@@ -117,7 +117,7 @@ raw counts, log(1 + count), or counts divided by the recording's mean count."""
 class CNNParams(_Section):
     """The paper's shallow CNN and how it is trained (paper: cross-entropy, SGD, lr 1e-3)."""
 
-    channels: int = Field(16, gt=0, description="output channels of each convolution branch")
+    channels: tuple[int, ...] = Field((16, 16), min_length=1, description="output channels of each branch")
     kernel_sizes: tuple[int, ...] = Field((3, 9), min_length=1, description="one parallel branch per size")
     pool: int = Field(2, gt=0)
     transform: Transform = "log1p"
@@ -129,6 +129,17 @@ class CNNParams(_Section):
     seed: int = 0
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
     n_permutations: int = Field(19, ge=0, description="label permutations for the p-value (each a full CV)")
+
+    @model_validator(mode="after")
+    def _a_width_per_branch(self) -> CNNParams:
+        if len(self.channels) != len(self.kernel_sizes) or min(self.channels) < 1:
+            raise ValueError(
+                f"cnn.channels {list(self.channels)} must give a positive width to each of the kernels "
+                f"{list(self.kernel_sizes)}"
+            )
+        if len(set(self.kernel_sizes)) != len(self.kernel_sizes):
+            raise ValueError(f"cnn.kernel_sizes {list(self.kernel_sizes)} must be distinct (one branch each)")
+        return self
 
 
 class BaselineParams(_Section):
@@ -148,14 +159,22 @@ class EvaluationParams(_Section):
     """Cross-validation schemes and the uncertainty around every accuracy."""
 
     schemes: tuple[Literal["loco", "kfold"], ...] = Field(("loco", "kfold"), min_length=1)
+
     kfold_splits: int = Field(12, ge=2, description="stratified K-fold that ignores cages (shows cage leakage)")
     n_bootstrap: int = Field(2000, gt=0, description="resamples of cages for the accuracy interval")
     confidence: float = Field(0.95, gt=0, lt=1)
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _includes_loco(self) -> EvaluationParams:
+        if "loco" not in self.schemes:
+            raise ValueError("evaluation.schemes must include loco: reports and the registry rest on it")
+        return self
+
 
 class SearchSpace(_Section):
-    """Ranges Optuna searches for the CNN (lr on a log scale; weight decay linear, so 0 is in)."""
+    """Ranges Optuna searches for the CNN: lr and each branch's width (``channels``) on a log
+    scale, weight decay linear (so 0 is in)."""
 
     lr: tuple[float, float] = (1e-4, 3e-2)
     momentum: tuple[float, float] = (0.0, 0.95)
@@ -163,15 +182,17 @@ class SearchSpace(_Section):
     epochs: tuple[int, int] = (20, 60)
     batch_size: tuple[int, ...] = (4, 8, 16)
     transform: tuple[Transform, ...] = ("raw", "log1p", "per_recording")
+    channels: tuple[int, int] = (4, 32)
 
     @model_validator(mode="after")
     def _ordered(self) -> SearchSpace:
-        for name in ("lr", "momentum", "weight_decay", "epochs"):
+        for name in ("lr", "momentum", "weight_decay", "epochs", "channels"):
             low, high = getattr(self, name)
             if not low <= high:
                 raise ValueError(f"tuning.space.{name}: low {low} is above high {high}")
-        if self.lr[0] <= 0:
-            raise ValueError("tuning.space.lr is searched on a log scale, its low must be > 0")
+        for name in ("lr", "channels"):
+            if getattr(self, name)[0] <= 0:
+                raise ValueError(f"tuning.space.{name} is searched on a log scale, its low must be > 0")
         return self
 
 
@@ -185,6 +206,15 @@ class TuningParams(_Section):
     study: str = "cnn"
     seed: int = 0
     space: SearchSpace = SearchSpace()
+
+
+class RegistryParams(_Section):
+    """Where the final CNN is registered and what decides its promotion to ``champion``."""
+
+    model_name: str = Field("lmt-stereotype-cnn", min_length=1)
+    metric: Literal["accuracy", "balanced_accuracy", "f1_macro"] = Field(
+        "balanced_accuracy", description="leave-one-cage-out metric that must improve for a new champion"
+    )
 
 
 class MlflowParams(_Section):
@@ -203,6 +233,7 @@ class Params(_Section):
     baselines: BaselineParams = BaselineParams()
     evaluation: EvaluationParams = EvaluationParams()
     tuning: TuningParams = TuningParams()
+    registry: RegistryParams = RegistryParams()
     mlflow: MlflowParams = MlflowParams()
 
 

@@ -7,7 +7,7 @@ cross-validation routine evaluates every model the same way.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -49,6 +49,14 @@ class Branch(nn.Module):
         return self.pool(self.relu(self.conv(x)))
 
 
+def branch_widths(channels: int | Sequence[int], kernel_sizes: Sequence[int]) -> tuple[int, ...]:
+    """Output channels of each branch: one count for all, or one per kernel size."""
+    widths = (channels,) * len(kernel_sizes) if isinstance(channels, int) else tuple(channels)
+    if len(widths) != len(kernel_sizes) or min(widths) < 1:
+        raise ValueError(f"channels {channels} do not give a positive width to each of the kernels {kernel_sizes}")
+    return widths
+
+
 class StopCNN(nn.Module):
     """The paper's network: parallel conv branches over a (T, N, N) stack, concatenated, one linear layer.
 
@@ -61,15 +69,16 @@ class StopCNN(nn.Module):
         n_intervals: int,
         grid: int,
         n_classes: int = len(CLASSES),
-        channels: int = 16,
+        channels: int | Sequence[int] = 16,
         kernel_sizes: tuple[int, ...] = (3, 9),
         pool: int = 2,
     ):
         super().__init__()
         if min(kernel_sizes) < 1 or max(kernel_sizes) > grid or (grid - max(kernel_sizes) + 1) < pool:
             raise ValueError(f"kernels {kernel_sizes} with pool {pool} do not fit a {grid} x {grid} grid")
-        self.branches = nn.ModuleList(Branch(n_intervals, channels, k, pool) for k in kernel_sizes)
-        self.n_features = sum(channels * ((grid - k + 1) // pool) ** 2 for k in kernel_sizes)
+        widths = branch_widths(channels, kernel_sizes)
+        self.branches = nn.ModuleList(Branch(n_intervals, c, k, pool) for c, k in zip(widths, kernel_sizes))
+        self.n_features = sum(c * ((grid - k + 1) // pool) ** 2 for c, k in zip(widths, kernel_sizes))
         self.classifier = nn.Linear(self.n_features, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,7 +95,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        channels: int = 16,
+        channels: int | tuple[int, ...] = 16,
         kernel_sizes: tuple[int, ...] = (3, 9),
         pool: int = 2,
         transform: Transform = "log1p",

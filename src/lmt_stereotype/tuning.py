@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
 from typing import Any
 
 import numpy as np
@@ -29,6 +34,7 @@ from lmt_stereotype.tracking import rooted
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # trial results go to MLflow and the reports
 
 SEARCHED = ("lr", "momentum", "weight_decay", "epochs", "batch_size", "transform")
+NOT_TUNING = {"threads", "n_permutations"}  # how a study runs, not what it searches: outside its fingerprint
 
 
 def inner_folds(cages: np.ndarray, n_folds: int) -> list[Fold]:
@@ -44,8 +50,8 @@ def inner_folds(cages: np.ndarray, n_folds: int) -> list[Fold]:
     ]
 
 
-def suggest(trial: optuna.Trial, tuning: TuningParams) -> dict[str, Any]:
-    """One point of the search space, as CNNClassifier settings."""
+def suggest(trial: optuna.Trial, tuning: TuningParams, kernel_sizes: tuple[int, ...]) -> dict[str, Any]:
+    """One point of the search space, as trial parameters (one width per branch: ``channels_k3``, ...)."""
     space = tuning.space
     return {
         "lr": trial.suggest_float("lr", *space.lr, log=True),
@@ -54,12 +60,20 @@ def suggest(trial: optuna.Trial, tuning: TuningParams) -> dict[str, Any]:
         "epochs": trial.suggest_int("epochs", *space.epochs),
         "batch_size": trial.suggest_categorical("batch_size", list(space.batch_size)),
         "transform": trial.suggest_categorical("transform", list(space.transform)),
+        **{f"channels_k{k}": trial.suggest_int(f"channels_k{k}", *space.channels, log=True) for k in kernel_sizes},
     }
 
 
+def setting(trial_params: dict[str, Any], kernel_sizes: tuple[int, ...]) -> dict[str, Any]:
+    """Trial parameters as :class:`~lmt_stereotype.models.CNNClassifier` settings."""
+    widths = tuple(trial_params[f"channels_k{k}"] for k in kernel_sizes)
+    return {**{k: trial_params[k] for k in SEARCHED}, "channels": widths}
+
+
 def fixed_setting(cnn: CNNParams) -> dict[str, Any]:
-    """The ``cnn`` section's own setting (the paper's), always the first trial of a study."""
-    return {name: getattr(cnn, name) for name in SEARCHED}
+    """The ``cnn`` section's own setting (the paper's) as trial parameters: always a trial of a study."""
+    widths = {f"channels_k{k}": c for k, c in zip(cnn.kernel_sizes, cnn.channels)}
+    return {**{name: getattr(cnn, name) for name in SEARCHED}, **widths}
 
 
 def study_name(base: str, X: np.ndarray, y: np.ndarray, cages: np.ndarray, cnn: CNNParams, tuning: TuningParams) -> str:
@@ -67,7 +81,10 @@ def study_name(base: str, X: np.ndarray, y: np.ndarray, cages: np.ndarray, cnn: 
     digest = hashlib.sha256()
     for array in (np.ascontiguousarray(X), np.asarray(y), np.asarray(cages).astype(str)):
         digest.update(array.tobytes())
-    settings = {"cnn": cnn.model_dump(mode="json"), "tuning": tuning.model_dump(mode="json", exclude={"storage"})}
+    settings = {
+        "cnn": cnn.model_dump(mode="json", exclude=NOT_TUNING),
+        "tuning": tuning.model_dump(mode="json", exclude={"storage"}),
+    }
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return f"{base}-{digest.hexdigest()[:12]}"
 
@@ -81,11 +98,12 @@ class Objective:
         self.folds = inner_folds(self.cages, tuning.inner_folds)
 
     def __call__(self, trial: optuna.Trial) -> float:
-        setting = suggest(trial, self.tuning)
+        chosen = setting(suggest(trial, self.tuning, self.cnn.kernel_sizes), self.cnn.kernel_sizes)
         trial.set_user_attr("cages", sorted(map(str, np.unique(self.cages))))
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         scores = []
         for step, fold in enumerate(self.folds):
-            model = CNNClassifier.from_params(self.cnn).set_params(**setting)
+            model = CNNClassifier.from_params(self.cnn).set_params(**chosen)
             model.fit(self.X[fold.train], self.y[fold.train])
             scores.append(float(np.mean(model.predict(self.X[fold.test]) == self.y[fold.test])))
             trial.report(float(np.mean(scores)), step)
@@ -108,6 +126,7 @@ def open_study(name: str, tuning: TuningParams, storage: str, cnn: CNNParams) ->
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         rdb = optuna.storages.RDBStorage(
             storage,
+            engine_kwargs={"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else None,
             heartbeat_interval=20,
             grace_period=60,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
@@ -152,9 +171,16 @@ def tune(
     return study
 
 
-def best_setting(study: optuna.Study) -> dict[str, Any]:
+def best_setting(study: optuna.Study, cnn: CNNParams) -> dict[str, Any]:
     """The best finished trial's CNN settings."""
-    return dict(study.best_trial.params)
+    return setting(study.best_trial.params, cnn.kernel_sizes)
+
+
+def fold_study_name(
+    base: str, fold: Fold, X: np.ndarray, y: np.ndarray, cages: np.ndarray, cnn: CNNParams, tuning: TuningParams
+) -> str:
+    """The study that tunes on ``fold``'s training recordings."""
+    return study_name(f"{base}-{fold.name}", X[fold.train], y[fold.train], np.asarray(cages)[fold.train], cnn, tuning)
 
 
 def nested_cross_validate(
@@ -166,26 +192,34 @@ def nested_cross_validate(
     tuning: TuningParams,
     storage: str,
     progress: bool = False,
+    base: str | None = None,
 ) -> tuple[CVResult, dict[str, optuna.Study]]:
     """Tune on each outer fold's training cages, refit the best setting there, predict its test cage.
 
     The accuracy of these out-of-fold predictions is unbiased by the tuning: no trial of
-    a fold's study saw that fold's test recordings.
+    a fold's study saw that fold's test recordings. Studies already finished (by
+    ``lmt-stereotype tune`` workers, or an earlier run) are only read.
     """
     y = np.asarray(y)
+    cages = np.asarray(cages)
     result = CVResult(y, np.full(len(y), -1), np.zeros((len(y), len(CLASSES))), np.empty(len(y), dtype=object))
     studies = {}
     for fold in tqdm(outer, desc="nested tuning", disable=not progress, unit="fold"):
-        train_X, train_y, train_cages = X[fold.train], y[fold.train], np.asarray(cages)[fold.train]
-        name = study_name(f"{tuning.study}-outer-{fold.name}", train_X, train_y, train_cages, cnn, tuning)
-        studies[fold.name] = study = tune(train_X, train_y, train_cages, cnn, tuning, storage, name)
-        model = CNNClassifier.from_params(cnn).set_params(**best_setting(study)).fit(train_X, train_y)
+        name = fold_study_name(base or tuning.study, fold, X, y, cages, cnn, tuning)
+        train_X, train_y = X[fold.train], y[fold.train]
+        studies[fold.name] = study = tune(train_X, train_y, cages[fold.train], cnn, tuning, storage, name)
+        model = CNNClassifier.from_params(cnn).set_params(**best_setting(study, cnn)).fit(train_X, train_y)
         result.y_pred[fold.test] = model.predict(X[fold.test])
         result.proba[fold.test] = model.predict_proba(X[fold.test])
         result.fold[fold.test] = fold.name
         result.models.append(model)
         result.loss_curves[fold.name] = list(model.loss_curve_)
     return result, studies
+
+
+def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
+    """A study's trials as plain records (for reports and MLflow trial runs)."""
+    return [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params} for t in study.trials]
 
 
 def evaluate_tuned(stacks: Stacks, scheme: str, params: Params, progress: bool = False) -> Evaluation:
@@ -197,13 +231,112 @@ def evaluate_tuned(stacks: Stacks, scheme: str, params: Params, progress: bool =
     folds = make_folds(scheme, stacks, params.evaluation)
     storage = rooted(params.tuning.storage)
     result, studies = nested_cross_validate(
-        stacks.X, stacks.y, stacks.cage, folds, params.cnn, params.tuning, storage, progress
+        stacks.X,
+        stacks.y,
+        stacks.cage,
+        folds,
+        params.cnn,
+        params.tuning,
+        storage,
+        progress,
+        base=f"{params.tuning.study}-{scheme}",
     )
     evaluation = report("cnn", scheme, stacks, folds, result, params.evaluation, np.array([]))
     for fold, study in studies.items():
-        evaluation.trials[fold] = [
-            {"number": t.number, "state": t.state.name, "value": t.value, "params": t.params} for t in study.trials
-        ]
-        chosen = {f"best_{k}": v for k, v in best_setting(study).items() if isinstance(v, int | float)}
+        evaluation.trials[fold] = trial_records(study)
+        chosen = {f"best_{k}": v for k, v in study.best_trial.params.items() if isinstance(v, int | float)}
         evaluation.fold_metrics[fold].update({"inner_accuracy_best": study.best_value, **chosen})
     return evaluation
+
+
+def final_study_name(stacks: Stacks, params: Params) -> str:
+    """The study that chooses the final model's setting, on every recording."""
+    everything = Fold("all", np.arange(len(stacks.y)), np.array([], dtype=np.int64))
+    return fold_study_name(
+        f"{params.tuning.study}-final", everything, stacks.X, stacks.y, stacks.cage, params.cnn, params.tuning
+    )
+
+
+def fit_final(stacks: Stacks, params: Params) -> tuple[CNNClassifier, optuna.Study | None]:
+    """The model to deploy: tuned on every cage (cage folds inside), then fitted on every recording.
+
+    Its expected accuracy is the nested cross-validation's, not this study's best value,
+    which has seen every cage. Without tuning it is the ``cnn`` section's setting.
+    """
+    model = CNNClassifier.from_params(params.cnn)
+    study = None
+    if params.tuning.enabled:
+        storage = rooted(params.tuning.storage)
+        study = tune(
+            stacks.X, stacks.y, stacks.cage, params.cnn, params.tuning, storage, final_study_name(stacks, params)
+        )
+        model.set_params(**best_setting(study, params.cnn))
+    return model.fit(stacks.X, stacks.y), study
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """One study the train stage needs: its name and the recordings (indices) it tunes on."""
+
+    name: str
+    index: np.ndarray
+
+
+def study_plan(stacks: Stacks, params: Params) -> list[StudySpec]:
+    """Every study of a tuned ``train``: one per outer fold of each scheme, then the final model's."""
+    plan = []
+    for scheme in params.evaluation.schemes:
+        for fold in make_folds(scheme, stacks, params.evaluation):
+            name = fold_study_name(
+                f"{params.tuning.study}-{scheme}", fold, stacks.X, stacks.y, stacks.cage, params.cnn, params.tuning
+            )
+            plan.append(StudySpec(name, fold.train))
+    plan.append(StudySpec(final_study_name(stacks, params), np.arange(len(stacks.y))))
+    return plan
+
+
+def _work(params: Params, threads: int, progress: bool) -> None:
+    """One worker: take part in every study of the plan until each holds its trials."""
+    stacks = Stacks.load(params.data.stacks)
+    cnn = params.cnn.model_copy(update={"threads": threads})
+    storage = rooted(params.tuning.storage)
+    for spec in tqdm(
+        study_plan(stacks, params), desc=f"tuning (pid {os.getpid()})", disable=not progress, unit="study"
+    ):
+        i = spec.index
+        tune(stacks.X[i], stacks.y[i], stacks.cage[i], cnn, params.tuning, storage, spec.name)
+
+
+def run_workers(params: Params, n_workers: int, progress: bool = False) -> list[dict[str, Any]]:
+    """Run the plan's studies with ``n_workers`` local processes sharing the Optuna storage.
+
+    Workers on other machines pointed at the same (PostgreSQL) storage join the same
+    studies; ``train`` then only reads them. Each local worker gets an equal share of the
+    cores unless ``cnn.threads`` fixes its threads. Returns one summary row per study.
+    """
+    stacks = Stacks.load(params.data.stacks)
+    storage = rooted(params.tuning.storage)
+    plan = study_plan(stacks, params)
+    for spec in plan:  # created (and the fixed setting enqueued) once, before workers race for it
+        open_study(spec.name, params.tuning, storage, params.cnn)
+    threads = params.cnn.threads or max(1, (os.cpu_count() or 1) // n_workers)
+    if n_workers == 1:
+        _work(params, threads, progress)
+    else:
+        with ProcessPoolExecutor(n_workers, mp_context=get_context("spawn")) as pool:
+            for future in [pool.submit(_work, params, threads, progress) for _ in range(n_workers)]:
+                future.result()
+    rows = []
+    for spec in plan:
+        study = optuna.load_study(study_name=spec.name, storage=storage)
+        done = study.get_trials(deepcopy=False, states=FINISHED)
+        rows.append(
+            {
+                "study": spec.name,
+                "n_recordings": len(spec.index),
+                "n_finished": len(done),
+                "best_value": study.best_value if done else float("nan"),
+                "workers": len({t.user_attrs.get("worker") for t in done}),
+            }
+        )
+    return rows

@@ -1,0 +1,72 @@
+"""Classify every identified mouse of a new LMT recording with a registered model.
+
+The recording goes through the same stop detection and histograms as the training
+cohort, with the parameters stored in the model, so a model keeps meaning what it
+meant when it was trained, whatever ``params.yaml`` says today.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lmt_stereotype.config import Params
+from lmt_stereotype.errors import InputError
+from lmt_stereotype.histograms import stop_histograms
+from lmt_stereotype.lmt import LMTDatabase
+from lmt_stereotype.stops import recording_stops
+
+
+def load_model(uri: str) -> tuple[Any, Params]:
+    """The registered pyfunc at ``uri`` and its stack parameters; a clear error when there is none."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from lmt_stereotype.registry import stack_params
+
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(uri, f"no such model ({first_line}); train one first or pass --model URI") from None
+    params = stack_params(model)
+    if params is None:
+        raise InputError(uri, "not an lmt-stereotype model: its metadata lacks the stop and histogram parameters")
+    return model, params
+
+
+def recording_stacks(db: Path, params: Params) -> tuple[pd.DataFrame, np.ndarray]:
+    """One stack per identified animal of ``db`` (rows: animal_id, rfid, name, n_stops)."""
+    window_s = params.histograms.n_intervals * params.histograms.interval_s
+    stops, summary = recording_stops(db, params.lmt, params.stops)
+    duration_s = (summary.last_frame - summary.first_frame + 1) / params.lmt.fps
+    if duration_s < window_s:
+        raise InputError(
+            db,
+            f"the recording lasts {duration_s:.0f} s, shorter than the model's window of "
+            f"{params.histograms.n_intervals} x {params.histograms.interval_s:g} s = {window_s:.0f} s",
+        )
+    with LMTDatabase(db, params.lmt) as recording:
+        animals = recording.animals()
+    if not animals:
+        raise InputError(db, "no identified animal in ANIMAL: nothing to classify")
+    rows, stacks = [], []
+    for animal in animals:
+        mine = stops[stops["animal_id"] == animal.id]
+        stacks.append(
+            stop_histograms(mine["start_s"], mine["x_cm"], mine["y_cm"], params.histograms, params.lmt.arena_size_cm)
+        )
+        in_window = int(stacks[-1].sum())
+        rows.append({"animal_id": animal.id, "rfid": animal.rfid, "name": animal.name, "n_stops": in_window})
+    return pd.DataFrame(rows), np.stack(stacks)
+
+
+def predict_recording(db: Path, uri: str) -> pd.DataFrame:
+    """Per-mouse class and class probabilities for one recording."""
+    model, params = load_model(uri)
+    animals, X = recording_stacks(db, params)
+    predictions = model.predict(X)
+    return pd.concat([animals, predictions.reset_index(drop=True)], axis=1)

@@ -1,0 +1,192 @@
+"""The MLflow Model Registry: the final CNN as a model that predicts classes, and its promotion.
+
+MLflow 3's native PyTorch flavour loads back as a bare graph module: no classes, no
+probabilities, no input transform. The CNN is therefore logged as a pyfunc
+(:class:`StopClassifier`) holding the network's weights and settings, which predicts a
+class and four probabilities per stack, and from which :func:`load_classifier` rebuilds
+the fitted :class:`~lmt_stereotype.models.CNNClassifier` (for activation maps). The
+parameters that turn a recording into stacks travel in the model's metadata, so
+prediction never depends on today's ``params.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from lmt_stereotype.config import CLASSES, Params, RegistryParams
+from lmt_stereotype.models import CNNClassifier, StopCNN
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+STACK_SECTIONS = ("lmt", "stops", "histograms")
+REQUIREMENTS = ("torch", "numpy", "pandas", "scikit-learn", "pydantic", "pyyaml", "pyarrow", "tqdm", "typer")
+PACKAGE = Path(__file__).parent
+
+
+def prediction_frame(proba: np.ndarray) -> pd.DataFrame:
+    """Class and class probabilities per stack: the columns every prediction output shares."""
+    frame = pd.DataFrame(proba, columns=[f"p_{c}" for c in CLASSES])
+    frame.insert(0, "predicted", np.asarray(CLASSES)[proba.argmax(axis=1)])
+    return frame
+
+
+class StopClassifier(mlflow.pyfunc.PythonModel):
+    """Pyfunc of the CNN: stacks (n, T, N, N) float32 in, ``predicted`` and ``p_AM`` ... ``p_JF`` out."""
+
+    def load_context(self, context: Any) -> None:
+        settings = json.loads(Path(context.artifacts["settings"]).read_text())
+        weights = torch.load(context.artifacts["weights"], weights_only=True)
+        self.classifier = _restore(settings, weights)
+
+    def predict(self, context: Any, model_input: np.ndarray, params: dict | None = None) -> pd.DataFrame:
+        return prediction_frame(self.classifier.predict_proba(np.asarray(model_input, dtype=np.float32)))
+
+
+MODEL_CODE = """\
+import mlflow
+from lmt_stereotype.registry import StopClassifier
+
+mlflow.models.set_model(StopClassifier())
+"""
+
+
+def _restore(settings: dict[str, Any], weights: dict[str, torch.Tensor]) -> CNNClassifier:
+    """A fitted :class:`CNNClassifier` from its settings and its network's weights."""
+    params = settings["estimator"]
+    classifier = CNNClassifier(
+        **{**params, "channels": tuple(params["channels"]), "kernel_sizes": tuple(params["kernel_sizes"])}
+    )
+    T, N = settings["n_intervals"], settings["grid"]
+    module = StopCNN(T, N, len(CLASSES), classifier.channels, classifier.kernel_sizes, classifier.pool)
+    module.load_state_dict(weights)
+    classifier.classes_ = np.arange(len(CLASSES))
+    classifier.module_ = module.to(memory_format=torch.channels_last).eval()
+    return classifier
+
+
+def _estimator_settings(classifier: CNNClassifier) -> dict[str, Any]:
+    params = classifier.get_params()
+    params["channels"] = list(np.broadcast_to(params["channels"], len(params["kernel_sizes"])).tolist())
+    params["kernel_sizes"] = list(params["kernel_sizes"])
+    return params
+
+
+def log_model(classifier: CNNClassifier, params: Params, example: np.ndarray) -> Any:
+    """Log the fitted CNN to the active run as a pyfunc with signature, input example and stack metadata."""
+    T, N = example.shape[1], example.shape[2]
+    settings = {"estimator": _estimator_settings(classifier), "n_intervals": T, "grid": N, "classes": list(CLASSES)}
+    dumped = params.model_dump(mode="json")
+    metadata = {"classes": list(CLASSES), **{s: dumped[s] for s in STACK_SECTIONS}}
+    example = np.asarray(example[:1], dtype=np.float32)
+    signature = infer_signature(example, prediction_frame(np.full((1, len(CLASSES)), 1 / len(CLASSES))))
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "stop_classifier.py").write_text(MODEL_CODE)
+        (Path(tmp) / "settings.json").write_text(json.dumps(settings, indent=2))
+        torch.save(classifier.module_.state_dict(), Path(tmp) / "weights.pt")
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(tmp) / "stop_classifier.py"),  # models from code: nothing pickled
+            artifacts={"settings": str(Path(tmp) / "settings.json"), "weights": str(Path(tmp) / "weights.pt")},
+            signature=signature,
+            input_example=example,
+            metadata=metadata,
+            code_paths=[str(PACKAGE)],
+            pip_requirements=[f"{name}=={version(name)}" for name in ("mlflow", *REQUIREMENTS)],
+        )
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What registering did: the new version, the alias it got, and the champion it was weighed against."""
+
+    name: str
+    version: str
+    alias: str
+    metric: str
+    value: float
+    previous_champion: str | None
+    previous_value: float | None
+
+
+def _tag_value(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, dict | list | tuple) else str(value)
+
+
+def register(
+    model_uri: str,
+    cfg: RegistryParams,
+    metrics: dict[str, float],
+    tags: dict[str, Any],
+    description: str,
+    promotable: bool = True,
+) -> Registration:
+    """Register ``model_uri`` as a new version of ``cfg.model_name`` and decide its alias.
+
+    ``champion`` moves to it only when its cross-validated ``cfg.metric`` beats the
+    current champion's (the first version always wins); otherwise, or when the model is
+    not ``promotable`` (its score was selection-biased), it becomes ``challenger``.
+    """
+    client = mlflow.MlflowClient()
+    value = float(metrics[cfg.metric])
+    version_tags = {
+        **{k: _tag_value(v) for k, v in tags.items()},
+        **{f"cv.{k}": f"{v:.6g}" for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)},
+        "cv.metric": cfg.metric,
+        "promotable": str(promotable).lower(),
+    }
+    registered = mlflow.register_model(model_uri, cfg.model_name, tags=version_tags)
+    client.update_model_version(cfg.model_name, registered.version, description=description)
+    try:
+        champion = client.get_model_version_by_alias(cfg.model_name, CHAMPION)
+        best = float(champion.tags.get(f"cv.{cfg.metric}", "nan"))
+    except MlflowException:
+        champion, best = None, None
+    wins = promotable and (champion is None or not math.isfinite(best) or value > best)
+    alias = CHAMPION if wins else CHALLENGER
+    client.set_registered_model_alias(cfg.model_name, alias, registered.version)
+    return Registration(
+        cfg.model_name,
+        str(registered.version),
+        alias,
+        cfg.metric,
+        value,
+        str(champion.version) if champion is not None else None,
+        best,
+    )
+
+
+def describe(metrics: dict[str, float], scheme: str, tags: dict[str, Any]) -> str:
+    """The model version's description: what it is and how well it is expected to do."""
+    return (
+        f"Shallow CNN (two parallel conv branches, one linear layer) classifying AM/JM/AF/JF from stacks of "
+        f"stop histograms. {scheme} cross-validated accuracy {metrics['accuracy']:.3f} "
+        f"[{metrics['accuracy_ci_low']:.3f}, {metrics['accuracy_ci_high']:.3f}], balanced accuracy "
+        f"{metrics['balanced_accuracy']:.3f}, females {metrics['accuracy_female']:.3f}, males "
+        f"{metrics['accuracy_male']:.3f}, chance {metrics['chance_level']:.2f}. Tuning: {tags.get('tuning')}. "
+        f"Data version {tags.get('data_version')} ({tags.get('data_source')}), git commit {tags.get('git_commit')}."
+    )
+
+
+def load_classifier(model: mlflow.pyfunc.PyFuncModel) -> CNNClassifier:
+    """The fitted CNN inside a loaded registry model (for activation maps and attribution)."""
+    return model.unwrap_python_model().classifier
+
+
+def stack_params(model: mlflow.pyfunc.PyFuncModel) -> Params | None:
+    """The stop and histogram parameters the model was trained with (from its metadata), if it has them."""
+    metadata = model.metadata.metadata or {}
+    if not all(section in metadata for section in STACK_SECTIONS):
+        return None
+    return Params.model_validate({s: metadata[s] for s in STACK_SECTIONS})

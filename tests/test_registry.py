@@ -1,0 +1,87 @@
+"""The model registry: what is registered predicts classes and probabilities and gives back its
+network, and ``champion`` moves to a new version only when its cross-validated metric improves."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+from cohort import TINY_CNN, tiny_cohort
+
+from lmt_stereotype.config import CLASSES, Params, RegistryParams
+from lmt_stereotype.models import CNNClassifier
+from lmt_stereotype.registry import load_classifier, log_model, register, stack_params
+
+REGISTRY = RegistryParams(model_name="registry-test", metric="balanced_accuracy")
+PARAMS = Params.model_validate({"cnn": TINY_CNN, "histograms": {"n_intervals": 2, "interval_s": 60, "grid": 10}})
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A registry of its own, so versions and aliases start from scratch."""
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path_factory.mktemp('registry') / 'mlflow.db'}")
+    yield
+    mlflow.set_tracking_uri(before)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[CNNClassifier, np.ndarray]:
+    X, y, _ = tiny_cohort()
+    return CNNClassifier(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_CNN.items()}).fit(X, y), X
+
+
+def log_and_register(classifier: CNNClassifier, X: np.ndarray, value: float, promotable: bool = True):
+    with mlflow.start_run():
+        info = log_model(classifier, PARAMS, X[:1])
+    metrics = {"accuracy": value, "balanced_accuracy": value}
+    return register(info.model_uri, REGISTRY, metrics, {"tuning": "nested"}, "a test model", promotable)
+
+
+def champion() -> str:
+    return str(mlflow.MlflowClient().get_model_version_by_alias(REGISTRY.model_name, "champion").version)
+
+
+def test_champion_moves_only_when_the_cross_validated_metric_improves(store, fitted):
+    first = log_and_register(*fitted, 0.60)
+    assert (first.version, first.alias, first.previous_champion) == ("1", "champion", None)
+    worse = log_and_register(*fitted, 0.50)
+    assert worse.alias == "challenger" and champion() == "1"
+    tie = log_and_register(*fitted, 0.60)
+    assert tie.alias == "challenger" and champion() == "1"  # a tie is not an improvement
+    better = log_and_register(*fitted, 0.70)
+    assert (better.alias, better.previous_champion, better.previous_value) == ("champion", "1", 0.60)
+    assert champion() == better.version
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias(REGISTRY.model_name, "challenger").version) == tie.version
+    version = client.get_model_version(REGISTRY.model_name, better.version)
+    assert version.tags["cv.balanced_accuracy"] == "0.7" and version.tags["tuning"] == "nested"
+    assert version.description == "a test model"
+
+
+def test_a_selection_biased_score_never_makes_a_champion(store, fitted):
+    before = champion()
+    biased = log_and_register(*fitted, 0.99, promotable=False)
+    assert biased.alias == "challenger" and champion() == before
+    assert mlflow.MlflowClient().get_model_version(REGISTRY.model_name, biased.version).tags["promotable"] == "false"
+
+
+def test_the_registered_champion_predicts_classes_and_probabilities(store, fitted):
+    classifier, X = fitted
+    model = mlflow.pyfunc.load_model(f"models:/{REGISTRY.model_name}@champion")
+    out = model.predict(X)
+    assert list(out.columns) == ["predicted"] + [f"p_{c}" for c in CLASSES]
+    proba = out[[f"p_{c}" for c in CLASSES]].to_numpy()
+    np.testing.assert_allclose(proba, classifier.predict_proba(X), rtol=1e-6)
+    assert (out["predicted"] == np.array(CLASSES)[classifier.predict(X)]).all()
+    assert model.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, *X.shape[1:])
+
+
+def test_the_registered_model_gives_back_its_network_and_stack_parameters(store, fitted):
+    classifier, X = fitted
+    model = mlflow.pyfunc.load_model(f"models:/{REGISTRY.model_name}@champion")
+    restored = load_classifier(model)
+    assert [b.conv.kernel_size for b in restored.module_.branches] == [(3, 3), (5, 5)]
+    for mine, theirs in zip(restored.module_.state_dict().values(), classifier.module_.state_dict().values()):
+        assert np.array_equal(mine.numpy(), theirs.numpy())  # activation maps can be computed from it
+    assert stack_params(model).histograms == PARAMS.histograms and stack_params(model).stops == PARAMS.stops
