@@ -42,15 +42,24 @@ def champion() -> str:
     return str(mlflow.MlflowClient().get_model_version_by_alias(REGISTRY.model_name, "champion").version)
 
 
-def test_champion_moves_only_when_the_cross_validated_metric_improves(store, fitted):
-    first = log_and_register(*fitted, 0.60)
+@pytest.fixture(scope="module")
+def first(store, fitted):
+    """The first version of the registered model: champion, there being none before it."""
+    return log_and_register(*fitted, 1 / 7)
+
+
+def test_the_first_version_is_champion(first):
     assert (first.version, first.alias, first.previous_champion) == ("1", "champion", None)
-    worse = log_and_register(*fitted, 0.50)
+
+
+def test_champion_moves_only_when_the_cross_validated_metric_improves(first, fitted):
+    assert champion() == "1"
+    worse = log_and_register(*fitted, 0.10)
     assert worse.alias == "challenger" and champion() == "1"
-    tie = log_and_register(*fitted, 0.60)
-    assert tie.alias == "challenger" and champion() == "1"  # a tie is not an improvement
+    tie = log_and_register(*fitted, 1 / 7)
+    assert tie.alias == "challenger" and champion() == "1"  # a tie is not an improvement, to the last digit
     better = log_and_register(*fitted, 0.70)
-    assert (better.alias, better.previous_champion, better.previous_value) == ("champion", "1", 0.60)
+    assert (better.alias, better.previous_champion, better.previous_value) == ("champion", "1", 1 / 7)
     assert champion() == better.version
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias(REGISTRY.model_name, "challenger").version) == tie.version
@@ -59,16 +68,16 @@ def test_champion_moves_only_when_the_cross_validated_metric_improves(store, fit
     assert version.description == "a test model"
 
 
-def test_a_selection_biased_score_never_makes_a_champion(store, fitted):
+def test_a_selection_biased_score_never_makes_a_champion(first, fitted):
     before = champion()
     biased = log_and_register(*fitted, 0.99, promotable=False)
     assert biased.alias == "challenger" and champion() == before
     assert mlflow.MlflowClient().get_model_version(REGISTRY.model_name, biased.version).tags["promotable"] == "false"
 
 
-def test_the_registered_champion_predicts_classes_and_probabilities(store, fitted):
+def test_the_registered_model_predicts_classes_and_probabilities(first, fitted):
     classifier, X = fitted
-    model = mlflow.pyfunc.load_model(f"models:/{REGISTRY.model_name}@champion")
+    model = mlflow.pyfunc.load_model(f"models:/{REGISTRY.model_name}/{first.version}")
     out = model.predict(X)
     assert list(out.columns) == ["predicted"] + [f"p_{c}" for c in CLASSES]
     proba = out[[f"p_{c}" for c in CLASSES]].to_numpy()
@@ -77,11 +86,12 @@ def test_the_registered_champion_predicts_classes_and_probabilities(store, fitte
     assert model.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, *X.shape[1:])
 
 
-def test_the_registered_model_gives_back_its_network_and_stack_parameters(store, fitted):
+def test_the_registered_model_gives_back_its_network_and_stack_parameters(first, fitted):
     classifier, X = fitted
-    model = mlflow.pyfunc.load_model(f"models:/{REGISTRY.model_name}@champion")
+    model = mlflow.pyfunc.load_model(f"models:/{REGISTRY.model_name}/{first.version}")
     restored = load_classifier(model)
     assert [b.conv.kernel_size for b in restored.module_.branches] == [(3, 3), (5, 5)]
     for mine, theirs in zip(restored.module_.state_dict().values(), classifier.module_.state_dict().values()):
         assert np.array_equal(mine.numpy(), theirs.numpy())  # activation maps can be computed from it
-    assert stack_params(model).histograms == PARAMS.histograms and stack_params(model).stops == PARAMS.stops
+    trained = stack_params(model)
+    assert (trained.histograms, trained.stops, trained.lmt) == (PARAMS.histograms, PARAMS.stops, PARAMS.lmt)

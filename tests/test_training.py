@@ -199,6 +199,16 @@ def test_predict_returns_the_planted_class_of_strongly_planted_mice(planted, new
     assert right / len(truth) >= 0.75, right
 
 
+def test_predict_builds_stacks_with_the_models_parameters_not_todays(planted, new_recordings, tmp_path):
+    raw = yaml.safe_load((planted / "params.yaml").read_text())
+    raw["histograms"].update(n_intervals=3, grid=10)  # would make stacks the model cannot read
+    raw["stops"]["speed_threshold_cm_s"] = 1.0
+    (planted / "changed.yaml").write_text(yaml.safe_dump(raw))
+    db, uri = str(new_recordings / "cage02_adult.sqlite"), registered(planted)
+    before = cli("predict", db, "--model", uri, cwd=planted).stdout
+    assert cli("predict", db, "--model", uri, "--params", "changed.yaml", cwd=planted).stdout == before
+
+
 def test_predict_refuses_a_recording_shorter_than_the_models_window(planted, new_recordings, tmp_path):
     short = tmp_path / "short.sqlite"
     shutil.copy(new_recordings / "cage01_adult.sqlite", short)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import mlflow
 import numpy as np
 import optuna
 import pytest
@@ -98,7 +101,10 @@ def test_a_changed_cohort_or_search_space_gets_a_new_study_name():
     name = study_name("cnn", X, y, cages, CNN, TUNING)
     assert name == study_name("cnn", X.copy(), y, cages, CNN, TUNING)
     assert name != study_name("cnn", X + 1, y, cages, CNN, TUNING)
-    assert name != study_name("cnn", X, y, cages, CNN, TUNING.model_copy(update={"n_trials": 5}))
+    assert name != study_name(
+        "cnn", X, y, cages, CNN, TUNING.model_copy(update={"space": SearchSpace(lr=(1e-3, 1e-2))})
+    )
+    assert name == study_name("cnn", X, y, cages, CNN, TUNING.model_copy(update={"n_trials": 5}))  # extends it
     other_storage = TUNING.model_copy(update={"storage": "postgresql://elsewhere/db"})
     assert name == study_name("cnn", X, y, cages, CNN, other_storage)
 
@@ -119,9 +125,32 @@ def test_two_workers_share_one_postgresql_study_and_train_only_reads_it(tmp_path
             study = optuna.load_study(study_name=summary.study_name, storage=url)
             assert n_finished(study) >= 4
             workers |= {t.user_attrs["worker"] for t in study.trials}
+            settings = [tuple(sorted(t.params.items())) for t in study.trials]
+            assert len(set(settings)) == len(settings)  # workers do not draw each other's settings
         assert len(workers) == 2  # both processes took trials from the shared studies
         before = sum(len(optuna.load_study(study_name=s.study_name, storage=url).trials) for s in summaries)
         cli("train", cwd=tmp_path)
         after = sum(len(optuna.load_study(study_name=s.study_name, storage=url).trials) for s in summaries)
         assert after == before  # the studies were finished: train only read their best settings
     assert (tmp_path / "reports/cnn/final.json").exists() and (tmp_path / "reports/tuning_studies.csv").exists()
+
+
+def test_flat_tuning_is_tagged_selection_biased_and_never_promoted(tmp_path):
+    from cohort import cli, tiny_project
+
+    tuning = {
+        "mode": "flat",
+        "n_trials": 2,
+        "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+        "space": {"epochs": [5, 10]},
+    }
+    tiny_project(tmp_path, {"tuning": tuning, "registry": {"model_name": "flat-test"}})
+    cli("train", cwd=tmp_path)
+    final = json.loads((tmp_path / "reports/cnn/final.json").read_text())
+    assert (final["name"], final["version"], final["alias"]) == ("flat-test", "1", "challenger")  # even the first
+    runs = mlflow.search_runs(experiment_names=["lmt-stereotype"], filter_string="tags.tuning = 'flat'")
+    assert len(runs) > 0 and (runs["tags.selection_biased"] == "true").all()
+    (summary,) = optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert summary.study_name.startswith("cnn-flat-") and summary.n_trials == 2  # one study for everything
+    study = optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert len(study.trials[0].intermediate_values) == 4  # scored on the 4 leave-one-cage-out folds themselves

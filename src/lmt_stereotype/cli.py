@@ -166,8 +166,9 @@ def train(params_path: ParamsOpt = Path("params.yaml")) -> None:
     """Cross-validate the paper's CNN per cage fold, then fit, log and register the final model.
 
     With tuning.enabled, Optuna tunes it inside each outer fold on that fold's training
-    cages only (nested CV); otherwise the cnn section's fixed setting is trained and a
-    permutation p-value computed. Writes reports/cnn.json (metrics per scheme),
+    cages only (nested CV; tuning.mode flat tunes on the CV score itself, quicker but
+    selection-biased and never promoted); otherwise the cnn section's fixed setting is
+    trained and a permutation p-value computed. Writes reports/cnn.json (metrics per scheme),
     reports/cnn/SCHEME/ and reports/cnn/final.json; logs one MLflow run per scheme with a
     nested run per fold (and per tuning trial), and a cnn-final run whose model is
     registered as registry.model_name (alias champion only if it beats the current one).
@@ -175,18 +176,23 @@ def train(params_path: ParamsOpt = Path("params.yaml")) -> None:
     from lmt_stereotype.evaluation import evaluate
     from lmt_stereotype.models import CNNClassifier
     from lmt_stereotype.tracking import stage_run
-    from lmt_stereotype.tuning import evaluate_tuned
+    from lmt_stereotype.tuning import evaluate_flat, evaluate_tuned
 
     params = load_params(params_path)
-    if params.tuning.enabled:
+    if params.tuning.enabled and params.tuning.mode == "nested":
         run = partial(evaluate_tuned, params=params, progress=_progress())
         models = {"cnn": (run, ("cnn", "tuning"), {"tuning": "nested"})}
+    elif params.tuning.enabled:
+        run = partial(evaluate_flat, params=params, progress=_progress())
+        models = {"cnn": (run, ("cnn", "tuning"), {"tuning": "flat", "selection_biased": "true"})}
     else:
         make = partial(CNNClassifier.from_params, params.cnn)
         n = params.cnn.n_permutations
         run = partial(evaluate, "cnn", make, params=params.evaluation, n_permutations=n, progress=_progress())
         models = {"cnn": (run, ("cnn",), {"tuning": "off"})}
     stacks = _stacks(params)
+    if params.tuning.enabled:
+        _check_tunable(params_path, params, stacks)
     with stage_run("train", params) as stage:
         summary = _evaluate_models(stage, params, stacks, models)
         _register_final(stage, params, stacks, summary["cnn"]["loco"], models["cnn"][2])
@@ -210,7 +216,9 @@ def tune(
     from lmt_stereotype.tuning import run_workers
 
     params = load_params(params_path)
-    _stacks(params)
+    if not params.tuning.enabled:
+        raise InputError(params_path, "tuning.enabled is false: there is nothing to tune")
+    _check_tunable(params_path, params, _stacks(params))
     with stage_run("tune", params, ("cnn", "tuning")) as run:
         studies = pd.DataFrame(run_workers(params, workers, progress=_progress()))
         run.log_metrics({"n_studies": len(studies), "n_trials": int(studies["n_finished"].sum()), "workers": workers})
@@ -260,8 +268,9 @@ def predict(
 ) -> None:
     """Classify every identified mouse of a recording with a registered model.
 
-    Stops and stacks are computed with the parameters stored in the model, not today's
-    params.yaml (which only says where MLflow is and the model's registered name).
+    Stops and stacks are computed with the stops and histograms parameters stored in the
+    model, not today's params.yaml, which says only where MLflow is, the registered name
+    and the camera geometry (lmt) of the recording.
     """
     import mlflow
 
@@ -272,7 +281,7 @@ def predict(
     params = load_params(params_path)
     mlflow.set_tracking_uri(tracking_uri(params.mlflow))
     uri = model or f"models:/{params.registry.model_name}@champion"
-    table = predict_recording(db, uri)
+    table = predict_recording(db, uri, params.lmt)
     typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if out is not None:
         write_table(table, out)
@@ -285,6 +294,17 @@ def _stacks(params: Params):
     if not params.data.stacks.exists():
         raise InputError(params.data.stacks, "no histogram stacks; run `lmt-stereotype preprocess` first")
     return Stacks.load(params.data.stacks)
+
+
+def _check_tunable(params_path: Path, params: Params, stacks) -> None:
+    """Nested tuning needs 2 cages inside each outer training set, so 3 cages; flat tuning 2."""
+    needed = 3 if params.tuning.mode == "nested" else 2
+    if len(set(stacks.cage)) < needed:
+        raise InputError(
+            params_path,
+            f"tuning.mode {params.tuning.mode} needs at least {needed} cages, the stacks hold "
+            f"{len(set(stacks.cage))}; add cages or set tuning.enabled: false",
+        )
 
 
 def _evaluate_models(run, params: Params, stacks, models: dict) -> dict[str, dict[str, dict[str, float]]]:
@@ -358,9 +378,9 @@ def _register_final(run, params: Params, stacks, loco: dict[str, float], model_t
             "params": {k.removeprefix("model."): v for k, v in chosen.items()},
             "histograms": params.histograms.model_dump(mode="json"),
         }
-        registration = register(
-            info.model_uri, params.registry, loco, version_tags, describe(loco, "leave-one-cage-out", tags)
-        )
+        promotable = model_tags.get("selection_biased") != "true"  # a flat-tuned score was chosen by looking
+        description = describe(loco, "leave-one-cage-out", tags)
+        registration = register(info.model_uri, params.registry, loco, version_tags, description, promotable)
         final.set_tags(
             {
                 "registered_model": registration.name,
@@ -371,12 +391,13 @@ def _register_final(run, params: Params, stacks, loco: dict[str, float], model_t
     registered_uri = f"models:/{registration.name}/{registration.version}"
     write_json({**registration.__dict__, "model_uri": registered_uri}, params.data.reports / "cnn" / "final.json")
     log.info(
-        "train: final model registered as %s version %s (%s; %s %.3f vs champion %s)",
+        "train: final model registered as %s version %s (%s; %s %.3f, previous champion: version %s, %s)",
         registration.name,
         registration.version,
         registration.alias,
         registration.metric,
         registration.value,
+        registration.previous_champion,
         registration.previous_value,
     )
 

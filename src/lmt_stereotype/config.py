@@ -200,6 +200,9 @@ class TuningParams(_Section):
     """Optuna search of the CNN's settings, nested inside the cage folds."""
 
     enabled: bool = True
+    mode: Literal["nested", "flat"] = Field(
+        "nested", description="flat: tune on the leave-one-cage-out score itself (selection-biased, never promoted)"
+    )
     n_trials: int = Field(4, gt=0, description="trials per study, the paper's setting being the first")
     inner_folds: int = Field(3, ge=2, description="cage folds inside each outer training set")
     storage: str = Field("sqlite:///optuna.db", description="Optuna RDB URL; relative SQLite paths: project root")

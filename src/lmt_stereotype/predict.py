@@ -1,8 +1,10 @@
 """Classify every identified mouse of a new LMT recording with a registered model.
 
 The recording goes through the same stop detection and histograms as the training
-cohort, with the parameters stored in the model, so a model keeps meaning what it
-meant when it was trained, whatever ``params.yaml`` says today.
+cohort, with the ``stops`` and ``histograms`` parameters stored in the model, so a model
+keeps meaning what it meant when it was trained, whatever ``params.yaml`` says today.
+Only the camera geometry (``lmt``: frame rate, scale, arena) comes from the caller: it
+describes the set-up that made the recording, not the model.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lmt_stereotype.config import Params
+from lmt_stereotype.config import LMTGeometry, Params
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.histograms import stop_histograms
 from lmt_stereotype.lmt import LMTDatabase
@@ -21,7 +23,7 @@ from lmt_stereotype.stops import recording_stops
 
 
 def load_model(uri: str) -> tuple[Any, Params]:
-    """The registered pyfunc at ``uri`` and its stack parameters; a clear error when there is none."""
+    """The registered pyfunc at ``uri`` and the parameters it was trained with; a clear error when there is none."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -39,7 +41,7 @@ def load_model(uri: str) -> tuple[Any, Params]:
 
 
 def recording_stacks(db: Path, params: Params) -> tuple[pd.DataFrame, np.ndarray]:
-    """One stack per identified animal of ``db`` (rows: animal_id, rfid, name, n_stops)."""
+    """One stack per identified animal of ``db`` (rows: animal_id, rfid, name, n_stops in the window)."""
     window_s = params.histograms.n_intervals * params.histograms.interval_s
     stops, summary = recording_stops(db, params.lmt, params.stops)
     duration_s = (summary.last_frame - summary.first_frame + 1) / params.lmt.fps
@@ -64,9 +66,9 @@ def recording_stacks(db: Path, params: Params) -> tuple[pd.DataFrame, np.ndarray
     return pd.DataFrame(rows), np.stack(stacks)
 
 
-def predict_recording(db: Path, uri: str) -> pd.DataFrame:
-    """Per-mouse class and class probabilities for one recording."""
-    model, params = load_model(uri)
-    animals, X = recording_stacks(db, params)
+def predict_recording(db: Path, uri: str, geometry: LMTGeometry) -> pd.DataFrame:
+    """Per-mouse class and class probabilities for one recording made with the camera ``geometry``."""
+    model, trained = load_model(uri)
+    animals, X = recording_stacks(db, trained.model_copy(update={"lmt": geometry}))
     predictions = model.predict(X)
     return pd.concat([animals, predictions.reset_index(drop=True)], axis=1)

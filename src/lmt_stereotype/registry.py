@@ -23,7 +23,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
-from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from lmt_stereotype.config import CLASSES, Params, RegistryParams
@@ -47,6 +46,8 @@ class StopClassifier(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         settings = json.loads(Path(context.artifacts["settings"]).read_text())
+        if tuple(settings["classes"]) != CLASSES:
+            raise ValueError(f"model outputs {settings['classes']}, this code expects {list(CLASSES)}")
         weights = torch.load(context.artifacts["weights"], weights_only=True)
         self.classifier = _restore(settings, weights)
 
@@ -66,8 +67,8 @@ def _restore(settings: dict[str, Any], weights: dict[str, torch.Tensor]) -> CNNC
     """A fitted :class:`CNNClassifier` from its settings and its network's weights."""
     params = settings["estimator"]
     classifier = CNNClassifier(
-        **{**params, "channels": tuple(params["channels"]), "kernel_sizes": tuple(params["kernel_sizes"])}
-    )
+        **{**params, "channels": tuple(params["channels"]), "kernel_sizes": tuple(params["kernel_sizes"]), "threads": 0}
+    )  # threads: the serving machine's, not the training's
     T, N = settings["n_intervals"], settings["grid"]
     module = StopCNN(T, N, len(CLASSES), classifier.channels, classifier.kernel_sizes, classifier.pool)
     module.load_state_dict(weights)
@@ -137,22 +138,22 @@ def register(
     ``champion`` moves to it only when its cross-validated ``cfg.metric`` beats the
     current champion's (the first version always wins); otherwise, or when the model is
     not ``promotable`` (its score was selection-biased), it becomes ``challenger``.
+    Two trainings registering at the same instant could both read the old champion; the
+    later alias then wins, so run one ``train`` per registered name at a time.
     """
     client = mlflow.MlflowClient()
     value = float(metrics[cfg.metric])
     version_tags = {
         **{k: _tag_value(v) for k, v in tags.items()},
-        **{f"cv.{k}": f"{v:.6g}" for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)},
+        **{f"cv.{k}": repr(float(v)) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)},
         "cv.metric": cfg.metric,
         "promotable": str(promotable).lower(),
     }
     registered = mlflow.register_model(model_uri, cfg.model_name, tags=version_tags)
     client.update_model_version(cfg.model_name, registered.version, description=description)
-    try:
-        champion = client.get_model_version_by_alias(cfg.model_name, CHAMPION)
-        best = float(champion.tags.get(f"cv.{cfg.metric}", "nan"))
-    except MlflowException:
-        champion, best = None, None
+    current = client.get_registered_model(cfg.model_name).aliases.get(CHAMPION)
+    champion = client.get_model_version(cfg.model_name, current) if current is not None else None
+    best = float(champion.tags.get(f"cv.{cfg.metric}", "nan")) if champion is not None else None
     wins = promotable and (champion is None or not math.isfinite(best) or value > best)
     alias = CHAMPION if wins else CHALLENGER
     client.set_registered_model_alias(cfg.model_name, alias, registered.version)
@@ -169,9 +170,10 @@ def register(
 
 def describe(metrics: dict[str, float], scheme: str, tags: dict[str, Any]) -> str:
     """The model version's description: what it is and how well it is expected to do."""
+    biased = " (selection-biased: the setting was chosen by this score)" if tags.get("selection_biased") else ""
     return (
         f"Shallow CNN (two parallel conv branches, one linear layer) classifying AM/JM/AF/JF from stacks of "
-        f"stop histograms. {scheme} cross-validated accuracy {metrics['accuracy']:.3f} "
+        f"stop histograms. {scheme} cross-validated{biased} accuracy {metrics['accuracy']:.3f} "
         f"[{metrics['accuracy_ci_low']:.3f}, {metrics['accuracy_ci_high']:.3f}], balanced accuracy "
         f"{metrics['balanced_accuracy']:.3f}, females {metrics['accuracy_female']:.3f}, males "
         f"{metrics['accuracy_male']:.3f}, chance {metrics['chance_level']:.2f}. Tuning: {tags.get('tuning')}. "

@@ -2,10 +2,12 @@
 
 The accuracy reported for a tuned CNN must not have seen its test cage, so each outer
 leave-one-cage-out fold gets its own study, whose trials are scored by cage folds of
-that fold's training cages only. Studies live in an Optuna RDB storage (SQLite by
-default, PostgreSQL for many workers): a study interrupted half-way resumes where it
-stopped, and its name carries a fingerprint of the data and the search, so a changed
-cohort or search space never resumes a stale study.
+that fold's training cages only; the final model's study then tunes on every cage.
+Studies live in an Optuna RDB storage (SQLite by default, PostgreSQL for many
+workers, local or remote, see :func:`run_workers`): a study interrupted half-way
+resumes where it stopped, and its name carries a fingerprint of the data and the
+search, so a changed cohort or search space never resumes a stale study. A quicker
+flat mode tunes on the leave-one-cage-out score itself; its score is selection-biased.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import json
 import os
 import socket
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from multiprocessing import get_context
+from multiprocessing import active_children, get_context
 from typing import Any
 
 import numpy as np
@@ -26,7 +28,7 @@ from sklearn.model_selection import GroupKFold
 from tqdm import tqdm
 
 from lmt_stereotype.config import CLASSES, CNNParams, Params, TuningParams
-from lmt_stereotype.evaluation import CVResult, Evaluation, Fold, make_folds, report
+from lmt_stereotype.evaluation import CVResult, Evaluation, Fold, evaluate, leave_one_cage_out, make_folds, report
 from lmt_stereotype.histograms import Stacks
 from lmt_stereotype.models import CNNClassifier
 from lmt_stereotype.tracking import rooted
@@ -34,7 +36,8 @@ from lmt_stereotype.tracking import rooted
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # trial results go to MLflow and the reports
 
 SEARCHED = ("lr", "momentum", "weight_decay", "epochs", "batch_size", "transform")
-NOT_TUNING = {"threads", "n_permutations"}  # how a study runs, not what it searches: outside its fingerprint
+# How a study runs, not what it searches: outside its fingerprint (raising n_trials extends a study)
+NOT_TUNING = {"cnn": {"threads", "n_permutations"}, "tuning": {"storage", "enabled", "n_trials", "study"}}
 
 
 def inner_folds(cages: np.ndarray, n_folds: int) -> list[Fold]:
@@ -82,8 +85,8 @@ def study_name(base: str, X: np.ndarray, y: np.ndarray, cages: np.ndarray, cnn: 
     for array in (np.ascontiguousarray(X), np.asarray(y), np.asarray(cages).astype(str)):
         digest.update(array.tobytes())
     settings = {
-        "cnn": cnn.model_dump(mode="json", exclude=NOT_TUNING),
-        "tuning": tuning.model_dump(mode="json", exclude={"storage"}),
+        "cnn": cnn.model_dump(mode="json", exclude=NOT_TUNING["cnn"]),
+        "tuning": tuning.model_dump(mode="json", exclude=NOT_TUNING["tuning"]),
     }
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return f"{base}-{digest.hexdigest()[:12]}"
@@ -92,10 +95,18 @@ def study_name(base: str, X: np.ndarray, y: np.ndarray, cages: np.ndarray, cnn: 
 class Objective:
     """Mean inner-fold accuracy of a trial's setting; reported fold by fold so a pruner can stop it early."""
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, cages: np.ndarray, cnn: CNNParams, tuning: TuningParams):
+    def __init__(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        cages: np.ndarray,
+        cnn: CNNParams,
+        tuning: TuningParams,
+        folds: list[Fold] | None = None,
+    ):
         self.X, self.y, self.cages = X, y, np.asarray(cages)
         self.cnn, self.tuning = cnn, tuning
-        self.folds = inner_folds(self.cages, tuning.inner_folds)
+        self.folds = folds if folds is not None else inner_folds(self.cages, tuning.inner_folds)
 
     def __call__(self, trial: optuna.Trial) -> float:
         chosen = setting(suggest(trial, self.tuning, self.cnn.kernel_sizes), self.cnn.kernel_sizes)
@@ -116,11 +127,14 @@ FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 PENDING = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
 
 
-def open_study(name: str, tuning: TuningParams, storage: str, cnn: CNNParams) -> optuna.Study:
+def open_study(name: str, tuning: TuningParams, storage: str, cnn: CNNParams, worker: int = 0) -> optuna.Study:
     """Create or resume the study ``name``, making sure the fixed setting is (or will be) one of its trials.
 
-    A worker that dies without a word leaves its trial RUNNING; the storage's heartbeat
-    marks it failed after a minute and it is tried again with the same setting.
+    The sampler's seed is ``tuning.seed`` offset by the trials already in the study and
+    by the ``worker`` index, so a fresh single-process study is reproducible while a
+    resumed study or a second worker does not draw the same settings again. A worker that
+    dies without a word leaves its trial RUNNING; the storage's heartbeat marks it failed
+    after a minute and it is tried again with the same setting.
     """
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we rely on them knowingly
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -136,9 +150,10 @@ def open_study(name: str, tuning: TuningParams, storage: str, cnn: CNNParams) ->
         storage=rdb,
         direction="maximize",
         load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=tuning.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
     )
+    offset = len(study.get_trials(deepcopy=False)) + 10_000 * worker
+    study.sampler = optuna.samplers.TPESampler(seed=tuning.seed + offset)
     fixed = fixed_setting(cnn)
     if not any(
         t.state in FINISHED + PENDING and t.system_attrs.get("fixed_params", t.params) == fixed
@@ -153,18 +168,27 @@ def n_finished(study: optuna.Study) -> int:
 
 
 def tune(
-    X: np.ndarray, y: np.ndarray, cages: np.ndarray, cnn: CNNParams, tuning: TuningParams, storage: str, name: str
+    X: np.ndarray,
+    y: np.ndarray,
+    cages: np.ndarray,
+    cnn: CNNParams,
+    tuning: TuningParams,
+    storage: str,
+    name: str,
+    folds: list[Fold] | None = None,
+    worker: int = 0,
 ) -> optuna.Study:
     """Run the study ``name`` on these recordings until it holds ``n_trials`` finished trials.
 
+    Trials are scored on ``folds`` (default: ``tuning.inner_folds`` cage folds).
     Resuming an interrupted study runs only the trials it lacks; several workers may run
     this on one study at once (they stop together when the count is reached).
     """
-    study = open_study(name, tuning, storage, cnn)
+    study = open_study(name, tuning, storage, cnn, worker)
     remaining = tuning.n_trials - n_finished(study)
     if remaining > 0:
         study.optimize(
-            Objective(X, y, cages, cnn, tuning),
+            Objective(X, y, cages, cnn, tuning, folds),
             n_trials=remaining,
             callbacks=[optuna.study.MaxTrialsCallback(tuning.n_trials, states=FINISHED)],
         )
@@ -174,6 +198,11 @@ def tune(
 def best_setting(study: optuna.Study, cnn: CNNParams) -> dict[str, Any]:
     """The best finished trial's CNN settings."""
     return setting(study.best_trial.params, cnn.kernel_sizes)
+
+
+def outer_base(params: Params, scheme: str) -> str:
+    """Name prefix of the studies nested in ``scheme``'s outer folds (train and tune must agree)."""
+    return f"{params.tuning.study}-{scheme}"
 
 
 def fold_study_name(
@@ -239,7 +268,7 @@ def evaluate_tuned(stacks: Stacks, scheme: str, params: Params, progress: bool =
         params.tuning,
         storage,
         progress,
-        base=f"{params.tuning.study}-{scheme}",
+        base=outer_base(params, scheme),
     )
     evaluation = report("cnn", scheme, stacks, folds, result, params.evaluation, np.array([]))
     for fold, study in studies.items():
@@ -249,62 +278,86 @@ def evaluate_tuned(stacks: Stacks, scheme: str, params: Params, progress: bool =
     return evaluation
 
 
-def final_study_name(stacks: Stacks, params: Params) -> str:
-    """The study that chooses the final model's setting, on every recording."""
+@dataclass(frozen=True)
+class StudySpec:
+    """One study the train stage needs: its name, the recordings (indices) it tunes on, their folds."""
+
+    name: str
+    index: np.ndarray
+    folds: list[Fold] | None = None  # None: tuning.inner_folds cage folds
+
+
+def final_study(stacks: Stacks, params: Params) -> StudySpec:
+    """The study that chooses the final model's setting on every recording.
+
+    Nested mode scores its trials on cage folds of all the cages; flat mode on the
+    leave-one-cage-out folds themselves, so its best score is the reported one, chosen
+    by looking at it (selection-biased).
+    """
     everything = Fold("all", np.arange(len(stacks.y)), np.array([], dtype=np.int64))
-    return fold_study_name(
-        f"{params.tuning.study}-final", everything, stacks.X, stacks.y, stacks.cage, params.cnn, params.tuning
-    )
+    flat = params.tuning.mode == "flat"
+    base = f"{params.tuning.study}-{'flat' if flat else 'final'}"
+    name = fold_study_name(base, everything, stacks.X, stacks.y, stacks.cage, params.cnn, params.tuning)
+    return StudySpec(name, everything.train, leave_one_cage_out(stacks.cage) if flat else None)
+
+
+def _run(
+    spec: StudySpec, stacks: Stacks, params: Params, cnn: CNNParams | None = None, worker: int = 0
+) -> optuna.Study:
+    i, storage = spec.index, rooted(params.tuning.storage)
+    cnn = cnn or params.cnn
+    return tune(stacks.X[i], stacks.y[i], stacks.cage[i], cnn, params.tuning, storage, spec.name, spec.folds, worker)
+
+
+def evaluate_flat(stacks: Stacks, scheme: str, params: Params, progress: bool = False) -> Evaluation:
+    """The CNN with the setting that scored best on the leave-one-cage-out folds, cross-validated under ``scheme``.
+
+    Quick, and biased upwards: the setting was chosen by the very score reported. Its runs
+    are tagged selection-biased and its model is never promoted to champion.
+    """
+    best = best_setting(_run(final_study(stacks, params), stacks, params), params.cnn)
+
+    def make() -> CNNClassifier:
+        return CNNClassifier.from_params(params.cnn).set_params(**best)
+
+    return evaluate("cnn", make, stacks, scheme, params.evaluation, 0, progress)
 
 
 def fit_final(stacks: Stacks, params: Params) -> tuple[CNNClassifier, optuna.Study | None]:
-    """The model to deploy: tuned on every cage (cage folds inside), then fitted on every recording.
+    """The model to deploy: tuned on every cage, then fitted on every recording.
 
-    Its expected accuracy is the nested cross-validation's, not this study's best value,
-    which has seen every cage. Without tuning it is the ``cnn`` section's setting.
+    Its expected accuracy is the cross-validation's, not this study's best value, which
+    has seen every cage. Without tuning it is the ``cnn`` section's setting.
     """
     model = CNNClassifier.from_params(params.cnn)
     study = None
     if params.tuning.enabled:
-        storage = rooted(params.tuning.storage)
-        study = tune(
-            stacks.X, stacks.y, stacks.cage, params.cnn, params.tuning, storage, final_study_name(stacks, params)
-        )
+        study = _run(final_study(stacks, params), stacks, params)
         model.set_params(**best_setting(study, params.cnn))
     return model.fit(stacks.X, stacks.y), study
 
 
-@dataclass(frozen=True)
-class StudySpec:
-    """One study the train stage needs: its name and the recordings (indices) it tunes on."""
-
-    name: str
-    index: np.ndarray
-
-
 def study_plan(stacks: Stacks, params: Params) -> list[StudySpec]:
-    """Every study of a tuned ``train``: one per outer fold of each scheme, then the final model's."""
+    """Every study of a tuned ``train``: (nested) one per outer fold of each scheme; the final model's."""
     plan = []
-    for scheme in params.evaluation.schemes:
-        for fold in make_folds(scheme, stacks, params.evaluation):
-            name = fold_study_name(
-                f"{params.tuning.study}-{scheme}", fold, stacks.X, stacks.y, stacks.cage, params.cnn, params.tuning
-            )
-            plan.append(StudySpec(name, fold.train))
-    plan.append(StudySpec(final_study_name(stacks, params), np.arange(len(stacks.y))))
-    return plan
+    if params.tuning.mode == "nested":
+        for scheme in params.evaluation.schemes:
+            for fold in make_folds(scheme, stacks, params.evaluation):
+                name = fold_study_name(
+                    outer_base(params, scheme), fold, stacks.X, stacks.y, stacks.cage, params.cnn, params.tuning
+                )
+                plan.append(StudySpec(name, fold.train))
+    return [*plan, final_study(stacks, params)]
 
 
-def _work(params: Params, threads: int, progress: bool) -> None:
+def _work(params: Params, worker: int, threads: int, progress: bool) -> None:
     """One worker: take part in every study of the plan until each holds its trials."""
     stacks = Stacks.load(params.data.stacks)
     cnn = params.cnn.model_copy(update={"threads": threads})
-    storage = rooted(params.tuning.storage)
     for spec in tqdm(
         study_plan(stacks, params), desc=f"tuning (pid {os.getpid()})", disable=not progress, unit="study"
     ):
-        i = spec.index
-        tune(stacks.X[i], stacks.y[i], stacks.cage[i], cnn, params.tuning, storage, spec.name)
+        _run(spec, stacks, params, cnn, worker)
 
 
 def run_workers(params: Params, n_workers: int, progress: bool = False) -> list[dict[str, Any]]:
@@ -321,11 +374,15 @@ def run_workers(params: Params, n_workers: int, progress: bool = False) -> list[
         open_study(spec.name, params.tuning, storage, params.cnn)
     threads = params.cnn.threads or max(1, (os.cpu_count() or 1) // n_workers)
     if n_workers == 1:
-        _work(params, threads, progress)
+        _work(params, 0, threads, progress)
     else:
         with ProcessPoolExecutor(n_workers, mp_context=get_context("spawn")) as pool:
-            for future in [pool.submit(_work, params, threads, progress) for _ in range(n_workers)]:
-                future.result()
+            futures = [pool.submit(_work, params, worker, threads, progress) for worker in range(n_workers)]
+            failed = [f for f in wait(futures, return_when=FIRST_EXCEPTION).done if f.exception()]
+            if failed:  # stop the other workers now, not after they finish the plan
+                for child in active_children():
+                    child.terminate()
+                raise failed[0].exception()
     rows = []
     for spec in plan:
         study = optuna.load_study(study_name=spec.name, storage=storage)
