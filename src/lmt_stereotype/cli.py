@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from functools import partial
 from pathlib import Path
@@ -419,6 +420,7 @@ def _log_summary(model: str, scheme: str, m: dict[str, float]) -> None:
 
 def main() -> None:
     """Console entry point: bad input is a message and exit code 2, not a traceback."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill`, or dvc stopping: clean up as for Ctrl-C
     try:
         app()
     except InputError as exc:
