@@ -365,9 +365,14 @@ def _register_final(run, params: Params, stacks, loco: dict[str, float], model_t
 
     classifier, study = fit_final(stacks, params)
     tags = {"model_family": "cnn", "final": "true", **model_tags, **provenance_tags(params)}
-    chosen = {f"model.{k}": v for k, v in classifier.get_params().items()}
+    setting = classifier.get_params()
     with run.child("cnn-final", {**tags, "cv_scheme": "loco"}) as final:
-        final.log_params({**chosen, **flat_params(params, ("histograms", "stops", "registry"))})
+        final.log_params(
+            {
+                **{f"model.{k}": v for k, v in setting.items()},
+                **flat_params(params, ("histograms", "stops", "registry")),
+            }
+        )
         final.log_metrics(loco)  # what to expect of this model: its leave-one-cage-out (nested) CV
         final.log_series("train_loss", classifier.loss_curve_)
         if study is not None:
@@ -376,7 +381,7 @@ def _register_final(run, params: Params, stacks, loco: dict[str, float], model_t
         version_tags = {
             **tags,
             "run_id": final.run.info.run_id,
-            "params": {k.removeprefix("model."): v for k, v in chosen.items()},
+            "params": setting,
             "histograms": params.histograms.model_dump(mode="json"),
         }
         promotable = model_tags.get("selection_biased") != "true"  # a flat-tuned score was chosen by looking
