@@ -18,6 +18,7 @@ from lmt_stereotype.tuning import (
     inner_folds,
     n_finished,
     nested_cross_validate,
+    outside_space,
     study_name,
     tune,
 )
@@ -154,3 +155,11 @@ def test_flat_tuning_is_tagged_selection_biased_and_never_promoted(tmp_path):
     assert summary.study_name.startswith("cnn-flat-") and summary.n_trials == 2  # one study for everything
     study = optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert len(study.trials[0].intermediate_values) == 4  # scored on the 4 leave-one-cage-out folds themselves
+
+
+def test_a_fixed_setting_outside_the_search_space_is_named():
+    cnn = CNN.model_copy(update={"epochs": 10, "transform": "raw", "channels": (64, 4)})
+    tuning = TUNING.model_copy(update={"space": SearchSpace(epochs=(20, 60), transform=("log1p",))})
+    problems = outside_space(cnn, tuning)
+    assert len(problems) == 3 and "cnn.epochs = 10" in problems[0] and "tuning.space.transform" in problems[1]
+    assert outside_space(CNNParams(), TuningParams()) == []  # the defaults: the paper's setting is in the space

@@ -298,7 +298,14 @@ def _stacks(params: Params):
 
 
 def _check_tunable(params_path: Path, params: Params, stacks) -> None:
-    """Nested tuning needs 2 cages inside each outer training set, so 3 cages; flat tuning 2."""
+    """Nested tuning needs 2 cages inside each outer training set, so 3 cages; flat tuning 2.
+
+    A fixed ``cnn`` setting outside the search space is worth a warning: it is still tried.
+    """
+    from lmt_stereotype.tuning import outside_space
+
+    for problem in outside_space(params.cnn, params.tuning):
+        log.warning("%s: %s; it is still tried as the fixed trial", params_path, problem)
     needed = 3 if params.tuning.mode == "nested" else 2
     if len(set(stacks.cage)) < needed:
         raise InputError(

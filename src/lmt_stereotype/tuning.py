@@ -34,6 +34,8 @@ from lmt_stereotype.models import CNNClassifier
 from lmt_stereotype.tracking import rooted
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # trial results go to MLflow and the reports
+# A fixed setting outside the space is still tried as it is; `outside_space` says so once, in words.
+warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range", category=UserWarning)
 
 SEARCHED = ("lr", "momentum", "weight_decay", "epochs", "batch_size", "transform")
 # How a study runs, not what it searches: outside its fingerprint (raising n_trials extends a study)
@@ -77,6 +79,22 @@ def fixed_setting(cnn: CNNParams) -> dict[str, Any]:
     """The ``cnn`` section's own setting (the paper's) as trial parameters: always a trial of a study."""
     widths = {f"channels_k{k}": c for k, c in zip(cnn.kernel_sizes, cnn.channels)}
     return {**{name: getattr(cnn, name) for name in SEARCHED}, **widths}
+
+
+def outside_space(cnn: CNNParams, tuning: TuningParams) -> list[str]:
+    """The ``cnn`` settings that lie outside ``tuning.space`` (still tried, as the fixed trial)."""
+    space, problems = tuning.space, []
+    for name in ("lr", "momentum", "weight_decay", "epochs"):
+        low, high = getattr(space, name)
+        if not low <= getattr(cnn, name) <= high:
+            problems.append(f"cnn.{name} = {getattr(cnn, name)} is outside tuning.space.{name} [{low}, {high}]")
+    for name in ("batch_size", "transform"):
+        if getattr(cnn, name) not in getattr(space, name):
+            problems.append(f"cnn.{name} = {getattr(cnn, name)} is not among tuning.space.{name}")
+    low, high = space.channels
+    if any(not low <= c <= high for c in cnn.channels):
+        problems.append(f"cnn.channels {list(cnn.channels)} leave tuning.space.channels [{low}, {high}]")
+    return problems
 
 
 def study_name(base: str, X: np.ndarray, y: np.ndarray, cages: np.ndarray, cnn: CNNParams, tuning: TuningParams) -> str:
