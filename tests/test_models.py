@@ -14,7 +14,15 @@ from sklearn.svm import SVC
 from torch import nn
 
 from lmt_stereotype.config import CLASSES, BaselineParams, CNNParams
-from lmt_stereotype.models import CalibratedSVC, CNNClassifier, StopCNN, make_baseline, transform_stacks
+from lmt_stereotype.models import (
+    CalibratedSVC,
+    CNNClassifier,
+    StopCNN,
+    load_cnn,
+    make_baseline,
+    save_cnn,
+    transform_stacks,
+)
 
 TINY = dict(kernel_sizes=(3, 5), channels=4, epochs=3, batch_size=4, threads=1)
 
@@ -227,3 +235,12 @@ def test_baselines_fit_stacks_and_predict_class_indices(kind):
 def test_an_unknown_baseline_is_refused():
     with pytest.raises(ValueError, match="unknown baseline"):
         make_baseline("forest", BaselineParams())
+
+
+def test_a_saved_cnn_loads_back_with_the_same_predictions(tmp_path):
+    X, y = tiny_data(seed=3)
+    model = CNNClassifier(channels=(4, 6), kernel_sizes=(3, 5), epochs=3, threads=1).fit(X, y)
+    save_cnn(model, X.shape[1:3], tmp_path / "cnn.pt")
+    loaded = load_cnn(tmp_path / "cnn.pt")
+    assert loaded.get_params() == {**model.get_params(), "threads": 0}
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))

@@ -1,4 +1,5 @@
-"""Figures users look at: the confusion matrix in the paper's Table 1 layout, loss curves."""
+"""Figures users look at: the confusion matrix in the paper's Table 1 layout, loss curves,
+one mouse's stops and histogram map (the paper's Figure 1)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.patheffects as pe  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.patches import Circle as CirclePatch  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 
-from lmt_stereotype.config import CLASSES  # noqa: E402
+from lmt_stereotype.config import CLASSES, CageLayout  # noqa: E402
 from lmt_stereotype.files import atomic_path  # noqa: E402
 
 
@@ -66,3 +70,132 @@ def loss_figure(curves: pd.DataFrame, title: str, path: Path | str) -> None:
     ax.set_title(title, fontsize=10)
     ax.legend(frameon=False)
     _save(fig, path)
+
+
+_HALO = [pe.Stroke(linewidth=2.2, foreground="black"), pe.Normal()]
+"""White lines and text with a black rim read over any colormap and over a white background."""
+
+
+def draw_cage(ax: plt.Axes, layout: CageLayout, arena_size_cm: float) -> None:
+    """Arena, house, feeders and water as unfilled outlines on ``ax``, in cm with y pointing down.
+
+    Only adds patches and text and sets limits, so images drawn before (histograms, activation
+    maps with ``extent=(0, arena, arena, 0)``) keep their content and colour scale. Labels sit
+    beside their landmark, on the side of the arena's centre, so they hide no stop on it.
+    """
+    h, w = layout.house, layout.water
+    landmarks = [
+        ("house", Rectangle((h.x, h.y), h.width, h.height), h.x + h.width / 2, h.y + h.height / 2, h.height / 2),
+        *(("feeder", CirclePatch((f.x, f.y), f.r), f.x, f.y, f.r) for f in layout.feeders),
+        ("water", CirclePatch((w.x, w.y), w.r), w.x, w.y, w.r),
+    ]
+    ax.add_patch(Rectangle((0, 0), arena_size_cm, arena_size_cm, gid="arena"))
+    for name, patch, x, y, half_height in landmarks:
+        patch.set_gid(name)
+        ax.add_patch(patch)
+        below = y < arena_size_cm / 2
+        label_y = y + half_height + 0.5 if below else y - half_height - 0.5
+        ax.text(
+            x,
+            label_y,
+            name,
+            color="white",
+            fontsize=6,
+            ha="center",
+            va="top" if below else "bottom",
+            path_effects=_HALO,
+            zorder=4,
+            clip_on=True,
+        )
+    for patch in ax.patches[-len(landmarks) - 1 :]:
+        patch.set(fill=False, edgecolor="white", linewidth=1.2, path_effects=_HALO, zorder=3)
+    ax.set_xlim(0, arena_size_cm)
+    ax.set_ylim(arena_size_cm, 0)
+    ax.set_aspect("equal")
+
+
+def _time_unit(window_s: float) -> tuple[str, float]:
+    """Hours for recordings of 3 h or more (the paper's 3 days), minutes for short demo ones."""
+    return ("h", 3600.0) if window_s >= 3 * 3600 else ("min", 60.0)
+
+
+def mouse_axes(
+    fig: plt.Figure,
+    stops: pd.DataFrame,
+    stack: np.ndarray,
+    layout: CageLayout,
+    arena_size_cm: float,
+    interval_s: float,
+    title: str,
+) -> list[plt.Axes]:
+    """Draw the paper's Figure 1 for one mouse into ``fig``: (a) where it stopped over time,
+    (b) its stop spots on the cage, (c) its histogram map; returns the three axes.
+
+    Only stops starting inside the stack's window are drawn, so (a) and (b) show the same
+    stops that (c) counts.
+    """
+    n_intervals, n_tiles = stack.shape[0], stack.shape[1]
+    window_s = n_intervals * interval_s
+    unit, seconds = _time_unit(window_s)
+    shown = stops[(stops["start_s"] >= 0) & (stops["start_s"] < window_s)]
+    start = shown["start_s"].to_numpy() / seconds
+    end = start + shown["duration_s"].to_numpy() / seconds
+    ax_t, ax_s, ax_h = (
+        fig.subplots(1, 3, width_per_ratios := None)
+        if False
+        else fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.35, 1, 1]})
+    )
+
+    for coord, colour in (("x_cm", "C0"), ("y_cm", "C2")):
+        v = shown[coord].to_numpy()
+        ax_t.hlines(v, start, end, color=colour, lw=1.5)
+        ax_t.plot(start, v, "|", color=colour, ms=5, label=coord[0])
+    ax_t.set(xlim=(0, window_s / seconds), ylim=(0, arena_size_cm), xlabel=f"time ({unit})", ylabel="position (cm)")
+    ax_t.set_title(f"(a) {len(shown)} stops: position from start to end", fontsize=9, loc="left")
+    ax_t.legend(frameon=False, fontsize=8, ncols=2, loc="lower right", bbox_to_anchor=(1, 0.98), markerscale=2, labelcolor="linecolor")
+
+    edges = np.linspace(0, arena_size_cm, n_tiles + 1)
+    ax_s.vlines(edges, 0, arena_size_cm, color="0.88", lw=0.4, zorder=0)
+    ax_s.hlines(edges, 0, arena_size_cm, color="0.88", lw=0.4, zorder=0)
+    spots = ax_s.scatter(
+        shown["x_cm"],
+        shown["y_cm"],
+        c=start,
+        s=4 * np.sqrt(shown["duration_s"]),
+        cmap="viridis",
+        vmin=0,
+        vmax=window_s / seconds,
+        alpha=0.75,
+        linewidths=0,
+    )
+    draw_cage(ax_s, layout, arena_size_cm)
+    fig.colorbar(spots, ax=ax_s, shrink=0.8, label=f"start ({unit})")
+    ax_s.set_title(f"(b) stop spots (size: duration) on the {n_tiles} x {n_tiles} grid", fontsize=9)
+
+    total = stack.sum(axis=0)
+    image = ax_h.imshow(
+        total, cmap="magma", vmin=0, extent=(0, arena_size_cm, arena_size_cm, 0), interpolation="nearest"
+    )
+    draw_cage(ax_h, layout, arena_size_cm)
+    fig.colorbar(image, ax=ax_h, shrink=0.8, label="stops per tile")
+    ax_h.set_title(f"(c) histogram map, summed over {n_intervals} intervals", fontsize=9)
+    for ax in (ax_s, ax_h):
+        ax.set(xlabel="x (cm)", ylabel="y (cm)")
+    fig.suptitle(title, fontsize=11)
+    return [ax_t, ax_s, ax_h]
+
+
+def mouse_figure(
+    stops: pd.DataFrame,
+    stack: np.ndarray,
+    layout: CageLayout,
+    arena_size_cm: float,
+    interval_s: float,
+    title: str,
+    path: Path | str,
+) -> Path:
+    """One mouse's stops and histogram map (see :func:`mouse_axes`) saved as an image at ``path``."""
+    fig = plt.figure(figsize=(15, 4.6), layout="constrained")
+    mouse_axes(fig, stops, stack, layout, arena_size_cm, interval_s, title)
+    _save(fig, path)
+    return Path(path)

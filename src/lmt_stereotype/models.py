@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from sklearn.svm import SVC
 from torch import nn
 
 from lmt_stereotype.config import CLASSES, BaselineParams, CNNParams, Transform
+from lmt_stereotype.files import atomic_path
 
 
 def transform_stacks(X: np.ndarray, kind: Transform) -> np.ndarray:
@@ -124,7 +126,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         fields = cls._get_param_names()
         return cls(**{k: v for k, v in params.model_dump().items() if k in fields})
 
-    def _tensor(self, X: np.ndarray) -> torch.Tensor:
+    def to_tensor(self, X: np.ndarray) -> torch.Tensor:
+        """Stacks as the network's input: transformed, float32, channels-last."""
         return torch.from_numpy(transform_stacks(X, self.transform)).contiguous(memory_format=torch.channels_last)
 
     @contextmanager
@@ -151,7 +154,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         optimiser = torch.optim.SGD(
             model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
         )
-        inputs, targets = self._tensor(X), torch.as_tensor(np.asarray(y), dtype=torch.long)
+        inputs, targets = self.to_tensor(X), torch.as_tensor(np.asarray(y), dtype=torch.long)
         loss_fn = nn.CrossEntropyLoss(reduction="sum")
         self.loss_curve_: list[float] = []
         model.train()
@@ -169,10 +172,37 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         with self._threads(), torch.inference_mode():
-            return torch.softmax(self.module_(self._tensor(X)), dim=1).numpy().astype(np.float64)
+            return torch.softmax(self.module_(self.to_tensor(X)), dim=1).numpy().astype(np.float64)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.predict_proba(X).argmax(axis=1)
+
+
+def save_cnn(classifier: CNNClassifier, grid: tuple[int, int], path: Path | str) -> None:
+    """A fitted CNN as one file: its settings, the stack size (T, N) and the network's weights."""
+    settings = classifier.get_params()
+    settings["channels"] = list(branch_widths(settings["channels"], settings["kernel_sizes"]))
+    settings["kernel_sizes"] = list(settings["kernel_sizes"])
+    state = {"settings": settings, "shape": list(grid), "classes": list(CLASSES)}
+    with atomic_path(path) as tmp:
+        torch.save({**state, "weights": classifier.module_.state_dict()}, tmp)
+
+
+def load_cnn(path: Path | str) -> CNNClassifier:
+    """A fitted CNN back from :func:`save_cnn` (tensors and plain values only: no pickled code)."""
+    state = torch.load(path, weights_only=True)
+    if tuple(state["classes"]) != CLASSES:
+        raise ValueError(f"{path}: the model outputs {state['classes']}, this code expects {list(CLASSES)}")
+    settings = {**state["settings"], "threads": 0}  # the loading machine's threads, not the training one's
+    classifier = CNNClassifier(
+        **{**settings, "channels": tuple(settings["channels"]), "kernel_sizes": tuple(settings["kernel_sizes"])}
+    )
+    T, N = state["shape"]
+    module = StopCNN(T, N, len(CLASSES), classifier.channels, classifier.kernel_sizes, classifier.pool)
+    module.load_state_dict(state["weights"])
+    classifier.classes_ = np.arange(len(CLASSES))
+    classifier.module_ = module.to(memory_format=torch.channels_last).eval()
+    return classifier
 
 
 class CalibratedSVC(ClassifierMixin, BaseEstimator):

@@ -22,11 +22,10 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-import torch
 from mlflow.models import infer_signature
 
 from lmt_stereotype.config import CLASSES, Params, RegistryParams
-from lmt_stereotype.models import CNNClassifier, StopCNN
+from lmt_stereotype.models import CNNClassifier, load_cnn, save_cnn
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 STACK_SECTIONS = ("lmt", "stops", "histograms")
@@ -45,11 +44,7 @@ class StopClassifier(mlflow.pyfunc.PythonModel):
     """Pyfunc of the CNN: stacks (n, T, N, N) float32 in, ``predicted`` and ``p_AM`` ... ``p_JF`` out."""
 
     def load_context(self, context: Any) -> None:
-        settings = json.loads(Path(context.artifacts["settings"]).read_text())
-        if tuple(settings["classes"]) != CLASSES:
-            raise ValueError(f"model outputs {settings['classes']}, this code expects {list(CLASSES)}")
-        weights = torch.load(context.artifacts["weights"], weights_only=True)
-        self.classifier = _restore(settings, weights)
+        self.classifier = load_cnn(context.artifacts["cnn"])
 
     def predict(self, context: Any, model_input: np.ndarray, params: dict | None = None) -> pd.DataFrame:
         return prediction_frame(self.classifier.predict_proba(np.asarray(model_input, dtype=np.float32)))
@@ -63,43 +58,19 @@ mlflow.models.set_model(StopClassifier())
 """
 
 
-def _restore(settings: dict[str, Any], weights: dict[str, torch.Tensor]) -> CNNClassifier:
-    """A fitted :class:`CNNClassifier` from its settings and its network's weights."""
-    params = settings["estimator"]
-    classifier = CNNClassifier(
-        **{**params, "channels": tuple(params["channels"]), "kernel_sizes": tuple(params["kernel_sizes"]), "threads": 0}
-    )  # threads: the serving machine's, not the training's
-    T, N = settings["n_intervals"], settings["grid"]
-    module = StopCNN(T, N, len(CLASSES), classifier.channels, classifier.kernel_sizes, classifier.pool)
-    module.load_state_dict(weights)
-    classifier.classes_ = np.arange(len(CLASSES))
-    classifier.module_ = module.to(memory_format=torch.channels_last).eval()
-    return classifier
-
-
-def _estimator_settings(classifier: CNNClassifier) -> dict[str, Any]:
-    params = classifier.get_params()
-    params["channels"] = list(np.broadcast_to(params["channels"], len(params["kernel_sizes"])).tolist())
-    params["kernel_sizes"] = list(params["kernel_sizes"])
-    return params
-
-
 def log_model(classifier: CNNClassifier, params: Params, example: np.ndarray) -> Any:
     """Log the fitted CNN to the active run as a pyfunc with signature, input example and stack metadata."""
-    T, N = example.shape[1], example.shape[2]
-    settings = {"estimator": _estimator_settings(classifier), "n_intervals": T, "grid": N, "classes": list(CLASSES)}
     dumped = params.model_dump(mode="json")
     metadata = {"classes": list(CLASSES), **{s: dumped[s] for s in STACK_SECTIONS}}
     example = np.asarray(example[:1], dtype=np.float32)
     signature = infer_signature(example, prediction_frame(np.full((1, len(CLASSES)), 1 / len(CLASSES))))
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "stop_classifier.py").write_text(MODEL_CODE)
-        (Path(tmp) / "settings.json").write_text(json.dumps(settings, indent=2))
-        torch.save(classifier.module_.state_dict(), Path(tmp) / "weights.pt")
+        save_cnn(classifier, example.shape[1:3], Path(tmp) / "cnn.pt")
         return mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(tmp) / "stop_classifier.py"),  # models from code: nothing pickled
-            artifacts={"settings": str(Path(tmp) / "settings.json"), "weights": str(Path(tmp) / "weights.pt")},
+            artifacts={"cnn": str(Path(tmp) / "cnn.pt")},
             signature=signature,
             input_example=example,
             metadata=metadata,
