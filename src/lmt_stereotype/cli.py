@@ -13,7 +13,7 @@ import signal
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -175,7 +175,8 @@ def train(params_path: ParamsOpt = Path("params.yaml")) -> None:
     registered as registry.model_name (alias champion only if it beats the current one).
     """
     from lmt_stereotype.evaluation import evaluate
-    from lmt_stereotype.models import CNNClassifier
+    from lmt_stereotype.files import atomic_dir
+    from lmt_stereotype.models import CNNClassifier, save_cnn
     from lmt_stereotype.tracking import stage_run
     from lmt_stereotype.tuning import evaluate_flat, evaluate_tuned
 
@@ -194,9 +195,12 @@ def train(params_path: ParamsOpt = Path("params.yaml")) -> None:
     stacks = _stacks(params)
     if params.tuning.enabled:
         _check_tunable(params_path, params, stacks)
-    with stage_run("train", params) as stage:
-        summary = _evaluate_models(stage, params, stacks, models)
-        _register_final(stage, params, stacks, summary["cnn"]["loco"], models["cnn"][2])
+    with stage_run("train", params) as stage, atomic_dir(params.data.models / "cnn") as saved:
+        evaluations = _evaluate_models(stage, params, stacks, models)["cnn"]
+        for scheme, evaluation in evaluations.items():  # for explanation: each fold's model
+            for fold, model in zip(evaluation.fold_metrics, evaluation.result.models):
+                save_cnn(model, stacks.X.shape[1:3], saved / scheme / f"{fold}.pt")
+        _register_final(stage, params, stacks, evaluations["loco"].metrics, models["cnn"][2], saved / "final.pt")
 
 
 @app.command()
@@ -233,6 +237,46 @@ def tune(
         workers,
         params.tuning.storage,
     )
+
+
+@app.command()
+def explain(params_path: ParamsOpt = Path("params.yaml")) -> None:
+    """Where and when the classes differ, in figures and arrays under reports/explain/.
+
+    For the final CNN (all recordings) and for each leave-one-cage-out fold's CNN on the
+    cage it never saw: every channel's class-averaged activation map on the cage (the
+    paper's Figure 3, spots marked by a permutation rule), Integrated Gradients and
+    Grad-CAM per class, attribution per time interval with the light phases, and the
+    paper's Figure 1 for one mouse of each class. Logged to MLflow and attached to the
+    registered model version.
+    """
+    import json
+
+    from lmt_stereotype.explanation import explain_held_out, explain_model, mouse_figures
+    from lmt_stereotype.files import atomic_dir
+    from lmt_stereotype.models import load_cnn
+    from lmt_stereotype.registry import attach
+    from lmt_stereotype.tracking import stage_run
+
+    params = load_params(params_path)
+    stacks = _stacks(params)
+    saved = params.data.models / "cnn"
+    if not (saved / "final.pt").exists():
+        raise InputError(saved / "final.pt", "no trained CNN; run `lmt-stereotype train` first")
+    final = load_cnn(saved / "final.pt")
+    folds = {p.stem: load_cnn(p) for p in sorted((saved / "loco").glob("*.pt"))}
+    folder = params.data.reports / "explain"
+    with atomic_dir(folder) as out:
+        explain_model(final, stacks.X, stacks.y, params, out / "final", "final model, on its training recordings")
+        explain_held_out(folds, stacks, params, out / "held_out")
+        mouse_figures(stacks, params, out / "mice")
+    with stage_run("explain", params, ("explain", "cage_layout")) as run:
+        run.log_artifacts(folder, "explain")
+        record_path = params.data.reports / "cnn" / "final.json"
+        if record_path.exists():
+            uri = attach(json.loads(record_path.read_text()), folder, "explain")
+            run.set_tags({"registered_explanation": uri})
+    log.info("explain: %d files -> %s", sum(1 for p in folder.rglob("*") if p.is_file()), folder)
 
 
 @app.command()
@@ -315,25 +359,24 @@ def _check_tunable(params_path: Path, params: Params, stacks) -> None:
         )
 
 
-def _evaluate_models(run, params: Params, stacks, models: dict) -> dict[str, dict[str, dict[str, float]]]:
+def _evaluate_models(run, params: Params, stacks, models: dict) -> dict[str, dict[str, Any]]:
     """Evaluate each model under each scheme; write its reports and log its MLflow runs under ``run``.
 
     ``models`` maps a name to (``run(stacks, scheme) -> Evaluation``, parameter sections,
-    tags). Returns each model's metrics per scheme.
+    tags). Returns each model's Evaluation per scheme.
     """
     from lmt_stereotype.evaluation import SCHEMES, write_reports
     from lmt_stereotype.files import atomic_dir, write_json
     from lmt_stereotype.tracking import flat_params, provenance_tags
 
     provenance = provenance_tags(params)
-    summaries = {}
+    evaluations = {}
     for model, (evaluate_scheme, sections, model_tags) in models.items():
-        summary = {}
+        evaluations[model] = {}
         with atomic_dir(params.data.reports / model) as folder:
             for scheme in params.evaluation.schemes:
-                result = evaluate_scheme(stacks, scheme)
+                evaluations[model][scheme] = result = evaluate_scheme(stacks, scheme)
                 files = write_reports(result, folder / scheme)
-                summary[scheme] = result.metrics
                 tags = {"model_family": model, "cv_scheme": scheme, **model_tags, **provenance}
                 with run.child(f"{model}-{scheme}", {**tags, "cv_scheme_name": SCHEMES[scheme]}) as parent:
                     parent.log_params(flat_params(params, (*sections, "evaluation", "histograms")))
@@ -348,9 +391,10 @@ def _evaluate_models(run, params: Params, stacks, models: dict) -> dict[str, dic
                             trials = result.trials.get(fold, [])
                             _log_trials(child, f"{model}-{scheme}-{fold}", trials, {**tags, "fold": fold})
                 _log_summary(model, scheme, result.metrics)
-        write_json(summary, params.data.reports / f"{model}.json")
-        summaries[model] = summary
-    return summaries
+        write_json(
+            {scheme: e.metrics for scheme, e in evaluations[model].items()}, params.data.reports / f"{model}.json"
+        )
+    return evaluations
 
 
 def _log_trials(run, prefix: str, trials: list[dict], tags: dict) -> None:
@@ -363,14 +407,18 @@ def _log_trials(run, prefix: str, trials: list[dict], tags: dict) -> None:
                 t.log_metrics({"inner_accuracy": trial["value"]})
 
 
-def _register_final(run, params: Params, stacks, loco: dict[str, float], model_tags: dict[str, str]) -> None:
-    """Fit the final model on every recording, log it under ``run`` and register it."""
+def _register_final(
+    run, params: Params, stacks, loco: dict[str, float], model_tags: dict[str, str], path: Path
+) -> None:
+    """Fit the final model on every recording, save it to ``path``, log it under ``run`` and register it."""
     from lmt_stereotype.files import write_json
+    from lmt_stereotype.models import save_cnn
     from lmt_stereotype.registry import describe, log_model, register
     from lmt_stereotype.tracking import flat_params, provenance_tags
     from lmt_stereotype.tuning import fit_final, trial_records
 
     classifier, study = fit_final(stacks, params)
+    save_cnn(classifier, stacks.X.shape[1:3], path)
     tags = {"model_family": "cnn", "final": "true", **model_tags, **provenance_tags(params)}
     setting = classifier.get_params()
     with run.child("cnn-final", {**tags, "cv_scheme": "loco"}) as final:
@@ -402,7 +450,8 @@ def _register_final(run, params: Params, stacks, loco: dict[str, float], model_t
             }
         )
     registered_uri = f"models:/{registration.name}/{registration.version}"
-    write_json({**registration.__dict__, "model_uri": registered_uri}, params.data.reports / "cnn" / "final.json")
+    record = {**registration.__dict__, "model_uri": registered_uri, "run_id": final.run.info.run_id}
+    write_json(record, params.data.reports / "cnn" / "final.json")
     log.info(
         "train: final model registered as %s version %s (%s; %s %.3f, previous champion: version %s, %s)",
         registration.name,

@@ -30,6 +30,7 @@ class DataPaths(_Section):
     manifest: Path = Path("data/raw/manifest.csv")
     stops: Path = Path("data/interim/stops")
     stacks: Path = Path("data/processed/stacks.npz")
+    models: Path = Path("models")
     reports: Path = Path("reports")
 
 
@@ -211,6 +212,19 @@ class TuningParams(_Section):
     space: SearchSpace = SearchSpace()
 
 
+class ExplainParams(_Section):
+    """Activation maps and attributions: the spot rule and the light cycle drawn behind time plots."""
+
+    n_permutations: int = Field(199, ge=1, description="label permutations for the spots' max-statistic test")
+    alpha: float = Field(0.05, gt=0, lt=1, description="family-wise over the tiles of a map")
+    max_spots: int = Field(3, ge=0, description="marked tiles per class and map, largest differences first")
+    ig_steps: int = Field(32, gt=0, description="Integrated Gradients path steps")
+    recording_start_hour: float = Field(10.0, ge=0, lt=24, description="clock hour when interval 0 starts")
+    interval_hours: float = Field(1.0, gt=0, description="clock hours per interval (demo: the simulator's 1)")
+    lights_on: tuple[float, float] = Field((8.0, 20.0), description="lights on from, until (clock hours)")
+    seed: int = 0
+
+
 class RegistryParams(_Section):
     """Where the final CNN is registered and what decides its promotion to ``champion``."""
 
@@ -236,6 +250,7 @@ class Params(_Section):
     baselines: BaselineParams = BaselineParams()
     evaluation: EvaluationParams = EvaluationParams()
     tuning: TuningParams = TuningParams()
+    explain: ExplainParams = ExplainParams()
     registry: RegistryParams = RegistryParams()
     mlflow: MlflowParams = MlflowParams()
 

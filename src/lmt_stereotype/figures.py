@@ -84,31 +84,31 @@ def draw_cage(ax: plt.Axes, layout: CageLayout, arena_size_cm: float) -> None:
     beside their landmark, on the side of the arena's centre, so they hide no stop on it.
     """
     h, w = layout.house, layout.water
-    landmarks = [
-        ("house", Rectangle((h.x, h.y), h.width, h.height), h.x + h.width / 2, h.y + h.height / 2, h.height / 2),
-        *(("feeder", CirclePatch((f.x, f.y), f.r), f.x, f.y, f.r) for f in layout.feeders),
-        ("water", CirclePatch((w.x, w.y), w.r), w.x, w.y, w.r),
+    outlines = [
+        ("arena", Rectangle((0, 0), arena_size_cm, arena_size_cm), None),
+        ("house", Rectangle((h.x, h.y), h.width, h.height), (h.x + h.width / 2, h.y + h.height / 2, h.height / 2)),
+        *(("feeder", CirclePatch((f.x, f.y), f.r), (f.x, f.y, f.r)) for f in layout.feeders),
+        ("water", CirclePatch((w.x, w.y), w.r), (w.x, w.y, w.r)),
     ]
-    ax.add_patch(Rectangle((0, 0), arena_size_cm, arena_size_cm, gid="arena"))
-    for name, patch, x, y, half_height in landmarks:
-        patch.set_gid(name)
+    for name, patch, label_at in outlines:
+        patch.set(fill=False, edgecolor="white", linewidth=1.2, path_effects=_HALO, zorder=3, gid=name)
         ax.add_patch(patch)
-        below = y < arena_size_cm / 2
-        label_y = y + half_height + 0.5 if below else y - half_height - 0.5
-        ax.text(
-            x,
-            label_y,
-            name,
-            color="white",
-            fontsize=6,
-            ha="center",
-            va="top" if below else "bottom",
-            path_effects=_HALO,
-            zorder=4,
-            clip_on=True,
-        )
-    for patch in ax.patches[-len(landmarks) - 1 :]:
-        patch.set(fill=False, edgecolor="white", linewidth=1.2, path_effects=_HALO, zorder=3)
+        if label_at is not None:
+            x, y, half_height = label_at
+            below = y < arena_size_cm / 2
+            y += half_height + 0.5 if below else -half_height - 0.5
+            ax.text(
+                x,
+                y,
+                name,
+                color="white",
+                fontsize=6,
+                ha="center",
+                va="top" if below else "bottom",
+                path_effects=_HALO,
+                zorder=4,
+                clip_on=True,
+            )
     ax.set_xlim(0, arena_size_cm)
     ax.set_ylim(arena_size_cm, 0)
     ax.set_aspect("equal")
@@ -140,11 +140,7 @@ def mouse_axes(
     shown = stops[(stops["start_s"] >= 0) & (stops["start_s"] < window_s)]
     start = shown["start_s"].to_numpy() / seconds
     end = start + shown["duration_s"].to_numpy() / seconds
-    ax_t, ax_s, ax_h = (
-        fig.subplots(1, 3, width_per_ratios := None)
-        if False
-        else fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.35, 1, 1]})
-    )
+    ax_t, ax_s, ax_h = fig.subplots(1, 3, width_ratios=[1.35, 1, 1])
 
     for coord, colour in (("x_cm", "C0"), ("y_cm", "C2")):
         v = shown[coord].to_numpy()
@@ -152,7 +148,15 @@ def mouse_axes(
         ax_t.plot(start, v, "|", color=colour, ms=5, label=coord[0])
     ax_t.set(xlim=(0, window_s / seconds), ylim=(0, arena_size_cm), xlabel=f"time ({unit})", ylabel="position (cm)")
     ax_t.set_title(f"(a) {len(shown)} stops: position from start to end", fontsize=9, loc="left")
-    ax_t.legend(frameon=False, fontsize=8, ncols=2, loc="lower right", bbox_to_anchor=(1, 0.98), markerscale=2, labelcolor="linecolor")
+    ax_t.legend(
+        frameon=False,
+        fontsize=8,
+        ncols=2,
+        loc="lower right",
+        bbox_to_anchor=(1, 0.98),
+        markerscale=2,
+        labelcolor="linecolor",
+    )
 
     edges = np.linspace(0, arena_size_cm, n_tiles + 1)
     ax_s.vlines(edges, 0, arena_size_cm, color="0.88", lw=0.4, zorder=0)
@@ -165,8 +169,9 @@ def mouse_axes(
         cmap="viridis",
         vmin=0,
         vmax=window_s / seconds,
-        alpha=0.75,
-        linewidths=0,
+        alpha=0.85,
+        edgecolors="0.3",
+        linewidths=0.3,
     )
     draw_cage(ax_s, layout, arena_size_cm)
     fig.colorbar(spots, ax=ax_s, shrink=0.8, label=f"start ({unit})")
@@ -199,3 +204,92 @@ def mouse_figure(
     mouse_axes(fig, stops, stack, layout, arena_size_cm, interval_s, title)
     _save(fig, path)
     return Path(path)
+
+
+PANEL = {0: (0, 0), 1: (0, 1), 2: (1, 0), 3: (1, 1)}  # the paper's Figure 3: AM, JM / AF, JF
+
+
+def class_maps_figure(
+    maps: np.ndarray,
+    extent: tuple[float, float, float, float],
+    layout: CageLayout,
+    arena_size_cm: float,
+    title: str,
+    caption: str,
+    label: str,
+    path: Path | str,
+    spots: list[list[tuple[float, float]]] | None = None,
+) -> None:
+    """Four class maps (AM top-left, JM top-right, AF bottom-left, JF bottom-right) on the cage, one colour scale.
+
+    ``spots`` (x, y in cm per class) are drawn as red crosses; the caption says how they were chosen.
+    """
+    finite = maps[np.isfinite(maps)]
+    diverging = finite.size and finite.min() < 0
+    bound = float(np.abs(finite).max()) if finite.size else 1.0
+    norm = dict(vmin=-bound, vmax=bound, cmap="RdBu_r") if diverging else dict(vmin=0, vmax=bound, cmap="magma")
+    fig, axes = plt.subplots(2, 2, figsize=(8.2, 8.4), constrained_layout=True)
+    for c, cls in enumerate(CLASSES):
+        ax = axes[PANEL[c]]
+        if np.isfinite(maps[c]).any():
+            image = ax.imshow(maps[c], extent=extent, interpolation="nearest", **norm)
+        else:
+            ax.text(arena_size_cm / 2, arena_size_cm / 2, "no recordings", ha="center", va="center", color="0.4")
+        draw_cage(ax, layout, arena_size_cm)
+        for x, y in (spots or [[]] * len(CLASSES))[c]:
+            ax.plot(x, y, marker="x", color="red", markersize=11, markeredgewidth=2.5)
+        ax.set_title(cls, fontsize=12, fontweight="bold")
+        ax.set_xlabel("x (cm)")
+        ax.set_ylabel("y (cm)")
+    if np.isfinite(maps).any():
+        fig.colorbar(image, ax=axes, shrink=0.8, label=label)
+    fig.suptitle(title, fontsize=12)
+    fig.text(0.01, -0.01, caption, fontsize=8, wrap=True, va="top", ha="left")
+    _save(fig, path)
+
+
+def channel_grid_figure(
+    maps: np.ndarray, extent: tuple[float, float, float, float], arena_size_cm: float, title: str, path: Path | str
+) -> None:
+    """Every channel (rows) of one branch for every class (columns), one colour scale: an overview."""
+    n_channels = maps.shape[1]
+    fig, axes = plt.subplots(
+        n_channels, len(CLASSES), figsize=(1.6 * len(CLASSES) + 1, 1.5 * n_channels), squeeze=False
+    )
+    finite = maps[np.isfinite(maps)]
+    vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    for ch in range(n_channels):
+        for c, cls in enumerate(CLASSES):
+            ax = axes[ch, c]
+            image = ax.imshow(maps[c, ch], extent=extent, vmin=0, vmax=vmax, cmap="magma", interpolation="nearest")
+            ax.set_xlim(0, arena_size_cm)
+            ax.set_ylim(arena_size_cm, 0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if ch == 0:
+                ax.set_title(cls, fontsize=10, fontweight="bold")
+            if c == 0:
+                ax.set_ylabel(f"ch {ch}", fontsize=9)
+    fig.colorbar(image, ax=axes, shrink=0.3, label="mean activation")
+    fig.suptitle(title, fontsize=11)
+    _save(fig, path)
+
+
+def time_importance_figure(
+    importance: np.ndarray, hours: np.ndarray, dark: np.ndarray, title: str, path: Path | str
+) -> None:
+    """Attribution per time interval and class, with the dark phases shaded."""
+    fig, ax = plt.subplots(figsize=(8, 3.8), constrained_layout=True)
+    width = hours[1] - hours[0] if len(hours) > 1 else 1.0
+    for k in np.flatnonzero(dark):
+        ax.axvspan(
+            hours[k], hours[k] + width, color="0.85", lw=0, label="lights off" if k == np.flatnonzero(dark)[0] else None
+        )
+    for c, cls in enumerate(CLASSES):
+        ax.plot(hours + width / 2, importance[c], marker="o", ms=3, label=cls)
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_xlabel("interval start (clock hour)")
+    ax.set_ylabel("attribution summed over the cage")
+    ax.set_title(title, fontsize=10)
+    ax.legend(ncols=5, fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.18))
+    _save(fig, path)

@@ -152,6 +152,19 @@ def describe(metrics: dict[str, float], scheme: str, tags: dict[str, Any]) -> st
     )
 
 
+def attach(record: dict[str, Any], folder: Path, artifact_path: str) -> str:
+    """Add ``folder`` to the artifacts of the run that logged a registered version, and point the version at it.
+
+    ``record`` is what ``train`` wrote about its registration (name, version, run_id).
+    Returns the artifact URI now tagged on the version as ``artifact_path``.
+    """
+    client = mlflow.MlflowClient()
+    client.log_artifacts(record["run_id"], str(folder), artifact_path)
+    uri = f"runs:/{record['run_id']}/{artifact_path}"
+    client.set_model_version_tag(record["name"], record["version"], artifact_path, uri)
+    return uri
+
+
 def load_classifier(model: mlflow.pyfunc.PyFuncModel) -> CNNClassifier:
     """The fitted CNN inside a loaded registry model (for activation maps and attribution)."""
     return model.unwrap_python_model().classifier

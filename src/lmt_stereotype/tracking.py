@@ -100,6 +100,9 @@ class StageRun:
     def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
         self._mlflow.log_artifact(str(path), artifact_path, run_id=self.run.info.run_id)
 
+    def log_artifacts(self, folder: Path | str, artifact_path: str | None = None) -> None:
+        self._mlflow.log_artifacts(str(folder), artifact_path, run_id=self.run.info.run_id)
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         client = self._mlflow.MlflowClient()
         for key, value in tags.items():
