@@ -128,6 +128,14 @@ def test_dvc_repro_runs_the_stages_and_leaves_a_clean_status(tmp_path):
     plots = run("dvc", "plots", "show", "--json")
     assert plots.returncode == 0 and "confusion_loco" in plots.stdout
     assert Stacks.load(tmp_path / "data/processed/stacks.npz").X.shape[0] == 16
+    explained = tmp_path / "reports/explain"  # 4 channels per branch, 2 cages: 2 held-out folds
+    assert {p.name for p in (explained / "final").glob("activation_k*_ch*.png")} == {
+        f"activation_k{k}_ch{c:02d}.png" for k in (3, 5) for c in range(4)
+    }
+    assert len(list((explained / "held_out").glob("activation_k*_cage*.png"))) == 2 * 2
+    assert len(list((explained / "mice").glob("*.png"))) == 4  # one mouse of each class
+    with np.load(explained / "final/maps.npz") as maps:
+        assert maps["activation_k3"].shape == (4, 4, 14, 14) and maps["ig_time"].shape == (4, 12)
 
 
 def test_simulate_refuses_histograms_that_do_not_cover_the_simulated_recording(tmp_path):

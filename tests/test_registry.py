@@ -10,7 +10,7 @@ from cohort import TINY_CNN, tiny_cohort
 
 from lmt_stereotype.config import CLASSES, Params, RegistryParams
 from lmt_stereotype.models import CNNClassifier
-from lmt_stereotype.registry import load_classifier, log_model, register, stack_params
+from lmt_stereotype.registry import fingerprint, load_classifier, log_model, register, registered_already, stack_params
 
 REGISTRY = RegistryParams(model_name="registry-test", metric="balanced_accuracy")
 PARAMS = Params.model_validate({"cnn": TINY_CNN, "histograms": {"n_intervals": 2, "interval_s": 60, "grid": 10}})
@@ -95,3 +95,19 @@ def test_the_registered_model_gives_back_its_network_and_stack_parameters(first,
         assert np.array_equal(mine.numpy(), theirs.numpy())  # activation maps can be computed from it
     trained = stack_params(model)
     assert (trained.histograms, trained.stops, trained.lmt) == (PARAMS.histograms, PARAMS.stops, PARAMS.lmt)
+
+
+def test_the_same_model_trained_again_is_found_by_its_fingerprint_not_registered_twice(store, fitted):
+    classifier, X = fitted
+    digest = fingerprint(classifier)
+    assert registered_already(REGISTRY.model_name, digest) is None
+    with mlflow.start_run():
+        info = log_model(classifier, PARAMS, X[:1])
+    metrics = {"accuracy": 0.2, "balanced_accuracy": 0.2}
+    new = register(info.model_uri, REGISTRY, metrics, {"fingerprint": digest}, "fingerprinted")
+    again = registered_already(
+        REGISTRY.model_name, fingerprint(load_classifier(mlflow.pyfunc.load_model(info.model_uri)))
+    )
+    assert (again.version, again.alias, again.value) == (new.version, "challenger", 0.2)
+    other = CNNClassifier(**{**classifier.get_params(), "seed": 1}).fit(*tiny_cohort()[:2])
+    assert registered_already(REGISTRY.model_name, fingerprint(other)) is None

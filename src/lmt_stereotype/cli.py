@@ -266,11 +266,11 @@ def explain(params_path: ParamsOpt = Path("params.yaml")) -> None:
     final = load_cnn(saved / "final.pt")
     folds = {p.stem: load_cnn(p) for p in sorted((saved / "loco").glob("*.pt"))}
     folder = params.data.reports / "explain"
-    with atomic_dir(folder) as out:
-        explain_model(final, stacks.X, stacks.y, params, out / "final", "final model, on its training recordings")
-        explain_held_out(folds, stacks, params, out / "held_out")
-        mouse_figures(stacks, params, out / "mice")
     with stage_run("explain", params, ("explain", "cage_layout")) as run:
+        with atomic_dir(folder) as out:
+            explain_model(final, stacks.X, stacks.y, params, out / "final", "final model, on its training recordings")
+            explain_held_out(folds, stacks, params, out / "held_out")
+            mouse_figures(stacks, params, out / "mice")
         run.log_artifacts(folder, "explain")
         record_path = params.data.reports / "cnn" / "final.json"
         if record_path.exists():
@@ -410,10 +410,14 @@ def _log_trials(run, prefix: str, trials: list[dict], tags: dict) -> None:
 def _register_final(
     run, params: Params, stacks, loco: dict[str, float], model_tags: dict[str, str], path: Path
 ) -> None:
-    """Fit the final model on every recording, save it to ``path``, log it under ``run`` and register it."""
+    """Fit the final model on every recording, save it to ``path``, log it under ``run`` and register it.
+
+    A model identical to a registered version (same settings and weights: an unchanged
+    pipeline run again) is not registered twice.
+    """
     from lmt_stereotype.files import write_json
     from lmt_stereotype.models import save_cnn
-    from lmt_stereotype.registry import describe, log_model, register
+    from lmt_stereotype.registry import describe, fingerprint, log_model, register, registered_already
     from lmt_stereotype.tracking import flat_params, provenance_tags
     from lmt_stereotype.tuning import fit_final, trial_records
 
@@ -421,7 +425,8 @@ def _register_final(
     save_cnn(classifier, stacks.X.shape[1:3], path)
     tags = {"model_family": "cnn", "final": "true", **model_tags, **provenance_tags(params)}
     setting = classifier.get_params()
-    with run.child("cnn-final", {**tags, "cv_scheme": "loco"}) as final:
+    digest = fingerprint(classifier)
+    with run.child("cnn-final", {**tags, "cv_scheme": "loco", "fingerprint": digest}) as final:
         final.log_params(
             {
                 **{f"model.{k}": v for k, v in setting.items()},
@@ -432,16 +437,20 @@ def _register_final(
         final.log_series("train_loss", classifier.loss_curve_)
         if study is not None:
             _log_trials(final, "cnn-final", trial_records(study), tags)
-        info = log_model(classifier, params, stacks.X[:1])
-        version_tags = {
-            **tags,
-            "run_id": final.run.info.run_id,
-            "params": setting,
-            "histograms": params.histograms.model_dump(mode="json"),
-        }
-        promotable = model_tags.get("selection_biased") != "true"  # a flat-tuned score was chosen by looking
-        description = describe(loco, "leave-one-cage-out", tags)
-        registration = register(info.model_uri, params.registry, loco, version_tags, description, promotable)
+        registration = registered_already(params.registry.model_name, digest)
+        reused = registration is not None
+        if not reused:
+            info = log_model(classifier, params, stacks.X[:1])
+            version_tags = {
+                **tags,
+                "fingerprint": digest,
+                "run_id": final.run.info.run_id,
+                "params": setting,
+                "histograms": params.histograms.model_dump(mode="json"),
+            }
+            promotable = model_tags.get("selection_biased") != "true"  # a flat-tuned score was chosen by looking
+            description = describe(loco, "leave-one-cage-out", tags)
+            registration = register(info.model_uri, params.registry, loco, version_tags, description, promotable)
         final.set_tags(
             {
                 "registered_model": registration.name,
@@ -449,9 +458,12 @@ def _register_final(
                 "registered_alias": registration.alias,
             }
         )
-    registered_uri = f"models:/{registration.name}/{registration.version}"
-    record = {**registration.__dict__, "model_uri": registered_uri, "run_id": final.run.info.run_id}
+    record = {**registration.__dict__, "model_uri": f"models:/{registration.name}/{registration.version}"}
     write_json(record, params.data.reports / "cnn" / "final.json")
+    if reused:
+        name, version, alias = registration.name, registration.version, registration.alias
+        log.info("train: this final model is registered already: %s version %s (%s)", name, version, alias)
+        return
     log.info(
         "train: final model registered as %s version %s (%s; %s %.3f, previous champion: version %s, %s)",
         registration.name,

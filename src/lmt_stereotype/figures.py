@@ -254,7 +254,11 @@ def channel_grid_figure(
     """Every channel (rows) of one branch for every class (columns), one colour scale: an overview."""
     n_channels = maps.shape[1]
     fig, axes = plt.subplots(
-        n_channels, len(CLASSES), figsize=(1.6 * len(CLASSES) + 1, 1.5 * n_channels), squeeze=False
+        n_channels,
+        len(CLASSES),
+        figsize=(1.6 * len(CLASSES) + 1, 1.5 * n_channels + 0.6),
+        squeeze=False,
+        constrained_layout=True,
     )
     finite = maps[np.isfinite(maps)]
     vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0

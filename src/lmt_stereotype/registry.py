@@ -11,6 +11,7 @@ prediction never depends on today's ``params.yaml``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import tempfile
@@ -22,6 +23,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from lmt_stereotype.config import CLASSES, Params, RegistryParams
@@ -90,6 +92,7 @@ class Registration:
     value: float
     previous_champion: str | None
     previous_value: float | None
+    run_id: str
 
 
 def _tag_value(value: Any) -> str:
@@ -136,7 +139,38 @@ def register(
         value,
         str(champion.version) if champion is not None else None,
         best,
+        registered.run_id,
     )
+
+
+def fingerprint(classifier: CNNClassifier) -> str:
+    """A digest of a fitted CNN's settings and weights: the same model trained again has the same one."""
+    settings = {k: v for k, v in classifier.get_params().items() if k != "threads"}  # how it ran, not what it is
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=list).encode())
+    for name, tensor in sorted(classifier.module_.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def registered_already(name: str, digest: str) -> Registration | None:
+    """The version of ``name`` holding exactly this model (``fingerprint`` tag), if there is one.
+
+    Re-running an unchanged pipeline then registers nothing new and moves no alias.
+    """
+    client = mlflow.MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    for candidate in versions:
+        if candidate.tags.get("fingerprint") == digest:
+            metric = candidate.tags.get("cv.metric", "")
+            aliases = client.get_registered_model(name).aliases
+            alias = next((a for a, v in aliases.items() if str(v) == str(candidate.version)), "none")
+            value = float(candidate.tags.get(f"cv.{metric}", "nan"))
+            return Registration(name, str(candidate.version), alias, metric, value, None, None, candidate.run_id)
+    return None
 
 
 def describe(metrics: dict[str, float], scheme: str, tags: dict[str, Any]) -> str:
