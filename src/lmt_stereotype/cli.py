@@ -199,8 +199,8 @@ def train(params_path: ParamsOpt = Path("params.yaml")) -> None:
         evaluations = _evaluate_models(stage, params, stacks, models)["cnn"]
         for scheme, evaluation in evaluations.items():  # for explanation: each fold's model
             for fold, model in zip(evaluation.fold_metrics, evaluation.result.models):
-                save_cnn(model, stacks.X.shape[1:3], saved / scheme / f"{fold}.pt")
-        _register_final(stage, params, stacks, evaluations["loco"].metrics, models["cnn"][2], saved / "final.pt")
+                save_cnn(model, stacks.X.shape[1:3], saved / scheme / f"{fold}.npz")
+        _register_final(stage, params, stacks, evaluations["loco"].metrics, models["cnn"][2], saved / "final.npz")
 
 
 @app.command()
@@ -261,10 +261,10 @@ def explain(params_path: ParamsOpt = Path("params.yaml")) -> None:
     params = load_params(params_path)
     stacks = _stacks(params)
     saved = params.data.models / "cnn"
-    if not (saved / "final.pt").exists():
-        raise InputError(saved / "final.pt", "no trained CNN; run `lmt-stereotype train` first")
-    final = load_cnn(saved / "final.pt")
-    folds = {p.stem: load_cnn(p) for p in sorted((saved / "loco").glob("*.pt"))}
+    if not (saved / "final.npz").exists():
+        raise InputError(saved / "final.npz", "no trained CNN; run `lmt-stereotype train` first")
+    final = load_cnn(saved / "final.npz")
+    folds = {p.stem: load_cnn(p) for p in sorted((saved / "loco").glob("*.npz"))}
     folder = params.data.reports / "explain"
     with stage_run("explain", params, ("explain", "cage_layout")) as run:
         with atomic_dir(folder) as out:
@@ -458,7 +458,8 @@ def _register_final(
                 "registered_alias": registration.alias,
             }
         )
-    record = {**registration.__dict__, "model_uri": f"models:/{registration.name}/{registration.version}"}
+    record = {k: v for k, v in registration.__dict__.items() if k != "run_id"}  # a file a fresh run reproduces
+    record["model_uri"] = f"models:/{registration.name}/{registration.version}"
     write_json(record, params.data.reports / "cnn" / "final.json")
     if reused:
         name, version, alias = registration.name, registration.version, registration.alias

@@ -7,6 +7,7 @@ cross-validation routine evaluates every model the same way.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,7 @@ from sklearn.svm import SVC
 from torch import nn
 
 from lmt_stereotype.config import CLASSES, BaselineParams, CNNParams, Transform
-from lmt_stereotype.files import atomic_path
+from lmt_stereotype.files import save_npz
 
 
 def transform_stacks(X: np.ndarray, kind: Transform) -> np.ndarray:
@@ -179,27 +180,34 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
 
 def save_cnn(classifier: CNNClassifier, grid: tuple[int, int], path: Path | str) -> None:
-    """A fitted CNN as one file: its settings, the stack size (T, N) and the network's weights."""
+    """A fitted CNN as one ``.npz``: its settings, the stack size (T, N) and the network's weights.
+
+    Plain arrays (no pickle), byte-identical for an identical model, so DVC sees an
+    unchanged model as unchanged.
+    """
     settings = classifier.get_params()
+    settings.pop("threads")  # the machine's, not the model's
     settings["channels"] = list(branch_widths(settings["channels"], settings["kernel_sizes"]))
     settings["kernel_sizes"] = list(settings["kernel_sizes"])
-    state = {"settings": settings, "shape": list(grid), "classes": list(CLASSES)}
-    with atomic_path(path) as tmp:
-        torch.save({**state, "weights": classifier.module_.state_dict()}, tmp)
+    header = {"settings": settings, "shape": list(grid), "classes": list(CLASSES)}
+    weights = {f"weight:{k}": v.contiguous().numpy() for k, v in classifier.module_.state_dict().items()}
+    save_npz(path, header=np.array(json.dumps(header, sort_keys=True)), **weights)
 
 
 def load_cnn(path: Path | str) -> CNNClassifier:
-    """A fitted CNN back from :func:`save_cnn` (tensors and plain values only: no pickled code)."""
-    state = torch.load(path, weights_only=True)
-    if tuple(state["classes"]) != CLASSES:
-        raise ValueError(f"{path}: the model outputs {state['classes']}, this code expects {list(CLASSES)}")
-    settings = {**state["settings"], "threads": 0}  # the loading machine's threads, not the training one's
+    """A fitted CNN back from :func:`save_cnn`."""
+    with np.load(path, allow_pickle=False) as z:
+        header = json.loads(str(z["header"]))
+        weights = {k.removeprefix("weight:"): torch.from_numpy(z[k]) for k in z.files if k.startswith("weight:")}
+    if tuple(header["classes"]) != CLASSES:
+        raise ValueError(f"{path}: the model outputs {header['classes']}, this code expects {list(CLASSES)}")
+    settings = header["settings"]
     classifier = CNNClassifier(
         **{**settings, "channels": tuple(settings["channels"]), "kernel_sizes": tuple(settings["kernel_sizes"])}
     )
-    T, N = state["shape"]
+    T, N = header["shape"]
     module = StopCNN(T, N, len(CLASSES), classifier.channels, classifier.kernel_sizes, classifier.pool)
-    module.load_state_dict(state["weights"])
+    module.load_state_dict(weights)
     classifier.classes_ = np.arange(len(CLASSES))
     classifier.module_ = module.to(memory_format=torch.channels_last).eval()
     return classifier

@@ -68,11 +68,11 @@ def log_model(classifier: CNNClassifier, params: Params, example: np.ndarray) ->
     signature = infer_signature(example, prediction_frame(np.full((1, len(CLASSES)), 1 / len(CLASSES))))
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "stop_classifier.py").write_text(MODEL_CODE)
-        save_cnn(classifier, example.shape[1:3], Path(tmp) / "cnn.pt")
+        save_cnn(classifier, example.shape[1:3], Path(tmp) / "cnn.npz")
         return mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(tmp) / "stop_classifier.py"),  # models from code: nothing pickled
-            artifacts={"cnn": str(Path(tmp) / "cnn.pt")},
+            artifacts={"cnn": str(Path(tmp) / "cnn.npz")},
             signature=signature,
             input_example=example,
             metadata=metadata,
@@ -189,12 +189,13 @@ def describe(metrics: dict[str, float], scheme: str, tags: dict[str, Any]) -> st
 def attach(record: dict[str, Any], folder: Path, artifact_path: str) -> str:
     """Add ``folder`` to the artifacts of the run that logged a registered version, and point the version at it.
 
-    ``record`` is what ``train`` wrote about its registration (name, version, run_id).
+    ``record`` is what ``train`` wrote about its registration (name, version).
     Returns the artifact URI now tagged on the version as ``artifact_path``.
     """
     client = mlflow.MlflowClient()
-    client.log_artifacts(record["run_id"], str(folder), artifact_path)
-    uri = f"runs:/{record['run_id']}/{artifact_path}"
+    run_id = client.get_model_version(record["name"], record["version"]).run_id
+    client.log_artifacts(run_id, str(folder), artifact_path)
+    uri = f"runs:/{run_id}/{artifact_path}"
     client.set_model_version_tag(record["name"], record["version"], artifact_path, uri)
     return uri
 
