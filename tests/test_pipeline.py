@@ -136,6 +136,9 @@ def test_dvc_repro_runs_the_stages_and_leaves_a_clean_status(tmp_path):
     assert len(list((explained / "mice").glob("*.png"))) == 4  # one mouse of each class
     with np.load(explained / "final/maps.npz") as maps:
         assert maps["activation_k3"].shape == (4, 4, 14, 14) and maps["ig_time"].shape == (4, 12)
+    sample = str(Stacks.load(tmp_path / "data/processed/stacks.npz").sample[5])
+    cli("explain", "--mouse", sample, "--out", "mouse.png", cwd=tmp_path)  # the paper's Figure 1, any mouse
+    assert (tmp_path / "mouse.png").stat().st_size > 10_000
 
 
 def test_simulate_refuses_histograms_that_do_not_cover_the_simulated_recording(tmp_path):

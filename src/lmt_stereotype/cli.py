@@ -240,7 +240,15 @@ def tune(
 
 
 @app.command()
-def explain(params_path: ParamsOpt = Path("params.yaml")) -> None:
+def explain(
+    params_path: ParamsOpt = Path("params.yaml"),
+    mouse: Annotated[
+        str | None, typer.Option(help="Only draw the paper's Figure 1 for this mouse-recording (RECORDING:ANIMAL).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="With --mouse: the PNG to write [default: mouse_<sample>.png].")
+    ] = None,
+) -> None:
     """Where and when the classes differ, in figures and arrays under reports/explain/.
 
     For the final CNN (all recordings) and for each leave-one-cage-out fold's CNN on the
@@ -252,6 +260,8 @@ def explain(params_path: ParamsOpt = Path("params.yaml")) -> None:
     """
     import json
 
+    import numpy as np
+
     from lmt_stereotype.explanation import explain_held_out, explain_model, mouse_figures
     from lmt_stereotype.files import atomic_dir
     from lmt_stereotype.models import load_cnn
@@ -260,6 +270,16 @@ def explain(params_path: ParamsOpt = Path("params.yaml")) -> None:
 
     params = load_params(params_path)
     stacks = _stacks(params)
+    if mouse is not None:
+        from lmt_stereotype.explanation import mouse_sample_figure
+
+        hits = np.flatnonzero(stacks.sample == mouse)
+        if not len(hits):
+            known = ", ".join(stacks.sample[:3])
+            raise InputError(params.data.stacks, f"no mouse-recording {mouse!r} (samples look like {known}, ...)")
+        path = out or Path(f"mouse_{mouse.replace(':', '_')}.png")
+        log.info("explain: %s -> %s", mouse, mouse_sample_figure(stacks, hits[0], params, path))
+        return
     saved = params.data.models / "cnn"
     if not (saved / "final.npz").exists():
         raise InputError(saved / "final.npz", "no trained CNN; run `lmt-stereotype train` first")

@@ -304,27 +304,24 @@ def explain_held_out(fold_models: dict[str, CNNClassifier], stacks: Stacks, para
     return [*files, path, time_path, folder / "maps.npz"]
 
 
+def mouse_sample_figure(stacks: Stacks, k: int, params: Params, path: Path) -> Path:
+    """The paper's Figure 1 for mouse-recording ``k`` of the stacks: stops over time, spots, histogram map."""
+    recording, animal, cls = stacks.recording[k], int(stacks.animal_id[k]), stacks.label[k]
+    stops = read_table(params.data.stops / f"{recording}.parquet")
+    title = f"{recording}, animal {animal} ({cls})"
+    mine = stops[stops["animal_id"] == animal]
+    layout, arena = params.cage_layout, params.lmt.arena_size_cm
+    return mouse_figure(mine, stacks.X[k], layout, arena, stacks.interval_s, title, path)
+
+
 def mouse_figures(stacks: Stacks, params: Params, folder: Path) -> list[Path]:
     """The paper's Figure 1 for the first mouse-recording of each class."""
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     for cls in CLASSES:
         hits = np.flatnonzero(stacks.label == cls)
-        if not len(hits):
-            continue
-        k = hits[0]
-        recording, animal = stacks.recording[k], int(stacks.animal_id[k])
-        stops = read_table(params.data.stops / f"{recording}.parquet")
-        path = folder / f"{cls}_{recording}_{animal}.png"
-        title = f"{recording}, animal {animal} ({cls})"
-        mouse_figure(
-            stops[stops["animal_id"] == animal],
-            stacks.X[k],
-            params.cage_layout,
-            params.lmt.arena_size_cm,
-            stacks.interval_s,
-            title,
-            path,
-        )
-        files.append(path)
+        if len(hits):
+            k = hits[0]
+            path = folder / f"{cls}_{stacks.recording[k]}_{int(stacks.animal_id[k])}.png"
+            files.append(mouse_sample_figure(stacks, k, params, path))
     return files
