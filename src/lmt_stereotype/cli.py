@@ -197,9 +197,9 @@ def train(params_path: ParamsOpt = Path("params.yaml")) -> None:
         _check_tunable(params_path, params, stacks)
     with stage_run("train", params) as stage, atomic_dir(params.data.models / "cnn") as saved:
         evaluations = _evaluate_models(stage, params, stacks, models)["cnn"]
-        for scheme, evaluation in evaluations.items():  # for explanation: each fold's model
-            for fold, model in zip(evaluation.fold_metrics, evaluation.result.models):
-                save_cnn(model, stacks.X.shape[1:3], saved / scheme / f"{fold}.npz")
+        loco = evaluations["loco"]  # for explanation: each cage's held-out model
+        for fold, model in zip(loco.fold_metrics, loco.result.models):
+            save_cnn(model, stacks.X.shape[1:3], saved / "loco" / f"{fold}.npz")
         _register_final(stage, params, stacks, evaluations["loco"].metrics, models["cnn"][2], saved / "final.npz")
 
 
@@ -285,10 +285,13 @@ def explain(
         raise InputError(saved / "final.npz", "no trained CNN; run `lmt-stereotype train` first")
     final = load_cnn(saved / "final.npz")
     folds = {p.stem: load_cnn(p) for p in sorted((saved / "loco").glob("*.npz"))}
+    missing = sorted(set(stacks.cage) - set(folds))
+    if missing:
+        raise InputError(saved / "loco", f"no held-out model for cage(s) {', '.join(missing)}; run `train` again")
     folder = params.data.reports / "explain"
     with stage_run("explain", params, ("explain", "cage_layout")) as run:
         with atomic_dir(folder) as out:
-            explain_model(final, stacks.X, stacks.y, params, out / "final", "final model, on its training recordings")
+            explain_model(final, stacks, params, out / "final", "final model, on its training recordings")
             explain_held_out(folds, stacks, params, out / "held_out")
             mouse_figures(stacks, params, out / "mice")
         run.log_artifacts(folder, "explain")
@@ -445,7 +448,7 @@ def _register_final(
     save_cnn(classifier, stacks.X.shape[1:3], path)
     tags = {"model_family": "cnn", "final": "true", **model_tags, **provenance_tags(params)}
     setting = classifier.get_params()
-    digest = fingerprint(classifier)
+    digest = fingerprint(classifier, {"metrics": loco, "tags": model_tags})
     with run.child("cnn-final", {**tags, "cv_scheme": "loco", "fingerprint": digest}) as final:
         final.log_params(
             {
@@ -478,7 +481,7 @@ def _register_final(
                 "registered_alias": registration.alias,
             }
         )
-    record = {k: v for k, v in registration.__dict__.items() if k != "run_id"}  # a file a fresh run reproduces
+    record = {k: getattr(registration, k) for k in ("name", "version", "alias", "metric", "value")}
     record["model_uri"] = f"models:/{registration.name}/{registration.version}"
     write_json(record, params.data.reports / "cnn" / "final.json")
     if reused:

@@ -22,6 +22,7 @@ import torch
 from captum.attr import IntegratedGradients, LayerGradCam, LayerGradientXActivation
 
 from lmt_stereotype.config import CLASSES, ExplainParams, Params
+from lmt_stereotype.evaluation import design_permutation
 from lmt_stereotype.figures import channel_grid_figure, class_maps_figure, mouse_figure, time_importance_figure
 from lmt_stereotype.files import read_table, save_npz
 from lmt_stereotype.histograms import Stacks
@@ -60,102 +61,146 @@ def class_means(values: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Contrast:
-    """Each class against the others on a stack of maps (..., H, W).
+    """Each class against the other classes' recordings, on a family of maps (maps, H, W).
 
-    ``difference``: class mean minus the mean of the other classes' recordings;
-    ``threshold``: per class and map, the (1 - alpha) quantile of the largest absolute
-    difference over the map under label permutations (family-wise over tiles);
-    ``spots``: per class, the (map index..., row, col) of the at most ``top`` tiles with the
-    largest difference that exceeds it.
+    ``difference``: per class and map, the class mean minus the other recordings' mean;
+    ``threshold``: per class, the (1 - alpha) quantile under design permutations of the
+    largest standardised |difference| over every tile of every map (family-wise over the
+    whole family, channels included); ``spots``: per class and map, the (row, col) of at
+    most ``top`` tiles whose standardised |difference| exceeds it, largest first.
     """
 
     difference: np.ndarray
     threshold: np.ndarray
-    spots: list[list[tuple[int, ...]]]
+    spots: list[list[list[tuple[int, int]]]]
 
 
 def contrast(
-    values: np.ndarray, y: np.ndarray, n_permutations: int = 199, alpha: float = 0.05, top: int = 3, seed: int = 0
+    values: np.ndarray,
+    y: np.ndarray,
+    cages: np.ndarray,
+    n_permutations: int = 199,
+    alpha: float = 0.05,
+    top: int = 3,
+    seed: int = 0,
 ) -> Contrast:
-    """Tiles where a class differs most from the others, surviving a max-statistic permutation test."""
-    n = len(y)
-    flat = values.reshape(n, -1)
-    map_shape = values.shape[1:-2]
-    n_maps, n_tiles = int(np.prod(map_shape)), values.shape[-2] * values.shape[-1]
+    """Tiles where a class differs most from the others, surviving a max-statistic permutation test.
+
+    ``values`` is (n, maps, H, W), the same for every class, or (classes, n, maps, H, W)
+    when each class has its own (an attribution to that class's logit). Differences are
+    standardised by each tile's standard deviation over recordings, so channels of any
+    scale compete fairly. Labels are permuted as the design allows (sex across cages, age
+    within a cage: :func:`~lmt_stereotype.evaluation.design_permutation`).
+    """
+    n_classes = len(CLASSES)
+    per_class = values.ndim == 5
+    stacked = values if per_class else np.broadcast_to(values, (n_classes, *values.shape))
+    flat = stacked.reshape(n_classes, len(y), -1).astype(np.float64)
+    sd = flat.std(axis=1)
+    scale = np.where(sd > 0, sd, np.inf)
 
     def differences(labels: np.ndarray) -> np.ndarray:
-        onehot = (labels[:, None] == np.arange(len(CLASSES))[None, :]).astype(float)
-        counts = onehot.sum(axis=0)
-        total = flat.sum(axis=0)
-        sums = onehot.T @ flat
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return sums / counts[:, None] - (total - sums) / (n - counts)[:, None]
+        out = np.full((n_classes, flat.shape[2]), np.nan)
+        for c in range(n_classes):
+            mine = labels == c
+            if mine.any() and (~mine).any():
+                out[c] = flat[c, mine].mean(axis=0) - flat[c, ~mine].mean(axis=0)
+        return out
 
     observed = differences(y)
     rng = np.random.default_rng(seed)
-    null_max = np.stack(
+    null = np.stack(
         [
-            np.abs(differences(rng.permutation(y)).reshape(len(CLASSES), n_maps, n_tiles)).max(axis=2)
+            np.nanmax(np.abs(differences(design_permutation(y, cages, rng))) / scale, axis=1)
             for _ in range(n_permutations)
         ]
     )
-    threshold = np.quantile(null_max, 1 - alpha, axis=0)  # (classes, maps)
-    diff = observed.reshape(len(CLASSES), n_maps, n_tiles)
+    threshold = np.quantile(null, 1 - alpha, axis=0)
+    shape = values.shape[-3:]
+    strength = (np.abs(observed) / scale).reshape(n_classes, shape[0], -1)
     spots = []
-    for c in range(len(CLASSES)):
-        strength = np.where(np.abs(diff[c]) > threshold[c][:, None], np.abs(diff[c]), 0)
-        best = np.argsort(strength, axis=None)[::-1][:top]
-        spots.append(
-            [
-                (*np.unravel_index(m, map_shape), *np.unravel_index(t, values.shape[-2:]))
-                for m, t in (np.unravel_index(i, strength.shape) for i in best)
-                if strength[m, t] > 0
-            ]
-        )
-    return Contrast(diff.reshape(len(CLASSES), *values.shape[1:]), threshold.reshape(len(CLASSES), *map_shape), spots)
+    for c in range(n_classes):
+        per_map = []
+        for m in range(shape[0]):
+            order = np.argsort(np.nan_to_num(strength[c, m], nan=0.0))[::-1][:top]
+            per_map.append([np.unravel_index(t, shape[1:]) for t in order if strength[c, m, t] > threshold[c]])
+        spots.append(per_map)
+    return Contrast(observed.reshape(n_classes, *shape), threshold, spots)
 
 
-def integrated_gradients(classifier: CNNClassifier, X: np.ndarray, y: np.ndarray, steps: int = 32) -> np.ndarray:
-    """Integrated Gradients of each recording's own class logit w.r.t. its (transformed) stack, from an
-    empty cage (no stops): (n, T, N, N)."""
-    model = classifier.module_
+def centred_logits(module: torch.nn.Module):
+    """The network with each logit minus the mean logit: softmax-equivalent, so a class's attribution
+    is evidence for it against the others, comparable across recordings whatever their class."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        logits = module(x)
+        return logits - logits.mean(dim=1, keepdim=True)
+
+    return forward
+
+
+def integrated_gradients(classifier: CNNClassifier, X: np.ndarray, steps: int = 32) -> np.ndarray:
+    """Integrated Gradients of every class's centred logit w.r.t. each (transformed) stack, from an empty
+    cage (no stops): (classes, n, T, N, N)."""
     with classifier._threads():
         x = classifier.to_tensor(X).contiguous()
-        ig = IntegratedGradients(model)
-        attr = ig.attribute(x, baselines=torch.zeros_like(x), target=torch.as_tensor(y), n_steps=steps)
-    return attr.detach().numpy()
+        ig = IntegratedGradients(centred_logits(classifier.module_))
+        return np.stack(
+            [
+                ig.attribute(x, baselines=torch.zeros_like(x), target=c, n_steps=steps, internal_batch_size=len(x))
+                .detach()
+                .numpy()
+                for c in range(len(CLASSES))
+            ]
+        )
 
 
-def logit_contributions(classifier: CNNClassifier, X: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
-    """Each branch cell's exact share of the recording's own class logit: (n, H, W) per branch.
+def logit_contributions(classifier: CNNClassifier, X: np.ndarray) -> list[np.ndarray]:
+    """Each branch cell's share of every class's centred logit: (classes, n, H, W) per branch.
 
-    The linear layer makes the logit a sum over the pooled cells of weight x activation, so
-    gradient x activation at a branch's output, summed over its channels, is that share.
-    Grad-CAM averages the gradient over the map first, which for this head throws away
-    where a channel's weight lies.
+    The linear layer makes a logit a sum over the pooled cells of weight x activation (plus
+    a bias), so gradient x activation at a branch's output, summed over its channels, is
+    that share. Grad-CAM averages the gradient over the map first, which for this head
+    throws away where a channel's weight lies.
     """
     out = []
     with classifier._threads():
         x = classifier.to_tensor(X).contiguous()
+        forward = centred_logits(classifier.module_)
         for branch in classifier.module_.branches:
-            share = LayerGradientXActivation(classifier.module_, branch)
-            out.append(share.attribute(x, target=torch.as_tensor(y)).sum(dim=1).detach().numpy())
+            share = LayerGradientXActivation(forward, branch)
+            out.append(
+                np.stack([share.attribute(x, target=c).sum(dim=1).detach().numpy() for c in range(len(CLASSES))])
+            )
     return out
 
 
-def grad_cam(classifier: CNNClassifier, X: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
-    """Grad-CAM of each recording's own class on each branch's convolution: one (n, H, W) per branch."""
+def grad_cam(classifier: CNNClassifier, X: np.ndarray) -> list[np.ndarray]:
+    """Grad-CAM of every class's centred logit on each branch's convolution: (classes, n, H, W) per branch."""
     out = []
     with classifier._threads():
         x = classifier.to_tensor(X).contiguous()
+        forward = centred_logits(classifier.module_)
         for branch in classifier.module_.branches:
-            cam = LayerGradCam(classifier.module_, branch.conv)
-            out.append(cam.attribute(x, target=torch.as_tensor(y), relu_attributions=True)[:, 0].detach().numpy())
+            cam = LayerGradCam(forward, branch.conv)
+            out.append(
+                np.stack(
+                    [
+                        cam.attribute(x, target=c, relu_attributions=True)[:, 0].detach().numpy()
+                        for c in range(len(CLASSES))
+                    ]
+                )
+            )
     return out
 
 
-def spot_positions(spots: list[tuple[int, ...]], extent: tuple[float, float, float, float], shape: tuple[int, int]):
-    """Cage positions (cm) of map cells given as (..., row, col)."""
+def own_class_means(values: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """From (classes, n, ...) attributions: for each class, the mean of its own map over its recordings."""
+    return np.stack([class_means(values[c], y)[c] for c in range(len(CLASSES))])
+
+
+def spot_positions(spots: list[tuple[int, int]], extent: tuple[float, float, float, float], shape: tuple[int, int]):
+    """Cage positions (cm) of map cells given as (row, col)."""
     left, right, bottom, top = extent
     h, w = shape
     return [(left + (s[-1] + 0.5) * (right - left) / w, top + (s[-2] + 0.5) * (bottom - top) / h) for s in spots]
@@ -172,9 +217,10 @@ def light_phases(n_intervals: int, params: ExplainParams) -> tuple[np.ndarray, n
 
 def _rule(params: ExplainParams) -> str:
     return (
-        f"Red x: up to {params.max_spots} tiles where the class mean differs most from the other classes' "
-        f"recordings and |difference| exceeds the {1 - params.alpha:.0%} quantile of the largest |difference| "
-        f"over the map under {params.n_permutations} permutations of the labels across recordings."
+        f"Red x: up to {params.max_spots} tiles of this map where the class mean differs most from the other "
+        f"classes' recordings, in units of the tile's SD over recordings, beyond the {1 - params.alpha:.0%} "
+        f"quantile of the largest such difference over every tile of every map of the family under "
+        f"{params.n_permutations} design permutations of the labels (sex across cages, age within a cage)."
     )
 
 
@@ -185,98 +231,108 @@ ACTIVATION_NOTE = (
     "evidence of what the classifier uses: see the attribution figures. "
 )
 ATTRIBUTION_NOTE = (
-    "Attribution to each recording's own class, averaged over the recordings of the class: what the trained "
-    "network responds to (positive: evidence for the class). "
+    "Attribution to the class's logit minus the mean logit (evidence for the class against the others), "
+    "averaged over the class's recordings. "
+)
+GRAD_CAM_NOTE = (
+    "Grad-CAM weighs each channel by its gradient averaged over the map; with this network's linear head that "
+    "loses where the weight lies (on a planted test region the 3x3 map peaked beside it): read it with the "
+    "logit shares. "
 )
 
 
-def explain_model(
-    classifier: CNNClassifier, X: np.ndarray, y: np.ndarray, params: Params, folder: Path, what: str
-) -> list[Path]:
-    """Activation maps of every channel, Integrated Gradients and Grad-CAM per class, time importance.
+class _Explainer:
+    """Draws one family of class maps with its spots: the shared part of every explanation figure."""
+
+    def __init__(self, params: Params, y: np.ndarray, cages: np.ndarray, folder: Path):
+        self.params, self.y, self.cages, self.folder = params, y, cages, folder
+        cfg = params.explain
+        self.test = {"n_permutations": cfg.n_permutations, "alpha": cfg.alpha, "top": cfg.max_spots, "seed": cfg.seed}
+
+    def contrast(self, values: np.ndarray) -> Contrast:
+        return contrast(values, self.y, self.cages, **self.test)
+
+    def figure(self, means, differ: Contrast, index: int, extent, title: str, note: str, label: str, name: str) -> Path:
+        shape = means.shape[-2:]
+        spots = [spot_positions(differ.spots[c][index], extent, shape) for c in range(len(CLASSES))]
+        path = self.folder / name
+        caption = note + _rule(self.params.explain)
+        arena = self.params.lmt.arena_size_cm
+        class_maps_figure(means, extent, self.params.cage_layout, arena, title, caption, label, path, spots)
+        return path
+
+
+def explain_model(classifier: CNNClassifier, stacks: Stacks, params: Params, folder: Path, what: str) -> list[Path]:
+    """Activation maps of every channel, Integrated Gradients, Grad-CAM and logit shares per class, and
+    time importance, for ``classifier`` on all ``stacks``.
 
     Writes the figures and ``maps.npz`` into ``folder``; ``what`` names the model and
-    recordings in the titles (e.g. "final model, all recordings").
+    recordings in the titles (e.g. "final model, on its training recordings").
     """
     folder.mkdir(parents=True, exist_ok=True)
-    cfg, arena, layout = params.explain, params.lmt.arena_size_cm, params.cage_layout
-    grid, pool = X.shape[-1], classifier.pool
+    X, y, grid, arena = stacks.X, stacks.y, stacks.X.shape[-1], params.lmt.arena_size_cm
+    draw = _Explainer(params, y, stacks.cage, folder)
     arrays, files = {}, []
-    test = {"n_permutations": cfg.n_permutations, "alpha": cfg.alpha, "top": cfg.max_spots, "seed": cfg.seed}
     for kernel, acts in zip(classifier.kernel_sizes, branch_activations(classifier, X)):
-        extent = map_extent(grid, arena, kernel, pool)
-        means, differ = class_means(acts, y), contrast(acts, y, **test)
+        extent = map_extent(grid, arena, kernel, classifier.pool)
+        means, differ = class_means(acts, y), draw.contrast(acts)
         arrays |= {f"activation_k{kernel}": means, f"activation_k{kernel}_difference": differ.difference}
         overview = folder / f"activation_k{kernel}.png"
-        channel_grid_figure(
-            means,
-            extent,
-            arena,
-            f"{kernel}x{kernel} branch, every channel: mean activation per class ({what})",
-            overview,
-        )
+        title = f"{kernel}x{kernel} branch, every channel: mean activation per class ({what})"
+        channel_grid_figure(means, extent, arena, title, overview)
         files.append(overview)
         for ch in range(acts.shape[1]):
-            spots = [
-                spot_positions([s for s in differ.spots[c] if s[0] == ch], extent, acts.shape[-2:])
-                for c in range(len(CLASSES))
-            ]
-            path = folder / f"activation_k{kernel}_ch{ch:02d}.png"
             title = f"{kernel}x{kernel} branch, channel {ch}: mean activation per class ({what})"
-            class_maps_figure(
-                means[:, ch], extent, layout, arena, title, ACTIVATION_NOTE + _rule(cfg), "mean activation", path, spots
-            )
-            files.append(path)
-    ig = integrated_gradients(classifier, X, y, cfg.ig_steps)
-    ig_space, ig_time = ig.sum(axis=1), ig.sum(axis=(2, 3))
-    arrays |= {"ig": class_means(ig, y), "ig_space": class_means(ig_space, y), "ig_time": class_means(ig_time, y)}
-    differ = contrast(ig_space[:, None], y, **test)
-    extent = map_extent(grid, arena)
-    spots = [spot_positions(s, extent, (grid, grid)) for s in differ.spots]
+            name = f"activation_k{kernel}_ch{ch:02d}.png"
+            files.append(draw.figure(means[:, ch], differ, ch, extent, title, ACTIVATION_NOTE, "mean activation", name))
+    ig = integrated_gradients(classifier, X, params.explain.ig_steps)
+    ig_space = ig.sum(axis=2)
+    arrays |= {"ig_space": own_class_means(ig_space, y), "ig_time": own_class_means(ig.sum(axis=(3, 4)), y)}
     title = f"Integrated Gradients summed over time ({what})"
-    path = folder / "integrated_gradients.png"
-    class_maps_figure(
-        arrays["ig_space"], extent, layout, arena, title, ATTRIBUTION_NOTE + _rule(cfg), "attribution", path, spots
+    differ = draw.contrast(ig_space[:, :, None])
+    extent = map_extent(grid, arena)
+    files.append(
+        draw.figure(
+            arrays["ig_space"], differ, 0, extent, title, ATTRIBUTION_NOTE, "attribution", "integrated_gradients.png"
+        )
     )
-    files.append(path)
     branch_maps = {
-        "gradcam": (grad_cam(classifier, X, y), 1, "Grad-CAM of the {k}x{k} convolution", "Grad-CAM"),
+        "gradcam": (grad_cam(classifier, X), 1, "Grad-CAM of the {k}x{k} convolution", "Grad-CAM", GRAD_CAM_NOTE),
         "contribution": (
-            logit_contributions(classifier, X, y),
-            pool,
+            logit_contributions(classifier, X),
+            classifier.pool,
             "share of the class logit, {k}x{k} branch",
             "logit share",
+            "",
         ),
     }
-    for name, (maps, map_pool, title, label) in branch_maps.items():
+    for name, (maps, pool, title, label, note) in branch_maps.items():
         for kernel, values in zip(classifier.kernel_sizes, maps):
-            arrays[f"{name}_k{kernel}"] = means = class_means(values, y)
-            extent = map_extent(grid, arena, kernel, map_pool)
-            differ = contrast(values[:, None], y, **test)
-            spots = [spot_positions(s, extent, values.shape[-2:]) for s in differ.spots]
-            path = folder / f"{name}_k{kernel}.png"
-            caption = ATTRIBUTION_NOTE + _rule(cfg)
+            arrays[f"{name}_k{kernel}"] = means = own_class_means(values, y)
+            extent = map_extent(grid, arena, kernel, pool)
+            differ = draw.contrast(values[:, :, None])
             heading = f"{title.format(k=kernel)} ({what})"
-            class_maps_figure(means, extent, layout, arena, heading, caption, label, path, spots)
-            files.append(path)
-    hours, dark = light_phases(X.shape[1], cfg)
+            files.append(
+                draw.figure(means, differ, 0, extent, heading, ATTRIBUTION_NOTE + note, label, f"{name}_k{kernel}.png")
+            )
+    hours, dark = light_phases(X.shape[1], params.explain)
     path = folder / "time_importance.png"
-    time_importance_figure(
-        arrays["ig_time"], hours, dark, f"When it matters: Integrated Gradients per interval ({what})", path
-    )
-    files.append(path)
+    title = f"When it matters: Integrated Gradients per interval ({what})"
+    time_importance_figure(arrays["ig_time"], hours, dark, title, path)
     save_npz(folder / "maps.npz", **arrays)
-    return [*files, folder / "maps.npz"]
+    return [*files, path, folder / "maps.npz"]
 
 
 def explain_held_out(fold_models: dict[str, CNNClassifier], stacks: Stacks, params: Params, folder: Path) -> list[Path]:
     """Each leave-one-cage-out fold's model on the cage it never saw: activation maps per fold (their
     channels are not comparable across folds), Integrated Gradients of every recording pooled over folds."""
+    missing = sorted(set(stacks.cage) - set(fold_models))
+    if missing:
+        raise ValueError(f"no leave-one-cage-out model for cage(s) {', '.join(missing)}: run train again")
     folder.mkdir(parents=True, exist_ok=True)
-    cfg, arena, layout = params.explain, params.lmt.arena_size_cm, params.cage_layout
-    X, y, grid = stacks.X, stacks.y, stacks.X.shape[-1]
+    X, y, grid, arena = stacks.X, stacks.y, stacks.X.shape[-1], params.lmt.arena_size_cm
     arrays, files = {}, []
-    ig = np.zeros_like(X, dtype=np.float64)
+    ig = np.zeros((len(CLASSES), *X.shape))
     for fold, model in fold_models.items():
         test = stacks.cage == fold
         for kernel, acts in zip(model.kernel_sizes, branch_activations(model, X[test])):
@@ -285,18 +341,20 @@ def explain_held_out(fold_models: dict[str, CNNClassifier], stacks: Stacks, para
             title = f"{kernel}x{kernel} branch of the model that never saw {fold}: mean activation on {fold}"
             channel_grid_figure(means, map_extent(grid, arena, kernel, model.pool), arena, title, path)
             files.append(path)
-        ig[test] = integrated_gradients(model, X[test], y[test], cfg.ig_steps)
-    ig_space = ig.sum(axis=1)
-    arrays |= {"ig_space": class_means(ig_space, y), "ig_time": class_means(ig.sum(axis=(2, 3)), y)}
-    differ = contrast(ig_space[:, None], y, cfg.n_permutations, cfg.alpha, cfg.max_spots, cfg.seed)
-    extent = map_extent(grid, arena)
-    spots = [spot_positions(s, extent, (grid, grid)) for s in differ.spots]
-    path = folder / "integrated_gradients.png"
+        ig[:, test] = integrated_gradients(model, X[test], params.explain.ig_steps)
+    ig_space = ig.sum(axis=2)
+    arrays |= {"ig_space": own_class_means(ig_space, y), "ig_time": own_class_means(ig.sum(axis=(3, 4)), y)}
+    draw = _Explainer(params, y, stacks.cage, folder)
     title = "Integrated Gradients summed over time, each recording by the fold model that never saw its cage"
-    class_maps_figure(
-        arrays["ig_space"], extent, layout, arena, title, ATTRIBUTION_NOTE + _rule(cfg), "attribution", path, spots
+    note = ATTRIBUTION_NOTE + (
+        "Each cage is explained by its own fold model and a cage is single-sex, so differences between the sexes "
+        "also reflect differences between those models. "
     )
-    hours, dark = light_phases(X.shape[1], cfg)
+    differ = draw.contrast(ig_space[:, :, None])
+    path = draw.figure(
+        arrays["ig_space"], differ, 0, map_extent(grid, arena), title, note, "attribution", "integrated_gradients.png"
+    )
+    hours, dark = light_phases(X.shape[1], params.explain)
     time_path = folder / "time_importance.png"
     title = "When it matters: Integrated Gradients per interval, held-out recordings"
     time_importance_figure(arrays["ig_time"], hours, dark, title, time_path)

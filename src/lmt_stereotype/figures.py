@@ -292,7 +292,9 @@ def time_importance_figure(
     for c, cls in enumerate(CLASSES):
         ax.plot(hours + width / 2, importance[c], marker="o", ms=3, label=cls)
     ax.axhline(0, color="0.5", lw=0.8)
-    ax.set_xlabel("interval start (clock hour)")
+    ticks = hours[:: max(1, len(hours) // 12)]
+    ax.set_xticks(ticks, [f"{h % 24:02.0f}:00" for h in ticks])
+    ax.set_xlabel("interval start (clock time)")
     ax.set_ylabel("attribution summed over the cage")
     ax.set_title(title, fontsize=10)
     ax.legend(ncols=5, fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.18))
