@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 from cohort import BIN, ROOT, cli, small_params
 
+from lmt_stereotype.config import load_params
 from lmt_stereotype.histograms import Stacks
+from lmt_stereotype.stops import detect_cohort_stops
 
 FAST = {
     "cnn": {"epochs": 2, "n_permutations": 1, "kernel_sizes": [3, 5], "channels": [4, 4]},
@@ -45,6 +47,17 @@ def test_the_pipeline_writes_one_stack_per_mouse_recording(demo):
     assert counts["n_stops_in_window"] == stacks.X.sum()
     summary = pd.read_csv(demo / "data/interim/stops/recordings.csv")
     assert len(summary) == 8 and summary["covering_index"].all()
+
+
+def test_reading_recordings_in_one_process_or_several_gives_the_same_stops(demo, tmp_path):
+    params = load_params(demo / "params.yaml")
+    manifest = demo / "data/raw/manifest.csv"
+    one = detect_cohort_stops(manifest, tmp_path / "one", params.lmt, params.stops, workers=1)
+    two = detect_cohort_stops(manifest, tmp_path / "two", params.lmt, params.stops, workers=2)
+    pd.testing.assert_frame_equal(one, two)
+    for name in sorted(p.name for p in (tmp_path / "one").iterdir()):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+        assert (tmp_path / "one" / name).read_bytes() == (demo / "data/interim/stops" / name).read_bytes(), name
 
 
 def test_each_stack_sums_to_its_stops_inside_the_time_window(demo):

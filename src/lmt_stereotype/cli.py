@@ -30,6 +30,9 @@ app = typer.Typer(
 log = logging.getLogger("lmt_stereotype")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Parameter file.", show_default=True)]
+WorkersOpt = Annotated[
+    int, typer.Option("--workers", "-w", min=0, help="Recordings read at once (0: one per core); same results.")
+]
 _state = {"debug": False}
 
 
@@ -86,6 +89,7 @@ def stops(
     db: Annotated[Path | None, typer.Argument(help="One LMT database; omit to process the manifest's cohort.")] = None,
     out: Annotated[Path | None, typer.Option(help="Output table for DB (.csv or .parquet).")] = None,
     params_path: ParamsOpt = Path("params.yaml"),
+    workers: WorkersOpt = 0,
 ) -> None:
     """Detect every stop of every identified mouse (speed <= threshold held >= min duration).
 
@@ -105,16 +109,16 @@ def stops(
             write_table(table, out)
             log.info("stops: %d stops of %d animals -> %s", len(table), table["animal_id"].nunique(), out)
         return
-    _stops_stage(params)
+    _stops_stage(params, workers)
 
 
-def _stops_stage(params: Params) -> None:
+def _stops_stage(params: Params, workers: int = 0) -> None:
     from lmt_stereotype.stops import detect_cohort_stops
     from lmt_stereotype.tracking import stage_run
 
     with stage_run("stops", params, ("lmt", "stops")) as run:
         summary = detect_cohort_stops(
-            params.data.manifest, params.data.stops, params.lmt, params.stops, progress=_progress()
+            params.data.manifest, params.data.stops, params.lmt, params.stops, progress=_progress(), workers=workers
         )
         run.log_metrics({"n_recordings": len(summary), "n_stops": int(summary["n_stops"].sum())})
         run.log_artifact(params.data.stops / "recordings.csv")
@@ -152,13 +156,13 @@ def _histograms_stage(params: Params) -> None:
 
 
 @app.command()
-def preprocess(params_path: ParamsOpt = Path("params.yaml")) -> None:
+def preprocess(params_path: ParamsOpt = Path("params.yaml"), workers: WorkersOpt = 0) -> None:
     """Stops then histograms, as one MLflow run with a nested run per stage."""
     from lmt_stereotype.tracking import stage_run
 
     params = load_params(params_path)
     with stage_run("preprocess", params):
-        _stops_stage(params)
+        _stops_stage(params, workers)
         _histograms_stage(params)
 
 

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
-import os
 import sqlite3
 import zlib
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from lmt_stereotype.config import CLASSES, CageLayout, Circle, Params
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.files import atomic_path, write_json, write_table
 from lmt_stereotype.lmt import INDEXES, SCHEMA
+from lmt_stereotype.parallel import available_cores, process_pool
 
 SIMULATOR_VERSION = 1
 """Bump when the simulated data change, so an existing simulation is not taken as up to date."""
@@ -859,15 +858,9 @@ def simulate_cohort(params: Params, out_dir: Path, *, progress: bool = True) -> 
     name = params.simulate.profile
     profile = PROFILES[name]
     plans, fingerprints = _plan_cohort(params)
-    # Processes, not threads: executemany hands the GIL over at every row. Forked, so that scripts
-    # need no __main__ guard; the workers only touch numpy and their own SQLite files.
-    fork = "fork" in multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if fork else None)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = max(1, min(len(plans), cpus, MAX_WORKERS))
     with (
         tqdm(total=len(plans), desc="simulate", unit="recording", disable=not progress) as bar,
-        ProcessPoolExecutor(workers, mp_context=ctx) as pool,
+        process_pool(len(plans), min(available_cores(), MAX_WORKERS)) as pool,
     ):
         futures = [pool.submit(_write_planned, p, params, profile, out_dir) for p in plans]
         for future in as_completed(futures):

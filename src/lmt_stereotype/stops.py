@@ -28,6 +28,7 @@ recording and results do not depend on the chunk size.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from lmt_stereotype.config import LMTGeometry, StopParams
 from lmt_stereotype.files import atomic_dir, write_table
 from lmt_stereotype.lmt import LMTDatabase, TrackChunk
 from lmt_stereotype.manifest import read_manifest
+from lmt_stereotype.parallel import process_pool
 
 STOP_COLUMNS = [
     "animal_id",
@@ -219,36 +221,49 @@ def recording_stops(path: Path, geometry: LMTGeometry, params: StopParams) -> tu
     return df, summary
 
 
+def _recording_job(path: Path, recording_id: str, folder: Path, geometry: LMTGeometry, params: StopParams) -> dict:
+    """One recording's stops into ``folder``; its summary row."""
+    stops, info = recording_stops(path, geometry, params)
+    write_table(stops, folder / f"{recording_id}.parquet")
+    return {
+        "recording_id": recording_id,
+        "recording": path.name,
+        "first_frame": info.first_frame,
+        "last_frame": info.last_frame,
+        "duration_s": (info.last_frame - info.first_frame + 1) / geometry.fps,
+        "n_animals": info.n_animals,
+        "n_stops": len(stops),
+        "covering_index": info.covering_index,
+    }
+
+
 def detect_cohort_stops(
-    manifest_path: Path, out_dir: Path, geometry: LMTGeometry, params: StopParams, *, progress: bool = False
+    manifest_path: Path,
+    out_dir: Path,
+    geometry: LMTGeometry,
+    params: StopParams,
+    *,
+    progress: bool = False,
+    workers: int = 0,
 ) -> pd.DataFrame:
     """Stops of every recording named in the manifest, one parquet file per recording.
 
     Writes ``out_dir/<recording_id>.parquet`` and ``out_dir/recordings.csv`` (frame range
     and stop count per recording); the folder is replaced atomically as a whole.
-    Returns the per-recording summary.
+    Recordings are read by ``workers`` processes at once (0: one per core); the results
+    do not depend on how many. Returns the per-recording summary.
     """
     manifest = read_manifest(manifest_path)
     recordings = manifest.drop_duplicates("recording")[["recording", "recording_id"]]
-    rows = []
-    with atomic_dir(out_dir) as tmp:
-        for rec in tqdm(
-            recordings.itertuples(index=False), total=len(recordings), desc="stops", unit="rec", disable=not progress
-        ):
-            stops, info = recording_stops(manifest_path.parent / rec.recording, geometry, params)
-            write_table(stops, tmp / f"{rec.recording_id}.parquet")
-            rows.append(
-                {
-                    "recording_id": rec.recording_id,
-                    "recording": rec.recording,
-                    "first_frame": info.first_frame,
-                    "last_frame": info.last_frame,
-                    "duration_s": (info.last_frame - info.first_frame + 1) / geometry.fps,
-                    "n_animals": info.n_animals,
-                    "n_stops": len(stops),
-                    "covering_index": info.covering_index,
-                }
-            )
-        summary = pd.DataFrame(rows)
+    with atomic_dir(out_dir) as tmp, process_pool(len(recordings), workers) as pool:
+        futures = [
+            pool.submit(_recording_job, manifest_path.parent / rec.recording, rec.recording_id, tmp, geometry, params)
+            for rec in recordings.itertuples(index=False)
+        ]
+        with tqdm(total=len(futures), desc="stops", unit="rec", disable=not progress) as bar:
+            for future in as_completed(futures):
+                future.result()
+                bar.update()
+        summary = pd.DataFrame([f.result() for f in futures])  # manifest order, whatever finished first
         write_table(summary, tmp / "recordings.csv")
     return summary
