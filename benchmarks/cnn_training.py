@@ -4,9 +4,11 @@ Not a test: it measures. Run on an idle machine, from the project root:
 
     .venv/bin/python benchmarks/cnn_training.py [--stacks data/processed/stacks.npz] [--paper]
 
-Prints seconds per epoch (training on 88 recordings: 11 of 12 cages) for the demo stacks
-and, with ``--paper``, for the paper's 72 x 30 x 30 input (the demo recordings cut into
-72 intervals of 30 s), then one full 12-fold cross-validation at the ``cnn`` parameters.
+Prints the machine's float32 matmul rate (2048 x 2048), then seconds per training epoch
+(88 recordings: 11 of 12 cages) for the demo stacks and, with ``--paper``, for the paper's
+72 x 30 x 30 input (random counts of that size), with recordings x epochs per second and
+the achieved GFLOP/s against that peak, then one full 12-fold cross-validation at the
+``cnn`` parameters.
 """
 
 from __future__ import annotations
@@ -34,6 +36,30 @@ def epoch_seconds(X: np.ndarray, y: np.ndarray, model: CNNClassifier, epochs: in
     return float(np.median(times[1:]))
 
 
+def training_gflop(T: int, N: int, cnn, n_classes: int = 4) -> float:
+    """Floating-point work of one training pass per recording, in GFLOP: the convolutions run
+    forward and for their weight gradients (the input needs no gradient: 2x forward), the linear
+    layer forward and for both gradients (3x); ReLU, pooling and the loss are negligible."""
+    conv, features = 0.0, 0
+    for channels, k in zip(cnn.channels, cnn.kernel_sizes):
+        out = N - k + 1
+        conv += 2.0 * channels * out * out * T * k * k
+        features += channels * (out // cnn.pool) ** 2
+    return (2 * conv + 3 * 2.0 * features * n_classes) / 1e9
+
+
+def matmul_gflops(n: int = 2048, repeat: int = 5) -> float:
+    """The machine's float32 matrix-multiply rate with torch's own threads: the peak to compare with."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / float(np.median(times)) / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
@@ -46,13 +72,19 @@ def main() -> None:
     train = folds[0].train
     report = {"threads": torch.get_num_threads(), "n_train": len(train), "cnn": params.cnn.model_dump()}
 
+    report["matmul_gflops"] = matmul_gflops()
     shape = stacks.X.shape[1:]
-    report[f"epoch_s_{'x'.join(map(str, shape))}"] = epoch_seconds(
-        stacks.X[train], stacks.y[train], CNNClassifier.from_params(params.cnn)
-    )
+    inputs = {"x".join(map(str, shape)): stacks.X[train]}
     if args.paper:
-        X72 = np.random.default_rng(0).poisson(0.05, size=(len(train), 72, *shape[1:])).astype(np.float32)
-        report["epoch_s_72x30x30"] = epoch_seconds(X72, stacks.y[train], CNNClassifier.from_params(params.cnn))
+        rng = np.random.default_rng(0)
+        inputs["72x30x30"] = rng.poisson(0.05, size=(len(train), 72, *shape[1:])).astype(np.float32)
+    for name, X in inputs.items():
+        seconds = epoch_seconds(X, stacks.y[train], CNNClassifier.from_params(params.cnn))
+        report[f"epoch_s_{name}"] = seconds
+        report[f"recording_epochs_per_s_{name}"] = len(X) / seconds
+        gflops = training_gflop(X.shape[1], X.shape[2], params.cnn) * len(X) / seconds
+        report[f"gflops_{name}"] = gflops
+        report[f"share_of_matmul_peak_{name}"] = gflops / report["matmul_gflops"]
 
     start = time.perf_counter()
     result = FoldedModel(CNNClassifier.from_params(params.cnn), stacks.X, folds).run(stacks.y)
