@@ -179,17 +179,23 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return self.predict_proba(X).argmax(axis=1)
 
 
+def model_settings(classifier: CNNClassifier) -> dict:
+    """What defines a CNN, as plain JSON values: its settings with one width per branch, without
+    ``threads`` (the machine's, not the model's)."""
+    settings = classifier.get_params()
+    settings.pop("threads")
+    settings["channels"] = list(branch_widths(settings["channels"], settings["kernel_sizes"]))
+    settings["kernel_sizes"] = list(settings["kernel_sizes"])
+    return settings
+
+
 def save_cnn(classifier: CNNClassifier, grid: tuple[int, int], path: Path | str) -> None:
     """A fitted CNN as one ``.npz``: its settings, the stack size (T, N) and the network's weights.
 
     Plain arrays (no pickle), byte-identical for an identical model, so DVC sees an
     unchanged model as unchanged.
     """
-    settings = classifier.get_params()
-    settings.pop("threads")  # the machine's, not the model's
-    settings["channels"] = list(branch_widths(settings["channels"], settings["kernel_sizes"]))
-    settings["kernel_sizes"] = list(settings["kernel_sizes"])
-    header = {"settings": settings, "shape": list(grid), "classes": list(CLASSES)}
+    header = {"settings": model_settings(classifier), "shape": list(grid), "classes": list(CLASSES)}
     weights = {f"weight:{k}": v.contiguous().numpy() for k, v in classifier.module_.state_dict().items()}
     save_npz(path, header=np.array(json.dumps(header, sort_keys=True)), **weights)
 

@@ -27,7 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from lmt_stereotype.config import CLASSES, Params, RegistryParams
-from lmt_stereotype.models import CNNClassifier, branch_widths, load_cnn, save_cnn
+from lmt_stereotype.models import CNNClassifier, load_cnn, model_settings, save_cnn
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 STACK_SECTIONS = ("lmt", "stops", "histograms")
@@ -146,9 +146,7 @@ def register(
 def fingerprint(classifier: CNNClassifier, evidence: dict[str, Any]) -> str:
     """A digest of a fitted CNN's settings and weights and of the ``evidence`` it is registered with
     (its cross-validated metrics, its tuning mode): the same model and evidence again give the same one."""
-    settings = {k: v for k, v in classifier.get_params().items() if k != "threads"}  # how it ran, not what it is
-    settings["channels"] = branch_widths(settings["channels"], settings["kernel_sizes"])
-    digest = hashlib.sha256(json.dumps([settings, evidence], sort_keys=True, default=list).encode())
+    digest = hashlib.sha256(json.dumps([model_settings(classifier), evidence], sort_keys=True).encode())
     for name, tensor in sorted(classifier.module_.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.contiguous().numpy().tobytes())
