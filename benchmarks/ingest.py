@@ -11,7 +11,8 @@ median of ``--repeat`` runs of
 
 * the bare scan: ``SELECT count(*), sum(MASS_X), sum(MASS_Y)`` through the covering index,
   as one query (``ANIMALID IS NOT NULL``) and per animal (``ANIMALID = ?``, as our reader asks);
-* our ingest: ``recording_stops`` with default geometry and stop parameters;
+* our ingest: ``recording_stops`` with default geometry and stop parameters, the animals
+  read in one thread per core (as ``predict`` and ``stops DB`` do) and in a single thread;
 * a naive reader as users write it (lmt-analysis style, recordings up to 6 h only): fetch
   all rows, build ``{animal: {frame: (x, y)}}`` row by row, then a per-frame speed loop.
 
@@ -38,6 +39,7 @@ from pathlib import Path
 from lmt_stereotype.config import LMTGeometry, Params, StopParams
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.lmt import COVERING_INDEX, LMTDatabase
+from lmt_stereotype.parallel import available_cores
 from lmt_stereotype.simulate import FIRST_FRAME, PROFILES, _plan_cohort, _write_planned
 from lmt_stereotype.stops import recording_stops
 
@@ -92,9 +94,9 @@ def bare_scan_per_animal(path: Path) -> tuple:
     return tuple(sum(col) for col in zip(*sums))
 
 
-def ingest(path: Path) -> dict:
-    """What the pipeline does with one recording."""
-    stops, _ = recording_stops(path, LMTGeometry(), StopParams())
+def ingest(path: Path, threads: int = 0) -> dict:
+    """What the pipeline does with one recording (0 threads: one per core)."""
+    stops, _ = recording_stops(path, LMTGeometry(), StopParams(), threads or available_cores())
     return {"stops": len(stops)}
 
 
@@ -115,7 +117,7 @@ def naive(path: Path) -> dict:
     return {"rows": len(rows), "slow_frames": slow}
 
 
-MEASURED = {"ingest": ingest, "naive": naive}
+MEASURED = {"ingest": ingest, "ingest_1thread": lambda path: ingest(path, 1), "naive": naive}
 
 
 def memory_mb(field: str) -> float:
@@ -190,6 +192,7 @@ def bench(hours: int, out: Path, repeat: int) -> dict:
         "naive": query_plan(path, NAIVE_SQL),
     }
     r["ingest"] = median_child("ingest", path, repeat)
+    r["ingest_1thread"] = median_child("ingest_1thread", path, repeat)
     r["naive"] = median_child("naive", path, repeat) if hours <= NAIVE_MAX_HOURS else None
     return r
 
@@ -197,15 +200,16 @@ def bench(hours: int, out: Path, repeat: int) -> dict:
 def table(results: list[dict]) -> str:
     head = (
         f"{'hours':>5} {'rows':>11} {'file GB':>7} {'write s':>7} {'bare s':>7} {'bare/an s':>9} {'ingest s':>8} "
-        f"{'ing/bare':>8} {'ingest MB':>9} {'naive s':>7} {'naive MB':>8} {'rows/s':>10}"
+        f"{'ing/bare':>8} {'1 thread s':>10} {'ingest MB':>9} {'naive s':>7} {'naive MB':>8} {'rows/s':>10}"
     )
     lines = [head]
     for r in results:
-        ing, nv = r["ingest"], r["naive"]
+        ing, one, nv = r["ingest"], r["ingest_1thread"], r["naive"]
         lines.append(
             f"{r['hours']:>5} {r['rows']:>11,} {r['file_gb']:>7.2f} "
             f"{'reused' if r['write_s'] is None else format(r['write_s'], '.1f'):>7} "
             f"{r['bare_s']:>7.3f} {r['bare_per_animal_s']:>9.3f} {ing['s']:>8.3f} {ing['s'] / r['bare_s']:>8.1f} "
+            f"{one['s']:>10.3f} "
             f"{ing['peak_mb']:>9.0f} {'-' if nv is None else format(nv['s'], '.2f'):>7} "
             f"{'-' if nv is None else format(nv['peak_mb'], '.0f'):>8} {r['rows'] / ing['s']:>10,.0f}"
         )

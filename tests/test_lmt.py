@@ -118,6 +118,16 @@ def test_chunked_reading_gives_the_same_stops(two_stop_db):
     assert whole.equals(tiny)
 
 
+def test_animals_read_in_threads_give_the_same_stops_in_the_same_order(tmp_path):
+    tracks = {i: still_track(1.5 + i, start_frame=7 * i) for i in range(1, 6)}
+    db = write_lmt(tmp_path / "r.sqlite", tracks, anonymous=200)
+    one = recording_stops(db, GEOMETRY, StopParams(), threads=1)[0]
+    assert list(one["animal_id"]) == [1, 2, 3, 4, 5]
+    for threads, chunk_rows in [(2, 1_000_000), (4, 7), (8, 1)]:
+        geometry = GEOMETRY.model_copy(update={"chunk_rows": chunk_rows})
+        assert recording_stops(db, geometry, StopParams(), threads=threads)[0].equals(one)
+
+
 # --- bad files: one clear error naming the file and the problem --------------------------------
 
 

@@ -31,7 +31,10 @@ log = logging.getLogger("lmt_stereotype")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Parameter file.", show_default=True)]
 WorkersOpt = Annotated[
-    int, typer.Option("--workers", "-w", min=0, help="Recordings read at once (0: one per core); same results.")
+    int,
+    typer.Option(
+        "--workers", "-w", min=0, help="Recordings (with DB: animals) read at once (0: one per core); same results."
+    ),
 ]
 _state = {"debug": False}
 
@@ -98,11 +101,12 @@ def stops(
     the stops folder (the DVC stage).
     """
     from lmt_stereotype.files import write_table
+    from lmt_stereotype.parallel import available_cores
     from lmt_stereotype.stops import recording_stops
 
     params = load_params(params_path)
     if db is not None:
-        table, _ = recording_stops(db, params.lmt, params.stops)
+        table, _ = recording_stops(db, params.lmt, params.stops, threads=workers or available_cores())
         if out is None:
             table.to_csv(sys.stdout, index=False)
         else:

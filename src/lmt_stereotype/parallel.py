@@ -1,6 +1,8 @@
 """Worker processes for per-recording work (simulating, reading recordings).
 
-Processes, not threads: SQLite's row-by-row calls hand the GIL over at every row. Forked
+Processes, not threads, across recordings: writing through ``sqlite3`` and building
+stop tables in pandas hold the GIL (reading one recording's animals in threads is the
+reader's business, see ``stops.recording_stops``). Forked
 where the OS allows, so scripts need no ``__main__`` guard; the workers only touch numpy,
 pandas and their own SQLite files.
 """
@@ -17,8 +19,14 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def pool_size(n_jobs: int, workers: int = 0) -> int:
+    """``workers`` processes (0: one per available core), never more than ``n_jobs``."""
+    return max(1, min(n_jobs, workers or available_cores()))
+
+
 def process_pool(n_jobs: int, workers: int = 0) -> ProcessPoolExecutor:
-    """A pool of ``workers`` processes (0: one per available core), never more than ``n_jobs``."""
+    """A pool of :func:`pool_size` processes."""
     fork = "fork" in multiprocessing.get_all_start_methods()
-    count = max(1, min(n_jobs, workers or available_cores()))
-    return ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("fork" if fork else None))
+    return ProcessPoolExecutor(
+        pool_size(n_jobs, workers), mp_context=multiprocessing.get_context("fork" if fork else None)
+    )

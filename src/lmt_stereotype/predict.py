@@ -19,6 +19,7 @@ from lmt_stereotype.config import LMTGeometry, Params
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.histograms import stop_histograms
 from lmt_stereotype.lmt import LMTDatabase
+from lmt_stereotype.parallel import available_cores
 from lmt_stereotype.stops import recording_stops
 
 
@@ -43,7 +44,7 @@ def load_model(uri: str) -> tuple[Any, Params]:
 def recording_stacks(db: Path, params: Params) -> tuple[pd.DataFrame, np.ndarray]:
     """One stack per identified animal of ``db`` (rows: animal_id, rfid, name, n_stops in the window)."""
     window_s = params.histograms.n_intervals * params.histograms.interval_s
-    stops, summary = recording_stops(db, params.lmt, params.stops)
+    stops, summary = recording_stops(db, params.lmt, params.stops, threads=available_cores())
     duration_s = (summary.last_frame - summary.first_frame + 1) / params.lmt.fps
     if duration_s < window_s:
         raise InputError(

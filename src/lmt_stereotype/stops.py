@@ -28,7 +28,7 @@ recording and results do not depend on the chunk size.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from concurrent.futures import as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,9 +38,9 @@ from tqdm import tqdm
 
 from lmt_stereotype.config import LMTGeometry, StopParams
 from lmt_stereotype.files import atomic_dir, write_table
-from lmt_stereotype.lmt import LMTDatabase, TrackChunk
+from lmt_stereotype.lmt import Animal, LMTDatabase, TrackChunk
 from lmt_stereotype.manifest import read_manifest
-from lmt_stereotype.parallel import process_pool
+from lmt_stereotype.parallel import available_cores, pool_size, process_pool
 
 STOP_COLUMNS = [
     "animal_id",
@@ -116,17 +116,16 @@ class StopDetector:
         return out
 
     def _stopped(self, f: np.ndarray, x: np.ndarray, y: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """Whether rows ``[lo, hi)`` are stopped; rows without ``h`` neighbours each side are not."""
         h = self.h
-        idx = np.arange(lo, hi)
-        stopped = np.zeros(len(idx), dtype=bool)
-        inner = (idx >= h) & (idx + h < len(f))
-        i = idx[inner]
-        if i.size:
-            span = f[i + h] - f[i - h]
-            dist = np.hypot(x[i + h] - x[i - h], y[i + h] - y[i - h])
+        stopped = np.zeros(hi - lo, dtype=bool)
+        a, b = max(lo, h), min(hi, len(f) - h)  # rows with a full speed window
+        if a < b:
+            ahead, behind = slice(a + h, b + h), slice(a - h, b - h)
+            span = f[ahead] - f[behind]
+            dist = np.hypot(x[ahead] - x[behind], y[ahead] - y[behind])
             speed = dist * self.fps / span
-            ok = span <= 2 * h + self.p.max_gap_frames
-            stopped[inner] = ok & (speed <= self.p.speed_threshold_cm_s)
+            stopped[a - lo : b - lo] = (span <= 2 * h + self.p.max_gap_frames) & (speed <= self.p.speed_threshold_cm_s)
         return stopped
 
     def _runs(
@@ -194,23 +193,28 @@ class RecordingSummary:
     covering_index: bool
 
 
-def recording_stops(path: Path, geometry: LMTGeometry, params: StopParams) -> tuple[pd.DataFrame, RecordingSummary]:
+def recording_stops(
+    path: Path, geometry: LMTGeometry, params: StopParams, threads: int = 1
+) -> tuple[pd.DataFrame, RecordingSummary]:
     """Every stop of every identified animal of one LMT recording, one row per stop.
 
     ``start_s`` counts from the recording's first frame; ``x_cm``/``y_cm`` are the mean
-    position during the stop, from the arena's top-left corner.
+    position during the stop, from the arena's top-left corner. ``threads`` animals are
+    read at once (the reader releases the GIL); the result does not depend on it.
     """
-    frames: list[pd.DataFrame] = []
     with LMTDatabase(path, geometry) as db:
         first_frame, last_frame = db.frame_range()
         animals = db.animals()
         summary = RecordingSummary(first_frame, last_frame, len(animals), db.has_covering_index)
-        for animal in animals:
-            stops = detect_track_stops(db.iter_track(animal.id), params, geometry.fps)
-            df = pd.DataFrame(stops)
+
+        def animal_stops(animal: Animal) -> pd.DataFrame:
+            df = pd.DataFrame(detect_track_stops(db.iter_track(animal.id), params, geometry.fps))
             df.insert(0, "animal_id", animal.id)
             df.insert(1, "rfid", animal.rfid)
-            frames.append(df)
+            return df
+
+        with ThreadPoolExecutor(max(1, min(threads, len(animals)))) as pool:
+            frames = list(pool.map(animal_stops, animals))
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=STOP_COLUMNS)
     df["start_s"] = (df["start_frame"] - first_frame) / geometry.fps
     df["duration_s"] = (df["end_frame"] - df["start_frame"] + 1) / geometry.fps
@@ -221,9 +225,11 @@ def recording_stops(path: Path, geometry: LMTGeometry, params: StopParams) -> tu
     return df, summary
 
 
-def _recording_job(path: Path, recording_id: str, folder: Path, geometry: LMTGeometry, params: StopParams) -> dict:
+def _recording_job(
+    path: Path, recording_id: str, folder: Path, geometry: LMTGeometry, params: StopParams, threads: int
+) -> dict:
     """One recording's stops into ``folder``; its summary row."""
-    stops, info = recording_stops(path, geometry, params)
+    stops, info = recording_stops(path, geometry, params, threads)
     write_table(stops, folder / f"{recording_id}.parquet")
     return {
         "recording_id": recording_id,
@@ -250,14 +256,18 @@ def detect_cohort_stops(
 
     Writes ``out_dir/<recording_id>.parquet`` and ``out_dir/recordings.csv`` (frame range
     and stop count per recording); the folder is replaced atomically as a whole.
-    Recordings are read by ``workers`` processes at once (0: one per core); the results
-    do not depend on how many. Returns the per-recording summary.
+    Recordings are read by ``workers`` processes at once (0: one per core), each reading
+    its animals in as many threads as leaves every core busy; the results do not depend
+    on how many. Returns the per-recording summary.
     """
     manifest = read_manifest(manifest_path)
     recordings = manifest.drop_duplicates("recording")[["recording", "recording_id"]]
+    threads = max(1, available_cores() // pool_size(len(recordings), workers))
     with atomic_dir(out_dir) as tmp, process_pool(len(recordings), workers) as pool:
         futures = [
-            pool.submit(_recording_job, manifest_path.parent / rec.recording, rec.recording_id, tmp, geometry, params)
+            pool.submit(
+                _recording_job, manifest_path.parent / rec.recording, rec.recording_id, tmp, geometry, params, threads
+            )
             for rec in recordings.itertuples(index=False)
         ]
         with tqdm(total=len(futures), desc="stops", unit="rec", disable=not progress) as bar:
