@@ -8,7 +8,9 @@ Prints the machine's float32 matmul rate (2048 x 2048), then seconds per trainin
 (88 recordings: 11 of 12 cages) for the demo stacks and, with ``--paper``, for the paper's
 72 x 30 x 30 input (random counts of that size), with recordings x epochs per second and
 the achieved GFLOP/s against that peak, then one full 12-fold cross-validation at the
-``cnn`` parameters.
+``cnn`` parameters: fold after fold with torch's threads (as ``train`` does), fold after
+fold in one thread, and the folds trained together in one process per core of one thread
+each.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import time
 
 import numpy as np
 import torch
+from sklearn.base import clone
 
 from lmt_stereotype.config import load_params
 from lmt_stereotype.evaluation import FoldedModel, leave_one_cage_out
 from lmt_stereotype.histograms import Stacks
 from lmt_stereotype.models import CNNClassifier
+from lmt_stereotype.parallel import available_cores, process_pool
 
 
 def epoch_seconds(X: np.ndarray, y: np.ndarray, model: CNNClassifier, epochs: int = 5) -> float:
@@ -60,6 +64,22 @@ def matmul_gflops(n: int = 2048, repeat: int = 5) -> float:
     return 2 * n**3 / float(np.median(times)) / 1e9
 
 
+def fold_probabilities(model: CNNClassifier, X: np.ndarray, y: np.ndarray, fold) -> np.ndarray:
+    """One fold's held-out class probabilities."""
+    return model.fit(X[fold.train], y[fold.train]).predict_proba(X[fold.test])
+
+
+def cross_validation_seconds(model: CNNClassifier, X, y, folds, processes: int) -> tuple[float, list[np.ndarray]]:
+    """Wall time of fitting every fold, one after the other (0 processes) or in a process pool."""
+    start = time.perf_counter()
+    if processes:
+        with process_pool(len(folds), processes) as pool:
+            probs = list(pool.map(fold_probabilities, [model] * len(folds), [X] * len(folds), [y] * len(folds), folds))
+    else:
+        probs = [fold_probabilities(model, X, y, fold) for fold in folds]
+    return time.perf_counter() - start, probs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
@@ -91,6 +111,22 @@ def main() -> None:
     report["loco_cv_s"] = time.perf_counter() - start
     report["loco_folds"] = len(folds)
     report["loco_accuracy"] = result.accuracy
+
+    cores, cnn = available_cores(), CNNClassifier.from_params(params.cnn)
+    ways = {
+        f"one after the other, {cores} threads": (clone(cnn).set_params(threads=cores), 0),
+        "one after the other, 1 thread": (clone(cnn).set_params(threads=1), 0),
+        f"together, {cores} processes x 1 thread": (clone(cnn).set_params(threads=1), cores),
+    }
+    timings = {}
+    for name, (model, processes) in ways.items():
+        seconds, probs = cross_validation_seconds(model, stacks.X, stacks.y, folds, processes)
+        timings[name] = {"s": seconds, "probs": probs}
+        report[f"loco_cv_s, {name}"] = seconds
+    one, together = timings["one after the other, 1 thread"], timings[f"together, {cores} processes x 1 thread"]
+    report["together: identical probabilities to 1 thread"] = all(
+        np.array_equal(a, b) for a, b in zip(one["probs"], together["probs"])
+    )
     print(json.dumps(report, indent=2))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -240,3 +241,29 @@ def test_predict_with_a_model_that_does_not_exist_is_a_clear_error(planted, new_
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "models:/nope@champion" in proc.stderr and "no such model" in proc.stderr
+
+
+def test_the_report_puts_cnn_1nn_and_svm_beside_the_papers_table_1(planted):
+    cli("report", cwd=planted)
+    folder = planted / "reports/report"
+    page = (folder / "index.html").read_text()
+    table = pd.read_csv(folder / "results.csv")
+    assert list(table["model"]) == ["CNN", "PCA + 1-NN", "PCA + SVM"]
+    for model, row in zip(["cnn", "knn", "svm"], table.itertuples()):
+        loco = metrics(planted, model)["loco"]
+        assert row.accuracy == f"{loco['accuracy']:.1%}" and row.chance == "25.0%"
+        assert row.females == f"{loco['accuracy_female']:.1%}" and row.males == f"{loco['accuracy_male']:.1%}"
+    assert table["paper"].tolist() == ["77.1% (F 91.7%, M 62.5%)", "62.0%", "72.0%"]
+    assert "Cohort" in page and "leave-one-cage-out" in page and "registered as" in page
+    assert (folder / "confusion_matrices.png").stat().st_size > 10_000
+    sources = re.findall(r"<img src='([^']{0,30})", page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)  # one self-contained file
+
+
+def test_the_report_without_results_names_the_missing_file(tmp_path):
+    from cohort import tiny_project
+
+    tiny_project(tmp_path)
+    proc = subprocess.run([BIN / "lmt-stereotype", "report"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "reports/cnn.json" in proc.stderr and "lmt-stereotype train" in proc.stderr

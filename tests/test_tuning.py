@@ -163,3 +163,26 @@ def test_a_fixed_setting_outside_the_search_space_is_named():
     problems = outside_space(cnn, tuning)
     assert len(problems) == 3 and "cnn.epochs = 10" in problems[0] and "tuning.space.transform" in problems[1]
     assert outside_space(CNNParams(), TuningParams()) == []  # the defaults: the paper's setting is in the space
+
+
+def test_studies_run_in_parallel_processes_pick_exactly_what_one_process_picks(tmp_path, monkeypatch):
+    from cohort import tiny_project
+
+    from lmt_stereotype.config import load_params
+    from lmt_stereotype.tuning import run_studies
+
+    trials = {}
+    for processes in (1, 2):
+        folder = tmp_path / f"p{processes}"
+        storage = f"sqlite:///{folder / 'optuna.db'}"
+        tiny_project(folder, {"tuning": {"n_trials": 3, "inner_folds": 2, "storage": storage}})
+        monkeypatch.chdir(folder)
+        run_studies(load_params(folder / "params.yaml"), processes=processes)
+        trials[processes] = {
+            s.study_name: [
+                (t.params, t.value) for t in optuna.load_study(study_name=s.study_name, storage=storage).trials
+            ]
+            for s in optuna.get_all_study_summaries(storage)
+        }
+    assert len(trials[1]) == 4 + 1 and all(len(t) == 3 for t in trials[1].values())
+    assert trials[2] == trials[1]

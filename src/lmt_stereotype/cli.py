@@ -186,7 +186,7 @@ def train(params_path: ParamsOpt = Path("params.yaml")) -> None:
     from lmt_stereotype.files import atomic_dir
     from lmt_stereotype.models import CNNClassifier, save_cnn
     from lmt_stereotype.tracking import stage_run
-    from lmt_stereotype.tuning import evaluate_flat, evaluate_tuned
+    from lmt_stereotype.tuning import evaluate_flat, evaluate_tuned, run_studies
 
     params = load_params(params_path)
     if params.tuning.enabled and params.tuning.mode == "nested":
@@ -204,6 +204,8 @@ def train(params_path: ParamsOpt = Path("params.yaml")) -> None:
     if params.tuning.enabled:
         _check_tunable(params_path, params, stacks)
     with stage_run("train", params) as stage, atomic_dir(params.data.models / "cnn") as saved:
+        if params.tuning.enabled and params.tuning.mode == "nested":
+            run_studies(params, progress=_progress())  # in parallel processes; the evaluation then reads them
         evaluations = _evaluate_models(stage, params, stacks, models)["cnn"]
         loco = evaluations["loco"]  # for explanation: each cage's held-out model
         for fold, model in zip(loco.fold_metrics, loco.result.models):
@@ -331,6 +333,29 @@ def baselines(params_path: ParamsOpt = Path("params.yaml")) -> None:
     stacks = _stacks(params)
     with stage_run("baselines", params) as stage:
         _evaluate_models(stage, params, stacks, models)
+
+
+@app.command()
+def report(params_path: ParamsOpt = Path("params.yaml")) -> None:
+    """Write the results page a lab reads: reports/report/index.html, one self-contained file.
+
+    The cohort, CNN vs 1-NN vs SVM (accuracy with intervals, balanced, female and male
+    accuracy, permutation p-value, chance), the confusion matrices beside the paper's
+    Table 1, the activation maps and the time importance; their PNGs sit next to it.
+    Built from the other stages' reports only, and logged to MLflow.
+    """
+    from lmt_stereotype.files import atomic_dir
+    from lmt_stereotype.report import write_report
+    from lmt_stereotype.tracking import provenance_tags, stage_run
+
+    params = load_params(params_path)
+    folder = params.data.reports / "report"
+    provenance = provenance_tags(params)
+    with stage_run("report", params) as run:
+        with atomic_dir(folder) as out:
+            write_report(params, out, provenance)
+        run.log_artifacts(folder, "report")
+    log.info("report: %s (open it in a browser)", folder / "index.html")
 
 
 @app.command()

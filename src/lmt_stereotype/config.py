@@ -128,7 +128,7 @@ class CNNParams(_Section):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     seed: int = 0
-    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
+    threads: int = Field(0, ge=0, description="torch CPU threads per fit; 0 = all cores (results then vary with them)")
     n_permutations: int = Field(19, ge=0, description="label permutations for the p-value (each a full CV)")
 
     @model_validator(mode="after")

@@ -55,6 +55,30 @@ def confusion_figure(counts: np.ndarray, title: str, metrics: dict[str, float], 
     _save(fig, path)
 
 
+def confusion_panels_figure(panels: dict[str, np.ndarray], path: Path | str) -> None:
+    """Several confusion matrices side by side in Table 1's layout, each titled with its accuracy.
+
+    Cells are shaded by the share of their row, so cohorts of different sizes compare.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.6), squeeze=False)
+    for ax, (title, counts) in zip(axes[0], panels.items()):
+        counts = np.asarray(counts)
+        share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for i, j in np.ndindex(counts.shape):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", color="white" if share[i, j] > 0.6 else "black")
+        ax.set_xticks(range(len(CLASSES)), CLASSES)
+        ax.set_yticks(range(len(CLASSES)), CLASSES)
+        ax.xaxis.set_ticks_position("top")
+        ax.xaxis.set_label_position("top")
+        ax.set_xlabel("Prediction")
+        ax.set_ylabel("Labels")
+        accuracy = np.trace(counts) / max(counts.sum(), 1)
+        ax.set_title(f"{title}\naccuracy {accuracy:.1%} of {counts.sum()}", fontsize=10, pad=8, y=-0.22)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def loss_figure(curves: pd.DataFrame, title: str, path: Path | str) -> None:
     """Training loss per epoch: a thin line per fold column and a thick one for the ``mean`` column.
 
