@@ -152,6 +152,17 @@ def test_dvc_repro_runs_the_stages_and_leaves_a_clean_status(tmp_path):
     sample = str(Stacks.load(tmp_path / "data/processed/stacks.npz").sample[5])
     cli("explain", "--mouse", sample, "--out", "mouse.png", cwd=tmp_path)  # the paper's Figure 1, any mouse
     assert (tmp_path / "mouse.png").stat().st_size > 10_000
+    page = (tmp_path / "reports/report/index.html").read_text()  # the results page, a stage too
+    assert "PCA + SVM" in page and "Left: the paper's Table 1" in page
+    assert (tmp_path / "reports/report/confusion_matrices.png").exists()
+    # README: share the data through a DVC remote, and the MLflow `main` entry point
+    assert run("dvc", "remote", "add", "-d", "storage", str(tmp_path / "remote")).returncode == 0
+    push = run("dvc", "push")
+    assert push.returncode == 0, push.stderr
+    assert sum(1 for p in (tmp_path / "remote").rglob("*") if p.is_file()) > 24  # recordings, stops, stacks, models
+    main = run("mlflow", "run", ".", "-e", "main", "--experiment-name", "lmt-stereotype", "--env-manager", "local")
+    assert main.returncode == 0, main.stderr[-2000:]
+    assert "Data and pipelines are up to date" in main.stdout + main.stderr
 
 
 def test_simulate_refuses_histograms_that_do_not_cover_the_simulated_recording(tmp_path):
