@@ -121,6 +121,11 @@ def results_table(inputs: ReportInputs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _span(values: pd.Series) -> str:
+    lo, hi = f"{values.min():.1f}", f"{values.max():.1f}"
+    return f"{lo} each" if lo == hi else f"{lo} to {hi}"
+
+
 def cohort_summary(inputs: ReportInputs, params: Params, source: str) -> list[tuple[str, str]]:
     """The cohort in a few lines: what was recorded, how much, how it was binned."""
     c, rec, h = inputs.cohort, inputs.recordings, params.histograms
@@ -129,15 +134,14 @@ def cohort_summary(inputs: ReportInputs, params: Params, source: str) -> list[tu
     return [
         (
             "data",
-            "synthetic demo cohort with planted effects (`lmt-stereotype simulate`)"
+            "synthetic demo cohort with planted effects (lmt-stereotype simulate)"
             if source == "synthetic"
             else "LMT recordings named in " + str(params.data.manifest),
         ),
         ("cages", f"{int(c['n_cages'])}"),
         (
             "recordings",
-            f"{len(rec)} LMT databases of {hours.min():.2g}–{hours.max():.2g} h, "
-            f"{int(rec['n_animals'].sum())} animals in all",
+            f"{len(rec)} LMT databases of {_span(hours)} h, {int(rec['n_animals'].sum())} animals in all",
         ),
         ("mouse-recordings (samples)", f"{int(c['n_samples'])}: {classes}"),
         (
@@ -174,7 +178,7 @@ STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em aut
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}
 th{background:#f3f3f3}table.kv th{width:14em}figure{margin:1.5em 0}figcaption{font-size:.9em;color:#444}
-img{max-width:100%}.note{font-size:.9em;color:#444}"""
+img{max-width:100%}.note{font-size:.9em;color:#444}.row{display:flex;gap:1em}.row figure{flex:1;min-width:0}"""
 
 
 def render_html(inputs: ReportInputs, params: Params, provenance: dict[str, str], figures: dict[str, Path]) -> str:
@@ -210,12 +214,15 @@ def render_html(inputs: ReportInputs, params: Params, provenance: dict[str, str]
         "their row. Left: the paper's Table 1.</figcaption></figure>",
         "<h2>What the network looks at</h2>",
     ]
-    for name, (_, caption) in FIGURES.items():
-        if name in figures:
+    shown = [(name, caption) for name, (_, caption) in FIGURES.items() if name in figures]
+    for row in [shown[:2], *([f] for f in shown[2:])]:  # the two branches' maps side by side
+        sections.append("<div class='row'>")
+        for name, caption in row:
             sections.append(
                 f"<figure><img src='{_image(figures[name])}' alt='{html.escape(caption)}'>"
                 f"<figcaption>{html.escape(caption)}.</figcaption></figure>"
             )
+        sections.append("</div>")
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>lmt-stereotype results</title>"
         f"<style>{STYLE}</style></head><body>" + "\n".join(sections) + "</body></html>\n"
