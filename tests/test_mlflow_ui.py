@@ -14,11 +14,7 @@ import importlib.util
 import json
 import os
 import shutil
-import signal
-import socket
 import struct
-import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -28,6 +24,7 @@ from pathlib import Path
 import mlflow
 import pytest
 from cohort import BIN, cli, small_params
+from mlflow_server import running_mlflow
 
 CHROMIUM = shutil.which("chromium") or next((p for p in ("/usr/bin/chromium",) if Path(p).exists()), None)
 if CHROMIUM is None:
@@ -69,72 +66,43 @@ class Store:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Store:
-    """The demo pipeline on a 2-cage simulated cohort, tracked into a store of its own."""
-    folder = tmp_path_factory.mktemp("ui_project")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    small_params(folder, n_cages=2, sections=PIPELINE)
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("MLFLOW_TRACKING_URI", uri)
-        for stage in ("simulate", "preprocess", "train", "baselines", "explain"):
-            cli(stage, cwd=folder)
+    """The demo pipeline on a 2-cage simulated cohort, tracked into a store of its own.
+
+    With ``$LMT_UI_PROJECT`` (a project folder after ``make run``) the test looks at that
+    project's store instead, its latest runs: that is how README's screenshots are taken.
+    """
+    if os.environ.get("LMT_UI_PROJECT"):
+        folder = Path(os.environ["LMT_UI_PROJECT"]).resolve()
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+    else:
+        folder = tmp_path_factory.mktemp("ui_project")
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        small_params(folder, n_cages=2, sections=PIPELINE)
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("MLFLOW_TRACKING_URI", uri)
+            for stage in ("simulate", "preprocess", "train", "baselines", "explain"):
+                cli(stage, cwd=folder)
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.get_experiment_by_name("lmt-stereotype")
     runs, metrics = {}, {}
     for model, name in MODELS.items():
-        (run,) = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'")
+        (run,) = client.search_runs(
+            [experiment.experiment_id],
+            f"attributes.run_name = '{name}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
         runs[model], metrics[model] = run.info.run_id, run.data.metrics
     champion = client.get_model_version_by_alias(REGISTERED, "champion")
     return Store(folder, uri, experiment.experiment_id, runs, metrics, str(champion.version), champion.run_id)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(store: Store, tmp_path_factory) -> Iterator[str]:
     """``mlflow server`` on a free loopback port over the store; its base URL once /health answers."""
-    port = free_port()
     log = tmp_path_factory.mktemp("mlflow_server") / "server.log"
-    command = [BIN / "mlflow", "server", "--backend-store-uri", store.uri, "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--workers", "1"]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    with log.open("w") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, whatever HTTP_PROXY says
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"mlflow server exited:\n{log.read_text()[-3000:]}"
-            try:
-                with direct.open(f"{base}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"mlflow server not healthy in 120 s:\n{log.read_text()[-3000:]}"
-            time.sleep(0.25)
-        yield base
-    finally:
-        stop(proc)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """End the server and the uvicorn worker it started: its own process group, nothing else."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=30)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    proc.wait()
+    with running_mlflow([BIN / "mlflow", "server", "--backend-store-uri", store.uri, "--workers", "1"], log) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -110,29 +110,43 @@ def test_a_changed_cohort_or_search_space_gets_a_new_study_name():
     assert name == study_name("cnn", X, y, cages, CNN, other_storage)
 
 
-def test_two_workers_share_one_postgresql_study_and_train_only_reads_it(tmp_path):
-    from cohort import cli, tiny_project
+def test_two_workers_share_one_postgresql_study_and_train_only_reads_it(tmp_path, monkeypatch):
+    """README's scaling out, on loopback: Optuna and the MLflow tracking server on one PostgreSQL."""
+    import psycopg
+    from cohort import BIN, cli, tiny_project
+    from mlflow_server import running_mlflow
     from postgres import running_postgres
 
     with running_postgres(tmp_path) as url:
-        space = {"epochs": [20, 40], "lr": [0.005, 0.02], "channels": [2, 8]}
-        tuning = {"n_trials": 4, "inner_folds": 2, "storage": url, "study": "shared", "space": space}
-        tiny_project(tmp_path, {"tuning": tuning, "registry": {"model_name": "workers-test"}})
-        cli("tune", "--workers", "2", cwd=tmp_path)
-        summaries = optuna.get_all_study_summaries(url)
-        assert len(summaries) == 4 + 1  # an outer fold per cage, and the final model's study
-        workers = set()
-        for summary in summaries:
-            study = optuna.load_study(study_name=summary.study_name, storage=url)
-            assert n_finished(study) >= 4
-            workers |= {t.user_attrs["worker"] for t in study.trials}
-            settings = [tuple(sorted(t.params.items())) for t in study.trials]
-            assert len(set(settings)) == len(settings)  # workers do not draw each other's settings
-        assert len(workers) == 2  # both processes took trials from the shared studies
-        before = sum(len(optuna.load_study(study_name=s.study_name, storage=url).trials) for s in summaries)
-        cli("train", cwd=tmp_path)
-        after = sum(len(optuna.load_study(study_name=s.study_name, storage=url).trials) for s in summaries)
-        assert after == before  # the studies were finished: train only read their best settings
+        with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as con:
+            con.execute("CREATE DATABASE mlflow")
+        backend = url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + "/mlflow"
+        server = [BIN / "mlflow", "server", "--backend-store-uri", backend]
+        server += ["--artifacts-destination", str(tmp_path / "mlartifacts"), "--workers", "1"]
+        with running_mlflow(server, tmp_path / "mlflow_server.log") as tracking:
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+            space = {"epochs": [20, 40], "lr": [0.005, 0.02], "channels": [2, 8]}
+            tuning = {"n_trials": 4, "inner_folds": 2, "storage": url, "study": "shared", "space": space}
+            tiny_project(tmp_path, {"tuning": tuning, "registry": {"model_name": "workers-test"}})
+            cli("tune", "--workers", "2", cwd=tmp_path)
+            summaries = optuna.get_all_study_summaries(url)
+            assert len(summaries) == 4 + 1  # an outer fold per cage, and the final model's study
+            workers = set()
+            for summary in summaries:
+                study = optuna.load_study(study_name=summary.study_name, storage=url)
+                assert n_finished(study) >= 4
+                workers |= {t.user_attrs["worker"] for t in study.trials}
+                settings = [tuple(sorted(t.params.items())) for t in study.trials]
+                assert len(set(settings)) == len(settings)  # workers do not draw each other's settings
+            assert len(workers) == 2  # both processes took trials from the shared studies
+            before = sum(len(optuna.load_study(study_name=s.study_name, storage=url).trials) for s in summaries)
+            cli("train", cwd=tmp_path)
+            after = sum(len(optuna.load_study(study_name=s.study_name, storage=url).trials) for s in summaries)
+            assert after == before  # the studies were finished: train only read their best settings
+            client = mlflow.MlflowClient(tracking, registry_uri=tracking)
+            version = client.get_model_version_by_alias("workers-test", "champion")
+            assert client.get_run(version.run_id).info.artifact_uri.startswith("mlflow-artifacts:")  # the server's
+            assert any((tmp_path / "mlartifacts").rglob("MLmodel"))  # stored where the server keeps artifacts
     assert (tmp_path / "reports/cnn/final.json").exists() and (tmp_path / "reports/tuning_studies.csv").exists()
 
 

@@ -2,7 +2,11 @@
 
 The same functions run behind this CLI, the MLproject entry points and the
 ``dvc.yaml`` stages. Bad input exits with code 2 and a one-line message naming the
-file and the problem; ``--debug`` shows the traceback instead.
+file (and the row or key) and the problem; an output that cannot be written (disk full)
+or a tracking server that cannot be reached exits with code 3 and one line naming it;
+``--debug`` shows the traceback instead (``lmt_stereotype.errors`` lists them all).
+Ctrl-C or SIGTERM exits with code 130 after unwinding: the stage's MLflow run ends
+KILLED, temporary outputs are removed and the previous ones kept, so a re-run completes.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from lmt_stereotype.config import Params, load_params
-from lmt_stereotype.errors import InputError
+from lmt_stereotype.errors import InputError, ProblemError
 
 app = typer.Typer(
     help="Tell a laboratory mouse's sex and age from where and when it stops (Live Mouse Tracker).",
@@ -89,7 +93,9 @@ def simulate(
 
 @app.command()
 def stops(
-    db: Annotated[Path | None, typer.Argument(help="One LMT database; omit to process the manifest's cohort.")] = None,
+    db: Annotated[
+        Path | None, typer.Argument(help="One LMT database; omit to process the manifest's cohort.", readable=False)
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Output table for DB (.csv or .parquet).")] = None,
     params_path: ParamsOpt = Path("params.yaml"),
     workers: WorkersOpt = 0,
@@ -360,7 +366,7 @@ def report(params_path: ParamsOpt = Path("params.yaml")) -> None:
 
 @app.command()
 def predict(
-    db: Annotated[Path, typer.Argument(help="An LMT recording (.sqlite).")],
+    db: Annotated[Path, typer.Argument(help="An LMT recording (.sqlite).", readable=False)],  # our own message
     model: Annotated[
         str | None, typer.Option(help="MLflow model URI [default: models:/<registry.model_name>@champion].")
     ] = None,
@@ -377,10 +383,11 @@ def predict(
 
     from lmt_stereotype.files import write_table
     from lmt_stereotype.predict import predict_recording
-    from lmt_stereotype.tracking import tracking_uri
+    from lmt_stereotype.tracking import check_reachable, tracking_uri
 
     params = load_params(params_path)
     mlflow.set_tracking_uri(tracking_uri(params.mlflow))
+    check_reachable(mlflow.get_tracking_uri())
     uri = model or f"models:/{params.registry.model_name}@champion"
     table = predict_recording(db, uri, params.lmt)
     typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -548,16 +555,52 @@ def _log_summary(model: str, scheme: str, m: dict[str, float]) -> None:
     )
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    """Ctrl-C (SIGINT) or `kill`/dvc stopping (SIGTERM): unwind as KeyboardInterrupt, in this process only.
+
+    Unwinding ends the MLflow runs KILLED and removes temporary outputs. Forked worker
+    processes inherit this handler and ignore the signal (a terminal sends it to the
+    whole process group): the parent decides, and what a worker writes goes to a
+    temporary folder that the parent removes.
+    """
+    if os.getpid() != _state["pid"]:
+        return
+    _state["interrupted"] = signal.Signals(signum).name
+    raise KeyboardInterrupt
+
+
+def _report_interrupt() -> None:
+    typer.echo(
+        f"interrupted ({_state.get('interrupted') or 'SIGINT'}): nothing is half-written, every output is its "
+        "previous or its new version; run the command again to finish",
+        err=True,
+    )
+
+
 def main() -> None:
-    """Console entry point: bad input is a message and exit code 2, not a traceback."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill`, or dvc stopping: clean up as for Ctrl-C
+    """Console entry point: a known problem is one line and its exit code (2 input, 3 environment), no traceback."""
+    _state["pid"] = os.getpid()
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app()
-    except InputError as exc:
+    except ProblemError as exc:
         if _state["debug"]:
             raise
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        sys.exit(exc.exit_code)
+    except OSError as exc:  # a write outside the atomic helpers (an MLflow artifact copy) on a full disk
+        from lmt_stereotype.files import cannot_write
+
+        reason = cannot_write(exc)
+        if reason is None or _state["debug"]:
+            raise
+        typer.echo(f"error: cannot write{f' {exc.filename}' if exc.filename else ''}: {reason}", err=True)
+        sys.exit(3)
+    except KeyboardInterrupt:  # before or after typer, which turns it into a silent exit 130
+        _report_interrupt()
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130 and _state.get("interrupted"):
+            _report_interrupt()
+        raise

@@ -4,6 +4,20 @@ A stop belongs to the interval of its start and the tile of its mean position;
 positions outside the arena are clipped to the border tile, stops starting after
 the last interval are left out (and counted). Array layout: ``[t, row, col]`` with
 row = y (top of the image first) and col = x, as the camera sees the cage.
+
+Recordings that do not match the stack's time window (``n_intervals`` x ``interval_s``
+from the recording's first frame):
+
+- shorter: **padded, with a warning** naming the recording and how many intervals stay
+  empty (a recording stopped early keeps its cage in the cohort; the stack says no
+  stops where nothing was recorded). ``predict`` instead refuses a recording shorter
+  than its model's window: one mouse's classification would rest on the padding;
+- longer: **truncated, logged** (info) with the length kept; the stops after the
+  window are counted in ``n_stops_after_window``.
+
+A mouse-recording of the manifest with no stop at all (no valid detection, e.g. only
+anonymous ones, or a mouse that never held still) is an error naming its manifest
+row: its stack would be empty, a sample with nothing to learn or predict from.
 """
 
 from __future__ import annotations
@@ -110,7 +124,8 @@ def build_cohort_stacks(
     """Stacks for every mouse-recording of the manifest, saved to ``out_path``; returns counts.
 
     A recording shorter than the stack's window gets empty trailing intervals (warned);
-    stops after the window are left out (logged and counted).
+    stops after the window are left out (logged and counted); a mouse-recording without
+    a single stop is an error naming its manifest row.
     """
     samples = resolve(read_manifest(manifest_path), manifest_path, geometry)
     summary = read_table(stops_dir / "recordings.csv").set_index("recording_id")
@@ -123,13 +138,22 @@ def build_cohort_stacks(
         duration = summary.at[rid, "duration_s"]
         if duration < window_s:
             log.warning(
-                "%s lasts %.0f s, shorter than the %.0f s window: the last intervals stay empty",
+                "%s lasts %.0f s, shorter than the %.0f s window: padded, its last %.3g of %d intervals are empty",
                 rid,
                 duration,
                 window_s,
+                (window_s - duration) / params.interval_s,
+                params.n_intervals,
             )
         elif duration > window_s:
-            log.info("%s lasts %.0f s: stops after the first %.0f s are left out", rid, duration, window_s)
+            log.info("%s lasts %.0f s: truncated, stops after the first %.0f s are left out", rid, duration, window_s)
+    for i, row in zip(samples.index, samples.itertuples(index=False)):
+        if not (stops[row.recording_id]["animal_id"] == row.animal_id).any():
+            raise InputError(
+                manifest_path,
+                f"row {i + 2}: animal {row.animal} of {row.recording} has no stop at all (no valid detection, "
+                "or it never held still): its stack would be empty; check its tracking or remove the row",
+            )
     stacks = build_stacks(samples, stops, params, geometry.arena_size_cm)
     stacks.save(out_path)
     n_stops = sum(int(stops[r]["animal_id"].isin(g["animal_id"]).sum()) for r, g in samples.groupby("recording_id"))

@@ -8,11 +8,30 @@ Tracks are streamed in chunks through the covering index
 is ever held in memory. Tracks are read by the ADBC SQLite driver, which fills Arrow
 columns in C without a Python object per row (4x faster than ``sqlite3``'s tuples) and
 without holding the GIL, so several animals can be read at once in threads.
+
+What a recording gets (each case is in ``tests/test_corpus.py``):
+
+- refused with an :class:`~lmt_stereotype.errors.InputError` naming the file: missing,
+  a directory or anything but a regular file (a FIFO would block the reader forever),
+  unreadable (permission), empty, not SQLite (a text file named ``.sqlite``), truncated
+  (mid-page or at a page boundary) or otherwise corrupt, locked by a writer for longer
+  than :data:`BUSY_TIMEOUT_S`, DETECTION or ANIMAL missing, a needed column missing,
+  no frame at all;
+- read, as documented: detections with a NULL, non-numeric (``'NaN'`` text: SQLite
+  cannot store a NaN REAL, it stores NULL) or infinite coordinate or frame number are
+  missing detections, like junk (MASS_X below ``min_mass_x_px``); coordinates outside
+  the arena are kept as measured (the histograms clip them to the border tile);
+  FRAME.TIMESTAMP is never used, so a clock going backwards changes nothing;
+- read, with a warning naming the recording and animal: an animal with no valid
+  detection at all (so no stops), which is every animal when only anonymous detections
+  are left; an empty ANIMAL table.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,6 +80,15 @@ OPTIONAL_ANIMAL_COLUMNS = ("RFID", "NAME", "GENOTYPE", "SEX", "AGE", "STRAIN")
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
+BUSY_TIMEOUT_S = 5.0
+"""How long opening waits for a writer's lock (the tracker still writing) before giving up."""
+
+_FINITE = 1.7976931348623157e308
+"""Coordinates are kept between -_FINITE and _FINITE: this drops NULL, infinities and text
+(SQLite orders any TEXT above every number) inside the index scan, without a function call."""
+
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Animal:
@@ -87,13 +115,16 @@ class TrackChunk:
 def _check_sqlite_file(path: Path) -> None:
     """Reject what SQLite would misreport: missing, empty, non-SQLite and truncated files."""
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise InputError(path, "is a directory, not an LMT database")
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(path, "is not a regular file (a pipe, socket or device), not an LMT database")
+        size = info.st_size
         with path.open("rb") as fh:
             header = fh.read(100)
     except FileNotFoundError:
         raise InputError(path, "recording not found") from None
-    except IsADirectoryError:
-        raise InputError(path, "is a directory, not an LMT database") from None
     except PermissionError:
         raise InputError(path, "cannot be read (permission denied)") from None
     if size == 0:
@@ -124,7 +155,7 @@ class LMTDatabase:
         _check_sqlite_file(self.path)
         self._uri = f"{self.path.resolve().as_uri()}?mode=ro"
         try:
-            self._con = sqlite3.connect(self._uri, uri=True)
+            self._con = sqlite3.connect(self._uri, uri=True, timeout=BUSY_TIMEOUT_S)
             self._con.execute("PRAGMA query_only = ON")
             self._columns = self._read_columns()
         except sqlite3.Error as exc:
@@ -152,8 +183,8 @@ class LMTDatabase:
             return InputError(self.path, "not an SQLite database")
         if "malformed" in msg or "disk I/O" in msg:
             return InputError(self.path, f"corrupt or truncated SQLite database ({msg})")
-        if "locked" in msg:
-            return InputError(self.path, "database is locked by another process")
+        if "locked" in msg or "busy" in msg:
+            return InputError(self.path, f"database is locked by another process (waited {BUSY_TIMEOUT_S:g} s)")
         return InputError(self.path, f"SQLite error: {msg}")
 
     def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
@@ -181,6 +212,8 @@ class LMTDatabase:
                 for col, v in zip(present, row[1:], strict=True)
             }
             animals.append(Animal(id=int(row[0]), **values))
+        if not animals:
+            log.warning("%s: the ANIMAL table is empty: no identified mouse, so no stops", self.path)
         return animals
 
     def frame_range(self) -> tuple[int, int]:
@@ -205,14 +238,17 @@ class LMTDatabase:
         and keeps one row per frame where (animal, frame) is duplicated (the one with the
         smallest MASS_X, MASS_Y, so the choice does not depend on row order, also across
         chunk boundaries). Converts pixels to cm from the arena's top-left corner with
-        ``px_per_cm`` (the same scale on both axes, as lmt-analysis does).
+        ``px_per_cm`` (the same scale on both axes, as lmt-analysis does). Non-numeric
+        (text such as ``'NaN'``) and infinite values count as missing, like NULL. An
+        animal without a single valid detection is warned about: it can have no stop.
         """
         g = self.geometry
         hint = f"INDEXED BY {COVERING_INDEX}" if self.has_covering_index else ""
         sql = (
             "SELECT CAST(FRAMENUMBER AS INTEGER), CAST(MASS_X AS REAL), CAST(MASS_Y AS REAL) "
             f"FROM DETECTION {hint} "
-            "WHERE ANIMALID = ? AND FRAMENUMBER IS NOT NULL AND MASS_X >= ? AND MASS_Y IS NOT NULL "
+            f"WHERE ANIMALID = ? AND FRAMENUMBER BETWEEN {-(2**63)} AND {2**63 - 1} "
+            f"AND MASS_X BETWEEN ? AND {_FINITE!r} AND MASS_Y BETWEEN {-_FINITE!r} AND {_FINITE!r} "
             "ORDER BY FRAMENUMBER, MASS_X, MASS_Y"
         )
         try:
@@ -239,3 +275,9 @@ class LMTDatabase:
                         )
         except adbc_driver_manager.Error as exc:
             raise self._error(exc) from None
+        if last_frame is None:
+            log.warning(
+                "%s: animal %d has no valid detection (none, or only NULL, junk or non-numeric positions): no stops",
+                self.path,
+                animal_id,
+            )

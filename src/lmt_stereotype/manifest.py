@@ -10,10 +10,24 @@ A CSV with one row per mouse-recording and the columns
 
 Empty ``sex``/``age`` cells are filled from ANIMAL.SEX/AGE when the database has
 them; a manifest value that contradicts ANIMAL is an error.
+
+Errors name the manifest, the row (as a spreadsheet numbers it: the header is row 1)
+and the problem: a missing column, an empty cell, a recording that is not there, an
+animal that is not (or not unambiguously) in its database, an unknown sex or age
+label, the same animal of a recording listed twice. Allowed, though the paper's design
+has neither:
+
+- a cage holding both sexes is allowed, with a warning naming the cage and its rows
+  (the paper's cages are single-sex, so it is more often a typo than a design):
+  leave-one-cage-out holds it out whole, and the permutation test shuffles sex within
+  it (``evaluation.design_permutation``);
+- a cage with a single recording (or a single mouse) is allowed: its fold holds that
+  recording alone. Tuning needs enough cages, which ``train`` checks.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +39,8 @@ from lmt_stereotype.lmt import Animal, LMTDatabase
 MANIFEST_COLUMNS = ("recording", "animal", "cage", "sex", "age")
 _SEX = {"m": "M", "male": "M", "f": "F", "female": "F"}
 _AGE = {"j": "juvenile", "juv": "juvenile", "juvenile": "juvenile", "a": "adult", "adult": "adult"}
+
+log = logging.getLogger(__name__)
 
 
 def recording_id(recording: str) -> str:
@@ -47,12 +63,20 @@ def _normalise(value: object, vocabulary: dict[str, str]) -> str | None:
 
 
 def read_manifest(path: Path | str) -> pd.DataFrame:
-    """Read and check a manifest's structure; labels may still be missing (see :func:`resolve`)."""
+    """Read and check a manifest's structure; labels may still be missing (see :func:`resolve`).
+
+    Every recording it names must exist (relative to the manifest's folder): a missing
+    one is named with its row here, before any recording is read.
+    """
     path = Path(path)
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise InputError(path, "manifest not found") from None
+    except IsADirectoryError:
+        raise InputError(path, "is a directory, not a manifest") from None
+    except PermissionError:
+        raise InputError(path, "cannot be read (permission denied)") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(path, f"not a readable CSV manifest: {exc}") from None
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
@@ -76,6 +100,9 @@ def read_manifest(path: Path | str) -> pd.DataFrame:
             i, v = bad[0]
             allowed = "/".join(sorted(set(vocab.values())))
             raise InputError(path, f"row {i + 2}: unknown {col} {v[1:]!r} (expected {allowed})")
+    for i, rec in zip(df.index, df["recording"]):
+        if not (path.parent / rec).exists():
+            raise InputError(path, f"row {i + 2}: recording not found: {rec} (looked for {path.parent / rec})")
     df["recording_id"] = [recording_id(r) for r in df["recording"]]
     return df
 
@@ -103,7 +130,7 @@ def resolve(manifest: pd.DataFrame, manifest_path: Path, geometry: LMTGeometry) 
             key = manifest.at[i, "animal"]
             animal = _match_animal(animals, key)
             if animal is None:
-                known = ", ".join(f"{a.id} ({a.rfid})" for a in animals)
+                known = ", ".join(f"{a.id} ({a.rfid})" for a in animals) or "no rows"
                 raise InputError(
                     manifest_path,
                     f"row {i + 2}: animal {key!r} is not (or not unambiguously) in {rec}; ANIMAL has {known}",
@@ -135,6 +162,14 @@ def resolve(manifest: pd.DataFrame, manifest_path: Path, geometry: LMTGeometry) 
     if dup.any():
         rows = ", ".join(str(i + 2) for i in out.index[dup])
         raise InputError(manifest_path, f"rows {rows}: name the same animal of a recording twice")
+    for cage, rows in out.groupby("cage", sort=True):
+        if rows["sex"].nunique() > 1:
+            log.warning(
+                "%s: cage %s holds both sexes (rows %s): allowed (it is held out whole), but check the labels",
+                manifest_path,
+                cage,
+                ", ".join(str(i + 2) for i in rows.index),
+            )
     out["label"] = [class_label(s, a) for s, a in zip(out["sex"], out["age"])]
     out["y"] = [CLASSES.index(lbl) for lbl in out["label"]]
     out["sample"] = [f"{r}:{a}" for r, a in zip(out["recording_id"], out["animal_id"])]

@@ -271,9 +271,14 @@ def detect_cohort_stops(
             for rec in recordings.itertuples(index=False)
         ]
         with tqdm(total=len(futures), desc="stops", unit="rec", disable=not progress) as bar:
-            for future in as_completed(futures):
-                future.result()
-                bar.update()
+            try:
+                for future in as_completed(futures):
+                    future.result()
+                    bar.update()
+            except BaseException:  # a bad recording or Ctrl-C: read no more of them
+                for future in futures:
+                    future.cancel()
+                raise
         summary = pd.DataFrame([f.result() for f in futures])  # manifest order, whatever finished first
         write_table(summary, tmp / "recordings.csv")
     return summary

@@ -4,6 +4,12 @@ The default store is ``sqlite:///mlflow.db`` resolved against the project root, 
 the working directory, so runs made inside ``dvc exp run`` temp copies (which live
 under ``.dvc/tmp/exps/``) land in the same database as everything else.
 ``MLFLOW_TRACKING_URI`` in the environment wins, as MLflow users expect.
+
+A tracking server (``http(s)://``) is asked for its ``/health`` once, before a stage
+starts, with a timeout of :data:`REACH_TIMEOUT_S`: MLflow's own client retries a
+refused connection for minutes, so a server that is down, a wrong port or a URL that
+is not an MLflow server is a :class:`~lmt_stereotype.errors.ServiceError` (exit code 3)
+in seconds instead, naming the URL and what went wrong.
 """
 
 from __future__ import annotations
@@ -18,8 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from lmt_stereotype.config import MlflowParams, Params
+from lmt_stereotype.errors import ServiceError
 
 _SQLITE = "sqlite:///"
+REACH_TIMEOUT_S = 5.0
+"""Seconds to wait for the tracking server's answer to the up-front check."""
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -44,6 +53,44 @@ def rooted(uri: str, root: Path | None = None) -> str:
     if uri.startswith(_SQLITE) and not uri.startswith(_SQLITE + "/"):
         uri = _SQLITE + str((root or project_root()) / uri[len(_SQLITE) :])
     return uri
+
+
+def check_reachable(uri: str, timeout: float = REACH_TIMEOUT_S) -> None:
+    """Make sure an ``http(s)://`` tracking server answers, quickly; other stores need no server.
+
+    Asks ``GET <uri>/health`` once, without retries, with MLflow's TLS settings
+    (``MLFLOW_TRACKING_INSECURE_TLS``, ``MLFLOW_TRACKING_SERVER_CERT_PATH``). A refused or
+    timed-out connection, a TLS failure or an answer other than 200 (or 401/403: a server
+    that wants credentials is there; MLflow sends them) is a :class:`ServiceError`.
+    """
+    if not uri.lower().startswith(("http://", "https://")):
+        return
+    import requests
+
+    verify: bool | str = True
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("1", "true"):
+        verify = False
+    elif os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):
+        verify = os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"]
+    try:
+        response = requests.get(f"{uri.rstrip('/')}/health", timeout=timeout, verify=verify)
+    except requests.Timeout:
+        raise ServiceError(uri, f"MLflow tracking server did not answer within {timeout:g} s") from None
+    except requests.RequestException as exc:
+        reason = _first_reason(exc)
+        raise ServiceError(uri, f"MLflow tracking server cannot be reached ({reason})") from None
+    if response.status_code not in (200, 401, 403):
+        raise ServiceError(
+            uri, f"does not answer as an MLflow tracking server (GET /health: HTTP {response.status_code})"
+        )
+
+
+def _first_reason(exc: BaseException) -> str:
+    """The innermost cause's message, e.g. "[Errno 111] Connection refused", not urllib3's nesting."""
+    while exc.__context__ is not None or exc.__cause__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    text = str(exc)
+    return text.split(": ", 1)[-1] if "Failed to establish" in text else text
 
 
 def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +159,8 @@ class StageRun:
     def child(self, name: str, tags: Mapping[str, str] | None = None) -> Iterator[StageRun]:
         """A run nested in this one (a model under a stage, a fold under a model)."""
         with _ending(self._mlflow):
-            run = self._mlflow.start_run(run_name=name, nested=True, tags=dict(tags or {}))
+            tags = {k: str(v) for k, v in (tags or {}).items()}  # a tracking server takes strings only
+            run = self._mlflow.start_run(run_name=name, nested=True, tags=tags)
             yield StageRun(self._mlflow, run)
 
 
@@ -136,16 +184,21 @@ def stage_run(stage: str, params: Params, sections: tuple[str, ...] = ()) -> Ite
     """Run ``stage`` as an MLflow run (nested when another is active) logging ``params[sections]``.
 
     Under ``mlflow run`` the outer run is the one MLflow created (``MLFLOW_RUN_ID``). A run
-    left by an exception ends FAILED, by Ctrl-C KILLED, never RUNNING forever.
+    left by an exception ends FAILED, by Ctrl-C KILLED, never RUNNING forever. A tracking
+    server that cannot be reached stops the stage before it starts (:func:`check_reachable`).
     """
     import mlflow  # deferred: importing mlflow costs ~1 s that --help should not pay
 
     root = project_root()
-    mlflow.set_tracking_uri(tracking_uri(params.mlflow, root))
+    uri = tracking_uri(params.mlflow, root)
+    if mlflow.active_run() is None:  # a nested stage's server was checked by its parent
+        check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
     if mlflow.active_run() is None and "MLFLOW_RUN_ID" not in os.environ:
         experiment = mlflow.get_experiment_by_name(params.mlflow.experiment)
-        if experiment is None:
-            artifacts = (root / "mlartifacts").as_uri()
+        if experiment is None:  # a local store keeps artifacts next to it; a server decides itself
+            local = not uri.lower().startswith(("http://", "https://"))
+            artifacts = (root / "mlartifacts").as_uri() if local else None
             mlflow.create_experiment(params.mlflow.experiment, artifact_location=artifacts)
         mlflow.set_experiment(params.mlflow.experiment)
     nested = mlflow.active_run() is not None

@@ -385,17 +385,26 @@ def _finish_study(params: Params, spec: StudySpec) -> None:
 
 
 def _wait_all(futures: list, progress: bool = False, desc: str = "") -> None:
-    """Wait for every future; on the first failure stop the other processes at once and raise it."""
+    """Wait for every future; on the first failure, or Ctrl-C, stop the other processes at once.
+
+    A trial cut short stays RUNNING in the storage until its heartbeat lapses (60 s),
+    then it is retried: the study resumes where it stopped.
+    """
     with tqdm(total=len(futures), desc=desc, disable=not progress, unit="study") as bar:
         pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            bar.update(len(done))
-            failed = [f for f in done if f.exception()]
-            if failed:  # do not let the others run on to the end of the plan
-                for child in active_children():
-                    child.terminate()
-                raise failed[0].exception()
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                bar.update(len(done))
+                failed = [f for f in done if f.exception()]
+                if failed:
+                    raise failed[0].exception()
+        except BaseException:  # do not let the others run on to the end of the plan
+            for future in pending:
+                future.cancel()
+            for child in active_children():
+                child.terminate()
+            raise
 
 
 def run_studies(params: Params, processes: int = 0, progress: bool = False) -> None:
