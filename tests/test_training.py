@@ -208,6 +208,8 @@ def test_predict_builds_stacks_with_the_models_parameters_not_todays(planted, ne
     db, uri = str(new_recordings / "cage02_adult.sqlite"), registered(planted)
     before = cli("predict", db, "--model", uri, cwd=planted).stdout
     assert cli("predict", db, "--model", uri, "--params", "changed.yaml", cwd=planted).stdout == before
+    champion = cli("predict", db, "--model", "models:/lmt-stereotype-cnn@champion", cwd=planted).stdout
+    assert cli("predict", db, cwd=planted).stdout == champion  # README: no --model means the champion
 
 
 def test_predict_refuses_a_recording_shorter_than_the_models_window(planted, new_recordings, tmp_path):
