@@ -20,10 +20,13 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 venv: $(VENV)/.installed
 
-## run: simulate the demo cohort into data/raw (unless present), then `dvc repro`
+## run: simulate the demo cohort into data/raw (unless present), then `dvc repro`.
+## A new MLflow store (a fresh clone) gets every stage run, so that each is logged there:
+## stages whose outputs live in git (the baselines' reports, the results page) would
+## otherwise be found up to date and leave no run behind.
 run: venv
 	lmt-stereotype simulate
-	dvc repro
+	@if [ -e mlflow.db ]; then dvc repro; else echo "new MLflow store: running every stage"; dvc repro --force; fi
 	@dvc status --quiet && echo "dvc status: clean. Explore runs with: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 ## test: lint, then the test suite

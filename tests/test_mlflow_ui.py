@@ -234,7 +234,7 @@ def test_the_activation_maps_are_shown_among_the_registered_models_artifacts(pag
     path = "explain/final/activation_k3.png"
     visit(page, f"experiments/{store.experiment_id}/runs/{store.final_run}/artifacts/{path}", "activation_k3.png")
     page.get_by_text("cnn-final", exact=True).first.wait_for()  # the run that logged the registered model
-    for name in ("activation_k5.png", "integrated_gradients.png", "held_out", "mice"):
+    for name in ("integrated_gradients.png", "time_importance.png", "held_out", "mice"):
         page.get_by_text(name, exact=True).first.wait_for()
     page.get_by_text(path, exact=True).first.wait_for()
     assert shown_image_size(page) == png_size(store.folder / "reports" / path)

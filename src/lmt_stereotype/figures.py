@@ -25,24 +25,27 @@ def _save(fig: plt.Figure, path: Path | str) -> None:
     plt.close(fig)
 
 
-def confusion_figure(counts: np.ndarray, title: str, metrics: dict[str, float], path: Path | str) -> None:
+def _draw_confusion(ax: plt.Axes, counts: np.ndarray) -> None:
     """Counts with rows = labels and columns = predictions in the order AM, JM, AF, JF, like Table 1.
 
-    Cells are shaded by the share of their row, so classes of different sizes read alike.
+    Cells are shaded by the share of their row, so classes and cohorts of different sizes read alike.
     """
-    counts = np.asarray(counts)
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(4.6, 4.4))
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(CLASSES)):
-        for j in range(len(CLASSES)):
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center", color="white" if share[i, j] > 0.6 else "black")
+    for i, j in np.ndindex(counts.shape):
+        ax.text(j, i, str(counts[i, j]), ha="center", va="center", color="white" if share[i, j] > 0.6 else "black")
     ax.set_xticks(range(len(CLASSES)), CLASSES)
     ax.set_yticks(range(len(CLASSES)), CLASSES)
     ax.xaxis.set_ticks_position("top")
     ax.xaxis.set_label_position("top")
     ax.set_xlabel("Prediction")
     ax.set_ylabel("Labels")
+
+
+def confusion_figure(counts: np.ndarray, title: str, metrics: dict[str, float], path: Path | str) -> None:
+    """One model's confusion matrix (Table 1's layout) with its accuracy, interval, chance and p-value."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    _draw_confusion(ax, np.asarray(counts))
     ax.set_title(title, fontsize=10, pad=28)
     p = metrics["permutation_p_value"]
     caption = (
@@ -56,23 +59,11 @@ def confusion_figure(counts: np.ndarray, title: str, metrics: dict[str, float], 
 
 
 def confusion_panels_figure(panels: dict[str, np.ndarray], path: Path | str) -> None:
-    """Several confusion matrices side by side in Table 1's layout, each titled with its accuracy.
-
-    Cells are shaded by the share of their row, so cohorts of different sizes compare.
-    """
+    """Several confusion matrices side by side (the paper's Table 1 and ours), each with its accuracy."""
     fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.6), squeeze=False)
     for ax, (title, counts) in zip(axes[0], panels.items()):
         counts = np.asarray(counts)
-        share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-        for i, j in np.ndindex(counts.shape):
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center", color="white" if share[i, j] > 0.6 else "black")
-        ax.set_xticks(range(len(CLASSES)), CLASSES)
-        ax.set_yticks(range(len(CLASSES)), CLASSES)
-        ax.xaxis.set_ticks_position("top")
-        ax.xaxis.set_label_position("top")
-        ax.set_xlabel("Prediction")
-        ax.set_ylabel("Labels")
+        _draw_confusion(ax, counts)
         accuracy = np.trace(counts) / max(counts.sum(), 1)
         ax.set_title(f"{title}\naccuracy {accuracy:.1%} of {counts.sum()}", fontsize=10, pad=8, y=-0.22)
     fig.tight_layout()
