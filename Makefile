@@ -29,11 +29,11 @@ run: venv
 	@if [ -e mlflow.db ]; then dvc repro; else echo "new MLflow store: running every stage"; dvc repro --force; fi
 	@dvc status --quiet && echo "dvc status: clean. Explore runs with: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
-## test: lint, then the test suite
+## test: lint, then the test suite, one test file per core at a time (module fixtures built once)
 test: venv
 	ruff check src tests
 	ruff format --check src tests
-	pytest
+	pytest -n auto --dist loadfile
 
 clean:
 	rm -rf $(VENV) .pytest_cache
