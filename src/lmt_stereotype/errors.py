@@ -42,30 +42,27 @@ class ProblemError(Exception):
         raise NotImplementedError
 
 
-class InputError(ProblemError):
+class _PathError(ProblemError):
+    """A problem named by the file or folder it concerns."""
+
+    def __init__(self, path: Path | str, problem: str):
+        self.path = Path(path)
+        super().__init__(self.path, problem)
+
+    def _init_args(self) -> tuple:
+        return (self.path, self.problem)
+
+
+class InputError(_PathError):
     """A file (recording, manifest, parameters) that cannot be used as given."""
 
     exit_code = 2
 
-    def __init__(self, path: Path | str, problem: str):
-        self.path = Path(path)
-        super().__init__(self.path, problem)
 
-    def _init_args(self) -> tuple:
-        return (self.path, self.problem)
-
-
-class OutputError(ProblemError):
+class OutputError(_PathError):
     """An output that cannot be written (no space left, file too large, read-only, permission)."""
 
     exit_code = 3
-
-    def __init__(self, path: Path | str, problem: str):
-        self.path = Path(path)
-        super().__init__(self.path, problem)
-
-    def _init_args(self) -> tuple:
-        return (self.path, self.problem)
 
 
 class ServiceError(ProblemError):
