@@ -25,8 +25,8 @@ venv: $(VENV)/.installed
 ## stages whose outputs live in git (the baselines' reports, the results page) would
 ## otherwise be found up to date and leave no run behind.
 run: venv
-	lmt-stereotype simulate
-	@if [ -e mlflow.db ]; then dvc repro; else echo "new MLflow store: running every stage"; dvc repro --force; fi
+	@if [ -e mlflow.db ]; then force=; else force=--force; echo "new MLflow store: every stage will run"; fi; \
+	set -x; lmt-stereotype simulate && dvc repro $$force
 	@dvc status --quiet && echo "dvc status: clean. Explore runs with: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 ## test: lint, then the test suite, one test file per core at a time (module fixtures built once)
