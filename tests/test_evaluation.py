@@ -12,19 +12,30 @@ from scipy import stats
 from sklearn.base import clone
 from sklearn.decomposition import PCA
 
+from sklearn.dummy import DummyClassifier
+
 from lmt_stereotype.config import CLASSES, BaselineParams, EvaluationParams
 from lmt_stereotype.evaluation import (
     FEMALE,
     JUVENILE,
+    Fold,
     FoldedModel,
+    above_chance,
+    balanced_cage_folds,
+    below_chance_p_value,
+    bias_warning,
     binomial_interval,
     bootstrap_accuracy_interval,
+    cage_sexes,
     chance_level,
     classification_metrics,
     confusion,
     design_permutation,
     evaluate,
+    held_out_models,
     leave_one_cage_out,
+    make_folds,
+    out_of_fold,
     permutation_p_value,
     significance_threshold,
     stratified_kfold,
@@ -34,16 +45,16 @@ from lmt_stereotype.histograms import Stacks
 from lmt_stereotype.models import make_baseline
 
 N_CAGES, PER_CAGE = 6, 8
-FAST = EvaluationParams(kfold_splits=4, n_bootstrap=200)
+FAST = EvaluationParams(kfold_splits=4, n_bootstrap=200, chance_permutations=200)
 TABLE_1 = np.array([[22, 2, 0, 0], [9, 8, 1, 6], [0, 4, 20, 0], [0, 0, 0, 24]])  # the paper's confusion matrix
 
 
-def tiny_stacks(seed: int = 0) -> Stacks:
-    """6 single-sex cages (0-2 male, 3-5 female) of 4 mice, each recorded as a juvenile and as an adult."""
+def tiny_stacks(seed: int = 0, n_cages: int = N_CAGES) -> Stacks:
+    """Single-sex cages (first half male) of 4 mice, each recorded as a juvenile and as an adult."""
     rng = np.random.default_rng(seed)
     label, cage, recording, animal_id, sample = [], [], [], [], []
-    for c in range(N_CAGES):
-        sex = "M" if c < 3 else "F"
+    for c in range(n_cages):
+        sex = "M" if c < n_cages // 2 else "F"
         for age in ("J", "A"):
             for mouse in range(1, 5):
                 label.append(age + sex)
@@ -83,6 +94,24 @@ def sex_of_cages(y: np.ndarray, cages: np.ndarray) -> dict[str, set[bool]]:
     return {c: set(FEMALE[y[cages == c]].tolist()) for c in np.unique(cages)}
 
 
+def design(n_male: int, n_female: int, n_mixed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Cages of 4 recordings: ``female`` per recording and ``cages``; a mixed cage holds 2 of each sex."""
+    sexes = [False] * n_male + [True] * n_female + [None] * n_mixed
+    female = np.concatenate([[s] * 4 if s is not None else [False, True, False, True] for s in sexes])
+    cages = np.repeat([f"k{c:02d}" for c in range(len(sexes))], 4)
+    return female.astype(bool), cages
+
+
+def held_out_cages(fold: Fold, cages: np.ndarray) -> set[str]:
+    return set(cages[fold.test].tolist())
+
+
+def cage_counts(index: np.ndarray, female: np.ndarray, cages: np.ndarray) -> tuple[int, int]:
+    """(male cages, female cages) among the single-sex cages of these recordings."""
+    sexes = cage_sexes(cages[index], female[index])
+    return list(sexes.values()).count("male"), list(sexes.values()).count("female")
+
+
 # --- folds ----------------------------------------------------------------------------
 
 
@@ -105,6 +134,90 @@ def test_leave_one_cage_out_has_one_fold_per_cage_and_never_trains_on_the_test_c
     assert sorted(tests.tolist()) == list(range(len(stacks.y)))  # a partition: every recording tested once
 
 
+def test_balanced_folds_hold_out_a_male_and_a_female_cage_and_keep_every_training_set_balanced():
+    female, cages = design(6, 6)
+    folds = balanced_cage_folds(cages, female, matchings=2, seed=0)
+    assert len(folds) == 12  # 2 matchings of 6 pairs
+    for fold in folds:
+        assert cage_counts(fold.test, female, cages) == (1, 1)
+        assert cage_counts(fold.train, female, cages) == (5, 5)
+        assert not held_out_cages(fold, cages) & set(cages[fold.train])  # checked on the indices
+        assert sorted([*fold.train, *fold.test]) == list(range(len(cages)))
+    for matching in (folds[:6], folds[6:]):
+        tested = np.concatenate([f.test for f in matching])
+        assert sorted(tested.tolist()) == list(range(len(cages)))  # each matching tests every cage once
+    pairs = [frozenset(held_out_cages(f, cages)) for f in folds]
+    assert len(set(pairs)) == 12  # the second matching pairs every cage with another partner
+
+
+def test_as_many_matchings_as_cages_of_a_sex_hold_out_every_male_female_pair_once():
+    female, cages = design(4, 4)
+    folds = balanced_cage_folds(cages, female, matchings=4, seed=3)
+    pairs = {frozenset(held_out_cages(f, cages)) for f in folds}
+    males, females = np.unique(cages[~female]), np.unique(cages[female])
+    assert len(folds) == 16 and pairs == {frozenset({m, f}) for m in males for f in females}  # leave-pair-out
+    assert len(balanced_cage_folds(cages, female, matchings=99, seed=3)) == 16  # no pair twice
+
+
+def test_balanced_folds_are_reproducible_for_a_seed_and_change_with_it():
+    female, cages = design(6, 6)
+
+    def pairs(seed: int) -> list[set[str]]:
+        return [held_out_cages(f, cages) for f in balanced_cage_folds(cages, female, seed=seed)]
+
+    assert pairs(1) == pairs(1) and pairs(1) != pairs(2)
+
+
+def test_unequal_sexes_reuse_the_smaller_sexs_cages_so_each_fold_still_holds_out_one_of_each():
+    female, cages = design(4, 3)
+    folds = balanced_cage_folds(cages, female, matchings=1, seed=0)
+    assert len(folds) == 4  # one fold per cage of the larger sex
+    for fold in folds:
+        assert cage_counts(fold.test, female, cages) == (1, 1)
+        assert cage_counts(fold.train, female, cages) == (3, 2)  # the cohort's imbalance, never tilted further
+    assert set(cages) == set().union(*(held_out_cages(f, cages) for f in folds))
+    every_pair = balanced_cage_folds(cages, female, matchings=3, seed=0)
+    assert len({frozenset(held_out_cages(f, cages)) for f in every_pair}) == 12
+
+
+def test_mixed_sex_cages_are_dealt_over_the_folds_beside_a_single_sex_pair():
+    female, cages = design(3, 3, n_mixed=2)
+    assert list(cage_sexes(cages, female).values()).count("mixed") == 2
+    folds = balanced_cage_folds(cages, female, seed=0)
+    assert len(folds) == 3
+    mixed = [len(held_out_cages(f, cages)) - 2 for f in folds]
+    assert sorted(mixed) == [0, 1, 1]  # each mixed cage held out once, beside a male and a female cage
+    assert all(cage_counts(f.test, female, cages) == (1, 1) for f in folds)
+
+
+def test_a_one_sex_or_all_mixed_cohort_gets_one_fold_per_cage():
+    for female, cages in (design(5, 0), design(0, 0, n_mixed=4)):
+        folds = balanced_cage_folds(cages, female, matchings=3, seed=0)
+        assert sorted(tuple(held_out_cages(f, cages)) for f in folds) == [(c,) for c in np.unique(cages)]
+
+
+def test_balanced_folds_refuse_a_sex_with_a_single_cage():
+    female, cages = design(4, 1)
+    with pytest.raises(ValueError, match="at least 2 cages of each sex.*4 male and 1 female"):
+        balanced_cage_folds(cages, female)
+
+
+def test_k_balanced_folds_deal_each_sex_over_the_folds():
+    female, cages = design(5, 5)
+    folds = balanced_cage_folds(cages, female, n_folds=3, seed=0)
+    assert [f.name for f in folds] == ["inner0", "inner1", "inner2"]
+    assert sorted(cage_counts(f.test, female, cages) for f in folds) == [(1, 1), (2, 2), (2, 2)]
+    assert sorted(np.concatenate([f.test for f in folds]).tolist()) == list(range(len(cages)))
+
+
+def test_the_balanced_schemes_folds_follow_the_labels_they_are_drawn_for(stacks):
+    rng = np.random.default_rng(0)
+    draws = (design_permutation(stacks.y, stacks.cage, rng) for _ in range(20))
+    permuted = next(p for p in draws if sex_of_cages(p, stacks.cage) != sex_of_cages(stacks.y, stacks.cage))
+    for fold in make_folds("balanced", stacks.cage, FAST, permuted):
+        assert cage_counts(fold.test, FEMALE[permuted], stacks.cage) == (1, 1)
+
+
 def test_stratified_kfold_puts_cage_mates_on_both_sides_and_is_stratified(stacks):
     folds = stratified_kfold(stacks.y, 4, seed=0)
     assert len(folds) == 4
@@ -125,7 +238,7 @@ def test_stratified_kfold_is_reproducible_for_a_seed(stacks):
 
 def test_nothing_is_fitted_on_the_held_out_cage(stacks):
     folds = leave_one_cage_out(stacks.cage)
-    result = FoldedModel(knn("standard"), stacks.X, folds).run(stacks.y)
+    result = FoldedModel(knn("standard"), stacks.X).run(stacks.y, folds)
     flat = stacks.X.reshape(len(stacks.X), -1).astype(np.float32)
     assert len(result.models) == len(folds)
     for fold, model in zip(folds, result.models):
@@ -144,7 +257,7 @@ def test_nothing_is_fitted_on_the_held_out_cage(stacks):
 
 def test_without_scaling_pca_centres_on_the_training_cages_only(stacks):
     folds = leave_one_cage_out(stacks.cage)
-    result = FoldedModel(knn(), stacks.X, folds).run(stacks.y)
+    result = FoldedModel(knn(), stacks.X).run(stacks.y, folds)
     flat = stacks.X.reshape(len(stacks.X), -1)
     for fold, model in zip(folds, result.models):
         pca = model.named_steps["pca"]
@@ -156,7 +269,7 @@ def test_without_scaling_pca_centres_on_the_training_cages_only(stacks):
 def test_folded_model_predicts_exactly_like_refitting_the_whole_pipeline_per_fold(stacks, kind, scaling):
     pipeline = make_baseline(kind, BaselineParams(scaling=scaling))
     folds = leave_one_cage_out(stacks.cage)
-    result = FoldedModel(pipeline, stacks.X, folds).run(stacks.y)
+    result = FoldedModel(pipeline, stacks.X).run(stacks.y, folds)
     y_pred = np.full(len(stacks.y), -1)
     proba = np.zeros((len(stacks.y), len(CLASSES)))
     for fold in folds:
@@ -171,13 +284,106 @@ def test_folded_model_predicts_exactly_like_refitting_the_whole_pipeline_per_fol
 
 def test_folded_model_refits_only_the_classifier_for_new_labels(stacks):
     folds = leave_one_cage_out(stacks.cage)
-    folded = FoldedModel(knn("standard"), stacks.X, folds)
+    folded = FoldedModel(knn("standard"), stacks.X)
+    first = folded.run(stacks.y, folds)
     permuted = design_permutation(stacks.y, stacks.cage, np.random.default_rng(1))
-    result = folded.run(permuted, proba=False)
-    for fold in folds:
+    result = folded.run(permuted, folds)
+    for fold, before, after in zip(folds, first.models, result.models):
         fresh = clone(knn("standard")).fit(stacks.X[fold.train], permuted[fold.train])
-        np.testing.assert_array_equal(result.y_pred[fold.test], fresh.predict(stacks.X[fold.test]))
-    assert np.isnan(result.proba).all()
+        np.testing.assert_array_equal(result.fold_predictions[fold.name], fresh.predict(stacks.X[fold.test]))
+        assert after.named_steps["pca"] is before.named_steps["pca"]  # fitted once per training set
+
+
+def test_a_recording_tested_by_several_folds_gets_their_probabilities_averaged():
+    y = np.array([0, 1, 2])
+    folds = [Fold("a", np.array([2]), np.array([0, 1])), Fold("b", np.array([2]), np.array([0, 1]))]
+    proba = [np.array([[0.6, 0.4, 0, 0], [0.5, 0.5, 0, 0]]), np.array([[0.2, 0.8, 0, 0], [0.5, 0.5, 0, 0]])]
+    with pytest.raises(ValueError, match="1 recordings are tested by no fold"):
+        out_of_fold(y, folds, proba)
+    folds.append(Fold("c", np.array([0, 1]), np.array([2])))
+    result = out_of_fold(y, folds, [*proba, np.array([[0, 0, 0.9, 0.1]])])
+    np.testing.assert_allclose(result.proba[0], [0.4, 0.6, 0, 0])
+    assert result.y_pred.tolist() == [1, 0, 2]  # recording 1: a tie, settled by the first fold's choice (class 0)
+    assert result.fold.tolist() == ["a;b", "a;b", "c"]
+    assert result.fold_predictions["a"].tolist() == [0, 0] and result.fold_predictions["b"].tolist() == [1, 0]
+
+
+def test_each_cage_gets_the_model_of_the_first_fold_that_held_it_out(stacks):
+    folds = make_folds("balanced", stacks.cage, FAST.model_copy(update={"matchings": 2}), stacks.y)
+    result = FoldedModel(knn(), stacks.X).run(stacks.y, folds)
+    models = held_out_models(result, stacks.cage)
+    assert sorted(models) == sorted(set(stacks.cage))
+    for cage, model in models.items():
+        k = next(i for i, f in enumerate(folds) if cage in set(stacks.cage[f.test]))
+        assert model is result.models[k] and k < len(folds) // 2  # the first matching
+        assert cage not in set(stacks.cage[folds[k].train])
+
+
+# --- the bias balanced folds remove ---------------------------------------------------
+
+
+def prior_follower() -> DummyClassifier:
+    """A classifier that has learnt nothing but its training set's class balance."""
+    return DummyClassifier(strategy="prior")
+
+
+def test_a_model_that_follows_its_training_balance_anti_learns_under_loco_and_is_at_chance_when_balanced():
+    """Leaving out a male cage leaves more female recordings in training: all predicted female.
+    (8 cages: with 6, even all cages wrong is 1 of only 20 ways to assign their sexes, p = 0.05.)"""
+    stacks = tiny_stacks(n_cages=8)
+    loco = evaluate("prior", prior_follower, stacks, "loco", FAST, n_permutations=9)
+    balanced = evaluate("prior", prior_follower, stacks, "balanced", FAST, n_permutations=9)
+    assert loco.metrics["accuracy"] == 0.0 and loco.metrics["accuracy_sex"] == 0.0
+    assert balanced.metrics["accuracy"] == 0.25 == balanced.metrics["chance_level"]
+    assert balanced.metrics["accuracy_sex"] == 0.5
+    # the refitted null shares the scheme's bias, so it cannot reveal it; the below-chance test can
+    assert (loco.null == 0.0).all() and loco.metrics["permutation_p_value"] == 1.0
+    assert loco.metrics["below_chance_p"] <= 0.05 and "biased" in loco.warning
+    assert balanced.metrics["below_chance_p"] == 1.0 and balanced.warning is None
+
+
+def test_the_balanced_null_redraws_its_folds_for_each_permutation_and_so_centres_on_chance():
+    """Kept fixed, the real pairs would often hold out two cages of one permuted sex: a null below chance."""
+    from lmt_stereotype.evaluation import permutation_null
+
+    stacks = tiny_stacks(n_cages=8)
+    folded = FoldedModel(prior_follower(), stacks.X)
+    redrawn = permutation_null(
+        folded, stacks.y, stacks.cage, lambda y: make_folds("balanced", stacks.cage, FAST, y), 30, seed=0
+    )
+    real_pairs = make_folds("balanced", stacks.cage, FAST, stacks.y)
+    fixed = permutation_null(folded, stacks.y, stacks.cage, lambda y: real_pairs, 30, seed=0)
+    assert (redrawn == 0.25).all()
+    assert fixed.mean() < 0.2
+
+
+def test_below_chance_p_is_small_for_anti_learnt_and_uniform_for_label_free_predictions():
+    stacks = tiny_stacks(n_cages=12)
+    y, cages = stacks.y, stacks.cage
+    wrong_sex = np.where(FEMALE[y], 0, 2)  # every mouse called an adult of the other sex
+    assert below_chance_p_value(y, wrong_sex, cages, 500, seed=0) < 0.01
+    rng = np.random.default_rng(0)
+    p = np.array([below_chance_p_value(y, rng.integers(0, 4, len(y)), cages, 200, seed=s) for s in range(60)])
+    assert 0.35 < p.mean() < 0.65 and np.mean(p <= 0.05) <= 0.12  # about uniform under the null
+    assert below_chance_p_value(y, y, cages, 100, seed=0) == 1.0
+
+
+def test_above_chance_rests_on_the_permutation_p_value_or_else_the_cage_interval():
+    m = {"chance_level": 0.25, "accuracy_ci_low": 0.3, "accuracy_ci_high": 0.6, "permutation_p_value": 0.01}
+    assert above_chance(m, 0.95) == (True, "permutation p = 0.01 <= 0.05")
+    assert above_chance({**m, "permutation_p_value": 0.2}, 0.95)[0] is False
+    tuned = {**m, "permutation_p_value": float("nan")}
+    assert above_chance(tuned, 0.95) == (True, "cage-bootstrap interval [0.300, 0.600] lies above chance 0.25")
+    assert above_chance({**tuned, "accuracy_ci_low": 0.25}, 0.95)[0] is False
+
+
+def test_bias_warning_says_in_words_that_the_number_is_not_evidence():
+    m = {"accuracy": 0.0, "chance_level": 0.25, "below_chance_p": 0.001}
+    assert bias_warning(m, 0.95) == (
+        "accuracy 0.000 is significantly below chance 0.25 (p = 0.001): the scheme is biased on this cohort, "
+        "the number is not evidence about the mice"
+    )
+    assert bias_warning({**m, "below_chance_p": 0.2}, 0.95) is None
 
 
 # --- metrics --------------------------------------------------------------------------
@@ -369,6 +575,7 @@ METRIC_KEYS = {
     "significance_threshold",
     "permutation_p_value",
     "n_permutations",
+    "below_chance_p",
     "n_recordings",
     "n_cages",
 }
@@ -378,6 +585,11 @@ PREDICTION_COLUMNS = ["recording", "animal_id", "cage", "fold", "true", "predict
 @pytest.fixture(scope="module")
 def loco(stacks):
     return evaluate("knn", knn, stacks, "loco", FAST, n_permutations=19)
+
+
+@pytest.fixture(scope="module")
+def balanced(stacks):
+    return evaluate("knn", knn, stacks, "balanced", FAST.model_copy(update={"matchings": 2}), n_permutations=19)
 
 
 @pytest.fixture(scope="module")
@@ -398,6 +610,15 @@ def test_evaluate_reports_every_metric_with_its_uncertainty(loco, stacks):
     assert m["accuracy"] == pytest.approx(np.trace(loco.confusion) / 48)
     assert loco.confusion.sum() == 48
     assert set(loco.fold_metrics) == {f"c{c}" for c in range(N_CAGES)}
+
+
+def test_the_balanced_scheme_reports_the_same_metrics_over_its_pairs_of_cages(balanced, stacks):
+    m = balanced.metrics
+    assert set(m) == METRIC_KEYS and m["n_permutations"] == 19 and m["n_recordings"] == 48
+    assert m["permutation_p_value"] == permutation_p_value(m["accuracy"], balanced.null)
+    assert len(balanced.fold_metrics) == 6 and all(name.startswith(("m0-", "m1-")) for name in balanced.fold_metrics)
+    assert all(len(f.split(";")) == 2 for f in balanced.predictions["fold"])  # tested once per matching
+    assert balanced.warning is None
 
 
 def test_evaluate_p_value_is_computed_from_its_null(loco):

@@ -180,43 +180,36 @@ def preprocess(params_path: ParamsOpt = Path("params.yaml"), workers: WorkersOpt
 def train(params_path: ParamsOpt = Path("params.yaml")) -> None:
     """Cross-validate the paper's CNN per cage fold, then fit, log and register the final model.
 
-    With tuning.enabled, Optuna tunes it inside each outer fold on that fold's training
-    cages only (nested CV; tuning.mode flat tunes on the CV score itself, quicker but
-    selection-biased and never promoted); otherwise the cnn section's fixed setting is
-    trained and a permutation p-value computed. Writes reports/cnn.json (metrics per scheme),
-    reports/cnn/SCHEME/ and reports/cnn/final.json; logs one MLflow run per scheme with a
-    nested run per fold (and per tuning trial), and a cnn-final run whose model is
-    registered as registry.model_name (alias champion only if it beats the current one).
+    Schemes in evaluation.schemes: balanced (a male and a female cage held out together,
+    the headline), loco (the paper's leave-one-cage-out) and kfold (cages ignored). With
+    tuning.enabled, Optuna tunes the CNN inside each outer fold of tuning.schemes on that
+    fold's training cages only (nested CV; tuning.mode flat tunes on the balanced score
+    itself, quicker but selection-biased and never promoted); the other schemes, and every
+    scheme with tuning off, train the cnn section's fixed setting (tuning off: with a
+    permutation p-value in the balanced scheme). Writes reports/cnn.json (metrics per
+    scheme), reports/cnn/SCHEME/ and reports/cnn/final.json; logs one MLflow run per scheme
+    with a nested run per fold (and per tuning trial), and a cnn-final run whose model is
+    registered as registry.model_name. It becomes champion only if its balanced accuracy
+    is significantly above chance and its registry.metric beats the current champion's.
     """
-    from lmt_stereotype.evaluation import evaluate
+    from lmt_stereotype.evaluation import held_out_models
     from lmt_stereotype.files import atomic_dir
-    from lmt_stereotype.models import CNNClassifier, save_cnn
+    from lmt_stereotype.models import save_cnn
     from lmt_stereotype.tracking import stage_run
-    from lmt_stereotype.tuning import evaluate_flat, evaluate_tuned, run_studies
+    from lmt_stereotype.tuning import evaluate_cnn, run_studies
 
     params = load_params(params_path)
-    if params.tuning.enabled and params.tuning.mode == "nested":
-        run = partial(evaluate_tuned, params=params, progress=_progress())
-        models = {"cnn": (run, ("cnn", "tuning"), {"tuning": "nested"})}
-    elif params.tuning.enabled:
-        run = partial(evaluate_flat, params=params, progress=_progress())
-        models = {"cnn": (run, ("cnn", "tuning"), {"tuning": "flat", "selection_biased": "true"})}
-    else:
-        make = partial(CNNClassifier.from_params, params.cnn)
-        n = params.cnn.n_permutations
-        run = partial(evaluate, "cnn", make, params=params.evaluation, n_permutations=n, progress=_progress())
-        models = {"cnn": (run, ("cnn",), {"tuning": "off"})}
     stacks = _stacks(params)
-    if params.tuning.enabled:
-        _check_tunable(params_path, params, stacks)
+    _check_design(params_path, params, stacks)
+    models = {"cnn": (partial(evaluate_cnn, params=params, progress=_progress()), ("cnn", "tuning"))}
     with stage_run("train", params) as stage, atomic_dir(params.data.models / "cnn") as saved:
         if params.tuning.enabled and params.tuning.mode == "nested":
             run_studies(params, progress=_progress())  # in parallel processes; the evaluation then reads them
         evaluations = _evaluate_models(stage, params, stacks, models)["cnn"]
-        loco = evaluations["loco"]  # for explanation: each cage's held-out model
-        for fold, model in zip(loco.fold_metrics, loco.result.models):
-            save_cnn(model, stacks.X.shape[1:3], saved / "loco" / f"{fold}.npz")
-        _register_final(stage, params, stacks, evaluations["loco"].metrics, models["cnn"][2], saved / "final.npz")
+        balanced = evaluations["balanced"]  # for explanation: a model that never saw the cage, for each cage
+        for cage, model in held_out_models(balanced.result, stacks.cage).items():
+            save_cnn(model, stacks.X.shape[1:3], saved / "held_out" / f"{cage}.npz")
+        _register_final(stage, params, stacks, balanced, saved / "final.npz")
 
 
 @app.command()
@@ -239,7 +232,7 @@ def tune(
     params = load_params(params_path)
     if not params.tuning.enabled:
         raise InputError(params_path, "tuning.enabled is false: there is nothing to tune")
-    _check_tunable(params_path, params, _stacks(params))
+    _check_design(params_path, params, _stacks(params))
     with stage_run("tune", params, ("cnn", "tuning")) as run:
         studies = pd.DataFrame(run_workers(params, workers, progress=_progress()))
         run.log_metrics({"n_studies": len(studies), "n_trials": int(studies["n_finished"].sum()), "workers": workers})
@@ -267,8 +260,8 @@ def explain(
 ) -> None:
     """Where and when the classes differ, in figures and arrays under reports/explain/.
 
-    For the final CNN (all recordings) and for each leave-one-cage-out fold's CNN on the
-    cage it never saw: every channel's class-averaged activation map on the cage (the
+    For the final CNN (all recordings) and for each cage's held-out CNN (the balanced
+    fold that held it out) on the cage it never saw: every channel's class-averaged activation map on the cage (the
     paper's Figure 3, spots marked by a permutation rule), Integrated Gradients and
     Grad-CAM per class, attribution per time interval with the light phases, and the
     paper's Figure 1 for one mouse of each class. Logged to MLflow and attached to the
@@ -300,10 +293,10 @@ def explain(
     if not (saved / "final.npz").exists():
         raise InputError(saved / "final.npz", "no trained CNN; run `lmt-stereotype train` first")
     final = load_cnn(saved / "final.npz")
-    folds = {p.stem: load_cnn(p) for p in sorted((saved / "loco").glob("*.npz"))}
+    folds = {p.stem: load_cnn(p) for p in sorted((saved / "held_out").glob("*.npz"))}
     missing = sorted(set(stacks.cage) - set(folds))
     if missing:
-        raise InputError(saved / "loco", f"no held-out model for cage(s) {', '.join(missing)}; run `train` again")
+        raise InputError(saved / "held_out", f"no held-out model for cage(s) {', '.join(missing)}; run `train` again")
     folder = params.data.reports / "explain"
     with stage_run("explain", params, ("explain", "cage_layout")) as run:
         with atomic_dir(folder) as out:
@@ -334,9 +327,18 @@ def baselines(params_path: ParamsOpt = Path("params.yaml")) -> None:
     models = {}
     for kind in ("knn", "svm"):
         make = partial(make_baseline, kind, params.baselines)
-        run = partial(evaluate, kind, make, params=params.evaluation, n_permutations=n, progress=_progress())
-        models[kind] = (run, ("baselines",), {"tuning": "off"})
+        run = partial(
+            evaluate,
+            kind,
+            make,
+            params=params.evaluation,
+            n_permutations=n,
+            progress=_progress(),
+            tags={"tuning": "off"},
+        )
+        models[kind] = (run, ("baselines",))
     stacks = _stacks(params)
+    _check_design(params_path, params, stacks, tuned=False)
     with stage_run("baselines", params) as stage:
         _evaluate_models(stage, params, stacks, models)
 
@@ -404,44 +406,55 @@ def _stacks(params: Params):
     return Stacks.load(params.data.stacks)
 
 
-def _check_tunable(params_path: Path, params: Params, stacks) -> None:
-    """Nested tuning needs 2 cages inside each outer training set, so 3 cages; flat tuning 2.
+def _check_design(params_path: Path, params: Params, stacks, tuned: bool = True) -> None:
+    """Refuse in one line a cohort that a scheme or (``tuned``) the nested tuning cannot fold.
 
-    A fixed ``cnn`` setting outside the search space is worth a warning: it is still tried.
+    Balanced folds need 2 cages of each sex; nested tuning needs 2 cages of each sex
+    inside every outer training set. A fixed ``cnn`` setting outside the search space is
+    worth a warning: it is still tried.
     """
-    from lmt_stereotype.tuning import outside_space
+    from lmt_stereotype.evaluation import make_folds
+    from lmt_stereotype.tuning import inner_folds, outside_space
 
-    for problem in outside_space(params.cnn, params.tuning):
-        log.warning("%s: %s; it is still tried as the fixed trial", params_path, problem)
-    needed = 3 if params.tuning.mode == "nested" else 2
-    if len(set(stacks.cage)) < needed:
+    tuning = params.tuning.model_copy(update={"enabled": params.tuning.enabled and tuned})
+    if tuning.enabled:
+        for problem in outside_space(params.cnn, tuning):
+            log.warning("%s: %s; it is still tried as the fixed trial", params_path, problem)
+    try:
+        for scheme in params.evaluation.schemes:
+            folds = make_folds(scheme, stacks.cage, params.evaluation, stacks.y)
+            if tuning.enabled and tuning.mode == "nested" and scheme in tuning.schemes:
+                for fold in folds:
+                    inner_folds(stacks.cage[fold.train], stacks.y[fold.train], tuning.inner_folds)
+    except ValueError as exc:
         raise InputError(
-            params_path,
-            f"tuning.mode {params.tuning.mode} needs at least {needed} cages, the stacks hold "
-            f"{len(set(stacks.cage))}; add cages or set tuning.enabled: false",
-        )
+            params.data.stacks, f"{exc} ({len(set(stacks.cage))} cages); add cages or change {params_path}"
+        ) from None
 
 
 def _evaluate_models(run, params: Params, stacks, models: dict) -> dict[str, dict[str, Any]]:
     """Evaluate each model under each scheme; write its reports and log its MLflow runs under ``run``.
 
-    ``models`` maps a name to (``run(stacks, scheme) -> Evaluation``, parameter sections,
-    tags). Returns each model's Evaluation per scheme.
+    ``models`` maps a name to (``run(stacks, scheme) -> Evaluation``, parameter sections).
+    Returns each model's Evaluation per scheme.
     """
-    from lmt_stereotype.evaluation import SCHEMES, write_reports
+    from lmt_stereotype.evaluation import CAVEATS, SCHEMES, write_reports
     from lmt_stereotype.files import atomic_dir, write_json
     from lmt_stereotype.tracking import flat_params, provenance_tags
 
     provenance = provenance_tags(params)
     evaluations = {}
-    for model, (evaluate_scheme, sections, model_tags) in models.items():
+    for model, (evaluate_scheme, sections) in models.items():
         evaluations[model] = {}
         with atomic_dir(params.data.reports / model) as folder:
             for scheme in params.evaluation.schemes:
                 evaluations[model][scheme] = result = evaluate_scheme(stacks, scheme)
                 files = write_reports(result, folder / scheme)
-                tags = {"model_family": model, "cv_scheme": scheme, **model_tags, **provenance}
-                with run.child(f"{model}-{scheme}", {**tags, "cv_scheme_name": SCHEMES[scheme]}) as parent:
+                tags = {"model_family": model, "cv_scheme": scheme, **result.tags, **provenance}
+                described = {"cv_scheme_name": SCHEMES[scheme], "cv_scheme_caveat": CAVEATS[scheme]}
+                if result.warning:
+                    described["below_chance_warning"] = result.warning
+                with run.child(f"{model}-{scheme}", {**tags, **described}) as parent:
                     parent.log_params(flat_params(params, (*sections, "evaluation", "histograms")))
                     parent.log_metrics(result.metrics)
                     for path in files:
@@ -453,10 +466,9 @@ def _evaluate_models(run, params: Params, stacks, models: dict) -> dict[str, dic
                                 child.log_series("train_loss", result.loss_curves[fold])
                             trials = result.trials.get(fold, [])
                             _log_trials(child, f"{model}-{scheme}-{fold}", trials, {**tags, "fold": fold})
-                _log_summary(model, scheme, result.metrics)
-        write_json(
-            {scheme: e.metrics for scheme, e in evaluations[model].items()}, params.data.reports / f"{model}.json"
-        )
+                _log_summary(model, scheme, result.metrics, result.warning)
+        per_scheme = {scheme: dict(sorted(e.metrics.items())) for scheme, e in evaluations[model].items()}
+        write_json(per_scheme, params.data.reports / f"{model}.json", sort_keys=False)  # balanced first
     return evaluations
 
 
@@ -470,33 +482,35 @@ def _log_trials(run, prefix: str, trials: list[dict], tags: dict) -> None:
                 t.log_metrics({"inner_accuracy": trial["value"]})
 
 
-def _register_final(
-    run, params: Params, stacks, loco: dict[str, float], model_tags: dict[str, str], path: Path
-) -> None:
+def _register_final(run, params: Params, stacks, evidence, path: Path) -> None:
     """Fit the final model on every recording, save it to ``path``, log it under ``run`` and register it.
 
-    A model identical to a registered version (same settings and weights: an unchanged
+    ``evidence`` is the CNN's balanced-scheme Evaluation: what to expect of the final
+    model, and what decides its alias (:func:`~lmt_stereotype.registry.promotion`). A model
+    identical to a registered version (same settings, weights and evidence: an unchanged
     pipeline run again) is not registered twice.
     """
+    from lmt_stereotype.evaluation import SCHEMES, above_chance
     from lmt_stereotype.files import write_json
     from lmt_stereotype.models import save_cnn
     from lmt_stereotype.registry import describe, fingerprint, log_model, register, registered_already
     from lmt_stereotype.tracking import flat_params, provenance_tags
     from lmt_stereotype.tuning import fit_final, trial_records
 
+    metrics, scheme = evidence.metrics, evidence.scheme
     classifier, study = fit_final(stacks, params)
     save_cnn(classifier, stacks.X.shape[1:3], path)
-    tags = {"model_family": "cnn", "final": "true", **model_tags, **provenance_tags(params)}
+    tags = {"model_family": "cnn", "final": "true", **evidence.tags, **provenance_tags(params)}
     setting = classifier.get_params()
-    digest = fingerprint(classifier, {"metrics": loco, "tags": model_tags})
-    with run.child("cnn-final", {**tags, "cv_scheme": "loco", "fingerprint": digest}) as final:
+    digest = fingerprint(classifier, {"metrics": metrics, "tags": evidence.tags})
+    with run.child("cnn-final", {**tags, "cv_scheme": scheme, "fingerprint": digest}) as final:
         final.log_params(
             {
                 **{f"model.{k}": v for k, v in setting.items()},
                 **flat_params(params, ("histograms", "stops", "registry")),
             }
         )
-        final.log_metrics(loco)  # what to expect of this model: its leave-one-cage-out (nested) CV
+        final.log_metrics(metrics)  # what to expect of this model: its balanced (nested) cross-validation
         final.log_series("train_loss", classifier.loss_curve_)
         if study is not None:
             _log_trials(final, "cnn-final", trial_records(study), tags)
@@ -506,22 +520,27 @@ def _register_final(
             info = log_model(classifier, params, stacks.X[:1])
             version_tags = {
                 **tags,
+                "cv_scheme": scheme,
                 "fingerprint": digest,
                 "run_id": final.run.info.run_id,
                 "params": setting,
                 "histograms": params.histograms.model_dump(mode="json"),
             }
-            promotable = model_tags.get("selection_biased") != "true"  # a flat-tuned score was chosen by looking
-            description = describe(loco, "leave-one-cage-out", tags)
-            registration = register(info.model_uri, params.registry, loco, version_tags, description, promotable)
+            significant = above_chance(metrics, params.evaluation.confidence)
+            biased = evidence.tags.get("selection_biased") == "true"  # a flat-tuned score was chosen by looking
+            description = describe(metrics, SCHEMES[scheme], tags)
+            registration = register(
+                info.model_uri, params.registry, metrics, version_tags, description, significant, biased
+            )
         final.set_tags(
             {
                 "registered_model": registration.name,
                 "registered_version": registration.version,
                 "registered_alias": registration.alias,
+                "promotion_reason": registration.reason,
             }
         )
-    record = {k: getattr(registration, k) for k in ("name", "version", "alias", "metric", "value")}
+    record = {k: getattr(registration, k) for k in ("name", "version", "alias", "metric", "value", "reason")}
     record["model_uri"] = f"models:/{registration.name}/{registration.version}"
     write_json(record, params.data.reports / "cnn" / "final.json")
     if reused:
@@ -529,20 +548,17 @@ def _register_final(
         log.info("train: this final model is registered already: %s version %s (%s)", name, version, alias)
         return
     log.info(
-        "train: final model registered as %s version %s (%s; %s %.3f, previous champion: version %s, %s)",
+        "train: final model registered as %s version %s: %s (%s)",
         registration.name,
         registration.version,
         registration.alias,
-        registration.metric,
-        registration.value,
-        registration.previous_champion,
-        registration.previous_value,
+        registration.reason,
     )
 
 
-def _log_summary(model: str, scheme: str, m: dict[str, float]) -> None:
+def _log_summary(model: str, scheme: str, m: dict[str, float], warning: str | None) -> None:
     log.info(
-        "%s %s: accuracy %.3f [%.3f, %.3f] (chance %.2f, p = %.3g), females %.3f, males %.3f",
+        "%s %s: accuracy %.3f [%.3f, %.3f] (chance %.2f, p = %.3g, below chance p = %.3g), females %.3f, males %.3f",
         model,
         scheme,
         m["accuracy"],
@@ -550,9 +566,12 @@ def _log_summary(model: str, scheme: str, m: dict[str, float]) -> None:
         m["accuracy_ci_high"],
         m["chance_level"],
         m["permutation_p_value"],
+        m["below_chance_p"],
         m["accuracy_female"],
         m["accuracy_male"],
     )
+    if warning:
+        log.warning("%s %s: %s", model, scheme, warning)
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -1,16 +1,26 @@
 """Honest evaluation: cage folds, out-of-fold predictions, metrics with their uncertainty.
 
-Mice of a cage share strong traits, so the unit of generalisation is the cage: the
-leave-one-cage-out scheme holds out all of a cage's recordings at once, intervals
-resample cages, and the permutation test shuffles labels only where the design makes
-them exchangeable (sex across cages, age within a cage). A plain stratified K-fold is
-offered too, to show how much cage leakage inflates accuracy.
+Mice of a cage share strong traits, so the unit of generalisation is the cage: every
+scheme but the leaky K-fold holds out whole cages, intervals resample cages, and the
+permutation test shuffles labels only where the design makes them exchangeable (sex
+across cages, age within a cage).
+
+The headline scheme is ``balanced``. Leaving one single-sex cage out (``loco``, the
+paper's scheme) leaves its sex one cage short in the training set, and a classifier
+that has learnt cage fingerprints more than class traits follows that imbalance and
+calls the held-out cage the other sex: below-chance accuracy on a cohort with nothing
+to learn, and no accuracy at all on one with a weak effect (the stratification bias
+of leave-one-out, Parker, Günter & Bedo 2007). Balanced folds hold out one male and
+one female cage together, so every training set keeps the cohort's balance of sexes.
+A plain stratified K-fold is offered too, to show how much cage leakage inflates
+accuracy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +37,17 @@ from lmt_stereotype.figures import confusion_figure, loss_figure
 from lmt_stereotype.files import write_json, write_table
 from lmt_stereotype.histograms import Stacks
 
-SCHEMES = {"loco": "leave-one-cage-out", "kfold": "stratified K-fold, cages ignored"}
+SCHEMES = {
+    "balanced": "cage-balanced: a male and a female cage held out together",
+    "loco": "leave-one-cage-out",
+    "kfold": "stratified K-fold, cages ignored",
+}
+CAVEATS = {
+    "balanced": "",
+    "loco": "the paper's scheme; with single-sex cages its training set holds one cage fewer of the held-out "
+    "cage's sex, which pulls predictions towards the other sex (stratification bias)",
+    "kfold": "cage-mates on both sides of a fold: shows how much cage leakage inflates accuracy",
+}
 FEMALE = np.array([c.endswith("F") for c in CLASSES])
 JUVENILE = np.array([c.startswith("J") for c in CLASSES])
 
@@ -39,10 +59,97 @@ class Fold:
     test: np.ndarray
 
 
+def _fold(name: str, cages: np.ndarray, held_out) -> Fold:
+    out = np.isin(cages, list(held_out))
+    return Fold(name, np.flatnonzero(~out), np.flatnonzero(out))
+
+
 def leave_one_cage_out(cages: np.ndarray) -> list[Fold]:
     """One fold per cage, its recordings (every mouse at every age) all held out together."""
     cages = np.asarray(cages)
-    return [Fold(str(cage), np.flatnonzero(cages != cage), np.flatnonzero(cages == cage)) for cage in np.unique(cages)]
+    return [_fold(str(cage), cages, [cage]) for cage in np.unique(cages)]
+
+
+def cage_sexes(cages: np.ndarray, female: np.ndarray) -> dict[str, str]:
+    """Each cage's sex: ``male`` or ``female`` when all its recordings are, ``mixed`` otherwise."""
+    cages, female = np.asarray(cages), np.asarray(female, dtype=bool)
+    sexes = {}
+    for cage in np.unique(cages):
+        members = female[cages == cage]
+        sexes[str(cage)] = "female" if members.all() else "male" if not members.any() else "mixed"
+    return sexes
+
+
+def _deal(order: list[str], n_folds: int, shift: int, cycle: bool) -> list[list[str]]:
+    """One stratum's cages into ``n_folds`` folds, fold i taking the cages at positions i + shift (mod n_folds).
+
+    A stratum with fewer cages than folds and ``cycle`` gives each fold one cage, reusing
+    them (position (i + shift) mod its size).
+    """
+    if cycle and len(order) < n_folds:
+        return [[order[(i + shift) % len(order)]] for i in range(n_folds)]
+    dealt: list[list[str]] = [[] for _ in range(n_folds)]
+    for j, cage in enumerate(order):
+        dealt[(j - shift) % n_folds].append(cage)
+    return dealt
+
+
+def balanced_cage_folds(
+    cages: np.ndarray, female: np.ndarray, n_folds: int | None = None, matchings: int = 1, seed: int = 0
+) -> list[Fold]:
+    """Folds of whole cages that keep the cohort's balance of sexes in every training set.
+
+    Single-sex cages are grouped by sex (the larger group first), each group in a seeded
+    random order. By default (``n_folds`` None) each fold holds out one male and one
+    female cage: a **matching** pairs the i-th male cage with the i-th female cage, and
+    matching r shifts the pairing by r, so ``matchings`` matchings hold out distinct
+    pairs and as many matchings as the smaller sex has cages hold out every male-female
+    pair once (leave-pair-out). Every cage is tested in every matching; a recording tested
+    several times gets its predictions averaged (:func:`out_of_fold`).
+
+    The documented rules for other designs:
+
+    - **Unequal numbers** of male and female cages: a matching has as many folds as the
+      larger sex has cages; the smaller sex's cages are reused, one per fold, so each
+      fold still holds out one cage of each sex, every training set has lost one cage of
+      each, and the cohort's imbalance is never tilted against the held-out cage's sex.
+    - **A cage holding both sexes** takes both sexes from a training set alike, so mixed
+      cages are dealt one per fold over the folds (shifted by the matching) beside the
+      single-sex pair; a cohort of mixed cages only gets one fold per cage.
+    - **One sex only** (all cages male, say): one fold per cage, leave-one-cage-out.
+
+    With ``n_folds`` k (inner folds of tuning) every group is dealt into k folds instead,
+    so each fold holds about the same number of male and of female cages.
+    """
+    cages, female = np.asarray(cages), np.asarray(female, dtype=bool)
+    rng = np.random.default_rng(seed)
+    by_sex: dict[str, list[str]] = {"male": [], "female": [], "mixed": []}
+    for cage, sex in cage_sexes(cages, female).items():
+        by_sex[sex].append(cage)
+    groups = sorted(
+        ([str(c) for c in rng.permutation(by_sex[s])] for s in ("male", "female") if by_sex[s]),
+        key=len,
+        reverse=True,
+    )
+    mixed = [str(c) for c in rng.permutation(by_sex["mixed"])]
+    if len(groups) == 2 and len(groups[1]) < 2:
+        counts = {s: len(by_sex[s]) for s in ("male", "female")}
+        raise ValueError(
+            f"balanced folds need at least 2 cages of each sex, the cohort has {counts['male']} male and "
+            f"{counts['female']} female cages"
+        )
+    pairs = n_folds is None
+    n = (len(groups[0]) if groups else len(mixed)) if pairs else n_folds
+    n_matchings = min(matchings, len(groups[1])) if pairs and len(groups) == 2 else 1
+    folds = []
+    for r in range(n_matchings):
+        dealt = [_deal(order, n, r if s else 0, cycle=pairs) for s, order in enumerate(groups)]
+        dealt.append(_deal(mixed, n, r, cycle=False))
+        for i in range(n):
+            held_out = sorted({cage for group in dealt for cage in group[i]})
+            name = "+".join(held_out) if pairs else f"inner{i}"
+            folds.append(_fold(f"m{r}-{name}" if n_matchings > 1 else name, cages, held_out))
+    return folds
 
 
 def stratified_kfold(y: np.ndarray, n_splits: int, seed: int) -> list[Fold]:
@@ -51,10 +158,13 @@ def stratified_kfold(y: np.ndarray, n_splits: int, seed: int) -> list[Fold]:
     return [Fold(f"fold{i:02d}", train, test) for i, (train, test) in enumerate(splitter.split(np.zeros(len(y)), y))]
 
 
-def make_folds(scheme: str, stacks: Stacks, params: EvaluationParams) -> list[Fold]:
+def make_folds(scheme: str, cages: np.ndarray, params: EvaluationParams, y: np.ndarray) -> list[Fold]:
+    """The folds of ``scheme`` for labels ``y`` (balanced folds follow the cages' sexes)."""
+    if scheme == "balanced":
+        return balanced_cage_folds(cages, FEMALE[np.asarray(y)], matchings=params.matchings, seed=params.seed)
     if scheme == "loco":
-        return leave_one_cage_out(stacks.cage)
-    return stratified_kfold(stacks.y, params.kfold_splits, params.seed)
+        return leave_one_cage_out(cages)
+    return stratified_kfold(y, params.kfold_splits, params.seed)
 
 
 @dataclass
@@ -63,8 +173,10 @@ class CVResult:
 
     y_true: np.ndarray
     y_pred: np.ndarray
-    proba: np.ndarray  # (n, len(CLASSES))
-    fold: np.ndarray  # fold name of each recording
+    proba: np.ndarray  # (n, len(CLASSES)), averaged over the folds that tested a recording
+    fold: np.ndarray  # the fold(s) that tested each recording, ";"-joined
+    folds: list[Fold] = field(default_factory=list)
+    fold_predictions: dict[str, np.ndarray] = field(default_factory=dict)  # fold -> its own test predictions
     models: list[BaseEstimator] = field(default_factory=list)  # fitted, one per fold
     loss_curves: dict[str, list[float]] = field(default_factory=dict)  # fold -> per-epoch loss
 
@@ -73,51 +185,83 @@ class CVResult:
         return float(np.mean(self.y_true == self.y_pred))
 
 
+def out_of_fold(y: np.ndarray, folds: list[Fold], fold_proba: list[np.ndarray]) -> CVResult:
+    """Each recording's prediction from the folds that tested it: their class probabilities
+    averaged, then the most probable class (a tie goes to the first fold's choice)."""
+    y = np.asarray(y)
+    n = len(y)
+    total, times = np.zeros((n, len(CLASSES))), np.zeros(n)
+    first = np.full(n, -1, dtype=np.int64)
+    names: list[list[str]] = [[] for _ in range(n)]
+    predictions = {}
+    for fold, proba in zip(folds, fold_proba):
+        total[fold.test] += proba
+        times[fold.test] += 1
+        predictions[fold.name] = own = proba.argmax(axis=1)
+        first[fold.test] = np.where(first[fold.test] < 0, own, first[fold.test])
+        for k in fold.test:
+            names[k].append(fold.name)
+    if (times == 0).any():
+        raise ValueError(f"{int((times == 0).sum())} recordings are tested by no fold")
+    proba = total / times[:, None]
+    best = proba == proba.max(axis=1, keepdims=True)
+    y_pred = np.where(best[np.arange(n), first], first, proba.argmax(axis=1))
+    return CVResult(y, y_pred, proba, np.array([";".join(f) for f in names], dtype=object), list(folds), predictions)
+
+
+def held_out_models(result: CVResult, cages: np.ndarray) -> dict[str, BaseEstimator]:
+    """For each cage, the model of the first fold that held it out: one that never saw the cage."""
+    cages = np.asarray(cages)
+    models: dict[str, BaseEstimator] = {}
+    for fold, model in zip(result.folds, result.models):
+        for cage in np.unique(cages[fold.test]):
+            models.setdefault(str(cage), model)
+    return dict(sorted(models.items()))
+
+
 class FoldedModel:
-    """An estimator ready to be fitted on every fold, many times over (label permutations).
+    """An estimator ready to be fitted on any fold, many times over (label permutations).
 
     Pipeline steps before the last one ignore the labels (flattening, scaling, PCA), so
-    they are fitted once per fold, on that fold's training recordings only, and reused
-    for every labelling; only the final classifier is refitted. The result is exactly
-    what fitting the whole pipeline per fold would give.
+    they are fitted once per training set, on that set's recordings only, and reused for
+    every labelling and every fold that trains on the same recordings; only the final
+    classifier is refitted. The result is exactly what fitting the whole pipeline per
+    fold would give.
     """
 
-    def __init__(self, estimator: BaseEstimator, X: np.ndarray, folds: list[Fold]):
-        self.folds = folds
+    def __init__(self, estimator: BaseEstimator, X: np.ndarray):
         self._X = X
         if isinstance(estimator, Pipeline) and len(estimator) > 1:
-            self._final = estimator[-1]
-            self._heads, self._inputs = [], []
-            for fold in folds:
-                head = clone(estimator[:-1])
-                train = head.fit_transform(X[fold.train])  # as Pipeline.fit does, to the last bit
-                self._heads.append(head)
-                self._inputs.append((train, head.transform(X[fold.test])))
+            self._head, self._final = estimator[:-1], estimator[-1]
         else:
-            self._final, self._heads, self._inputs = estimator, [], []
+            self._head, self._final = None, estimator
+        self._fitted: dict[bytes, tuple[BaseEstimator, np.ndarray]] = {}  # training set -> head, its output
 
-    def _data(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._inputs:
-            return self._inputs[k]
-        return self._X[self.folds[k].train], self._X[self.folds[k].test]
+    def _inputs(self, fold: Fold) -> tuple[BaseEstimator | None, np.ndarray, np.ndarray]:
+        if self._head is None:
+            return None, self._X[fold.train], self._X[fold.test]
+        key = np.asarray(fold.train, dtype=np.int64).tobytes()
+        if key not in self._fitted:
+            head = clone(self._head)
+            self._fitted[key] = head, head.fit_transform(self._X[fold.train])  # as Pipeline.fit does, to the bit
+        head, train = self._fitted[key]
+        return head, train, head.transform(self._X[fold.test])
 
-    def run(self, y: np.ndarray, progress: bool = False, desc: str = "", proba: bool = True) -> CVResult:
-        """Fit on each fold's training part with labels ``y``; predict its test part (``proba``: and probabilities)."""
-        n = len(y)
-        y_pred = np.full(n, -1, dtype=np.int64)
-        probabilities = np.full((n, len(CLASSES)), np.nan if not proba else 0.0)
-        fold_of = np.empty(n, dtype=object)
-        result = CVResult(np.asarray(y), y_pred, probabilities, fold_of)
-        for k, fold in enumerate(tqdm(self.folds, desc=desc, disable=not progress, unit="fold", leave=False)):
-            X_train, X_test = self._data(k)
+    def run(self, y: np.ndarray, folds: list[Fold], progress: bool = False, desc: str = "") -> CVResult:
+        """Fit on each fold's training part with labels ``y``; predict its test part."""
+        y = np.asarray(y)
+        fold_proba, models, curves = [], [], {}
+        for fold in tqdm(folds, desc=desc, disable=not progress, unit="fold", leave=False):
+            head, X_train, X_test = self._inputs(fold)
             model = clone(self._final).fit(X_train, y[fold.train])
-            y_pred[fold.test] = model.predict(X_test)
-            if proba:
-                probabilities[np.ix_(fold.test, model.classes_)] = model.predict_proba(X_test)
-            fold_of[fold.test] = fold.name
+            proba = np.zeros((len(fold.test), len(CLASSES)))
+            proba[:, model.classes_] = model.predict_proba(X_test)
+            fold_proba.append(proba)
             if hasattr(model, "loss_curve_"):
-                result.loss_curves[fold.name] = list(model.loss_curve_)
-            result.models.append(Pipeline([*self._heads[k].steps, ("final", model)]) if self._heads else model)
+                curves[fold.name] = list(model.loss_curve_)
+            models.append(Pipeline([*head.steps, ("final", model)]) if head is not None else model)
+        result = out_of_fold(y, folds, fold_proba)
+        result.models, result.loss_curves = models, curves
         return result
 
 
@@ -205,27 +349,87 @@ def design_permutation(y: np.ndarray, cages: np.ndarray, rng: np.random.Generato
     return 2 * female.astype(np.int64) + juvenile.astype(np.int64)
 
 
+Split = Callable[[np.ndarray], list[Fold]]
+"""A scheme's folds as a function of the labels (balanced folds follow the cages' sexes)."""
+
+
 def permutation_null(
     folded: FoldedModel,
     y: np.ndarray,
     cages: np.ndarray,
+    split: Split,
     n_permutations: int,
     seed: int,
     progress: bool = False,
     desc: str = "permutations",
 ) -> np.ndarray:
-    """Accuracies of the same folds refitted on design-respecting label permutations."""
+    """Accuracies of the same scheme refitted on design-respecting label permutations.
+
+    The scheme's rule stays fixed and its folds are drawn for each permuted labelling as
+    for the real one: balanced folds pair a cage that is male under the permutation with
+    one that is female, so every null training set is as balanced as the real ones and
+    the null centres on chance. (Keeping the real pairs would hold out two cages of the
+    same permuted sex half the time, and pull the null below chance.)
+    """
     rng = np.random.default_rng(seed)
     null = np.empty(n_permutations)
     for i in tqdm(range(n_permutations), desc=desc, disable=not progress, unit="perm"):
         permuted = design_permutation(y, cages, rng)
-        null[i] = np.mean(folded.run(permuted, proba=False).y_pred == permuted)
+        null[i] = folded.run(permuted, split(permuted)).accuracy
     return null
 
 
 def permutation_p_value(observed: float, null: np.ndarray) -> float:
     """(1 + #null >= observed) / (1 + #null): never 0, exact under exchangeability."""
     return float((1 + np.sum(null >= observed - 1e-12)) / (1 + len(null))) if len(null) else np.nan
+
+
+def below_chance_p_value(
+    y_true: np.ndarray, y_pred: np.ndarray, cages: np.ndarray, n_permutations: int, seed: int
+) -> float:
+    """One-sided p-value for accuracy *below* chance: how often these very predictions score as
+    low or lower against the true labels permuted as the design allows.
+
+    Under this null the predictions know nothing of the labels, so it centres on chance
+    whatever the training did, and whole cages swap sex, so it is as wide as cage-level
+    predictions make it. A scheme whose training sets lean against their test cages
+    (leave-one-cage-out on single-sex cages) shows up here. The refitted permutation null
+    cannot show it: it shares the scheme's bias (it sat near 0 too on the cohort that
+    revealed the problem).
+    """
+    rng = np.random.default_rng(seed)
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    observed = np.mean(y_true == y_pred)
+    null = np.array([np.mean(design_permutation(y_true, cages, rng) == y_pred) for _ in range(n_permutations)])
+    return float((1 + np.sum(null <= observed + 1e-12)) / (1 + n_permutations))
+
+
+def bias_warning(metrics: dict[str, float], confidence: float) -> str | None:
+    """The words every surface shows when accuracy is significantly below chance: a biased scheme."""
+    p = metrics.get("below_chance_p", np.nan)
+    if not p <= 1 - confidence:
+        return None
+    return (
+        f"accuracy {metrics['accuracy']:.3f} is significantly below chance {metrics['chance_level']:.2f} "
+        f"(p = {p:.3g}): the scheme is biased on this cohort, the number is not evidence about the mice"
+    )
+
+
+def above_chance(metrics: dict[str, float], confidence: float) -> tuple[bool, str]:
+    """Whether cross-validated accuracy is significantly above chance, and the evidence, in words.
+
+    The permutation p-value where there is one (the fixed setting, the baselines); else
+    (the nested-tuned CNN: each permutation would be a whole nested tuning) the cage
+    bootstrap interval, whose lower end must lie above chance.
+    """
+    alpha, chance = 1 - confidence, metrics["chance_level"]
+    p = metrics.get("permutation_p_value", np.nan)
+    if np.isfinite(p):
+        word = "<=" if p <= alpha else ">"
+        return bool(p <= alpha), f"permutation p = {p:.3g} {word} {alpha:g}"
+    low, high = metrics["accuracy_ci_low"], metrics["accuracy_ci_high"]
+    where = "lies above" if low > chance else "reaches"
+    return bool(low > chance), f"cage-bootstrap interval [{low:.3f}, {high:.3f}] {where} chance {chance:.2f}"
 
 
 # --- one model under one scheme -------------------------------------------------------
@@ -244,11 +448,13 @@ class Evaluation:
     loss_curves: dict[str, list[float]]
     null: np.ndarray
     result: CVResult
+    warning: str | None = None  # below chance: the scheme is biased (bias_warning)
+    tags: dict[str, str] = field(default_factory=dict)  # how the model was made (tuning)
     trials: dict[str, list[dict]] = field(default_factory=dict)  # fold -> tuning trials, when tuned
 
 
 def summarise(result: CVResult, cages: np.ndarray, params: EvaluationParams, null: np.ndarray) -> dict[str, float]:
-    """Metrics plus chance level, the intervals and the permutation p-value."""
+    """Metrics plus chance level, the intervals and the p-values above and below chance."""
     y_true, y_pred = result.y_true, result.y_pred
     n, hits = len(y_true), int(np.sum(y_true == y_pred))
     chance = chance_level(y_true)
@@ -261,13 +467,14 @@ def summarise(result: CVResult, cages: np.ndarray, params: EvaluationParams, nul
     metrics["significance_threshold"] = significance_threshold(n, chance, 1 - params.confidence)
     metrics["permutation_p_value"] = permutation_p_value(metrics["accuracy"], null)
     metrics["n_permutations"] = float(len(null))
+    metrics["below_chance_p"] = below_chance_p_value(y_true, y_pred, cages, params.chance_permutations, params.seed)
     metrics["n_recordings"] = float(n)
     metrics["n_cages"] = float(len(np.unique(cages)))
     return metrics
 
 
 def predictions_table(stacks: Stacks, result: CVResult) -> pd.DataFrame:
-    """One row per recording: who it is, its fold, true and predicted class, class probabilities."""
+    """One row per recording: who it is, its fold(s), true and predicted class, class probabilities."""
     table = pd.DataFrame(
         {
             "recording": stacks.recording,
@@ -291,19 +498,22 @@ def evaluate(
     params: EvaluationParams,
     n_permutations: int,
     progress: bool = False,
+    tags: dict[str, str] | None = None,
 ) -> Evaluation:
-    """Cross-validate one model under one scheme.
-
-    The permutation test runs on the leave-one-cage-out folds only (kept fixed, as the
-    design requires); under the leaky K-fold scheme its p-value is left undefined (NaN).
-    """
-    folds = make_folds(scheme, stacks, params)
-    folded = FoldedModel(make_estimator(), stacks.X, folds)
-    y = stacks.y
-    result = folded.run(y, progress=progress, desc=f"{model} {scheme}")
-    n_permutations = n_permutations if scheme == "loco" else 0
-    null = permutation_null(folded, y, stacks.cage, n_permutations, params.seed, progress, desc=f"{model} permutations")
-    return report(model, scheme, stacks, folds, result, params, null)
+    """Cross-validate one model under one scheme, with ``n_permutations`` design permutations
+    for its p-value (none under the leaky K-fold, where labels are not exchangeable by cage);
+    ``tags`` say how the model was made."""
+    split = partial(make_folds, scheme, stacks.cage, params)
+    folds = split(stacks.y)
+    folded = FoldedModel(make_estimator(), stacks.X)
+    result = folded.run(stacks.y, folds, progress=progress, desc=f"{model} {scheme}")
+    n_permutations = 0 if scheme == "kfold" else n_permutations
+    null = permutation_null(
+        folded, stacks.y, stacks.cage, split, n_permutations, params.seed, progress, desc=f"{model} permutations"
+    )
+    evaluation = report(model, scheme, stacks, folds, result, params, null)
+    evaluation.tags.update(tags or {})
+    return evaluation
 
 
 def report(
@@ -317,16 +527,18 @@ def report(
 ) -> Evaluation:
     """Everything reported about out-of-fold predictions, whichever way they were made."""
     y = stacks.y
+    metrics = summarise(result, stacks.cage, params, null)
     return Evaluation(
         model=model,
         scheme=scheme,
-        metrics=summarise(result, stacks.cage, params, null),
+        metrics=metrics,
         confusion=confusion(y, result.y_pred),
         predictions=predictions_table(stacks, result),
-        fold_metrics={f.name: classification_metrics(y[f.test], result.y_pred[f.test]) for f in folds},
+        fold_metrics={f.name: classification_metrics(y[f.test], result.fold_predictions[f.name]) for f in folds},
         loss_curves=result.loss_curves,
         null=null,
         result=result,
+        warning=bias_warning(metrics, params.confidence),
     )
 
 

@@ -324,11 +324,12 @@ def explain_model(classifier: CNNClassifier, stacks: Stacks, params: Params, fol
 
 
 def explain_held_out(fold_models: dict[str, CNNClassifier], stacks: Stacks, params: Params, folder: Path) -> list[Path]:
-    """Each leave-one-cage-out fold's model on the cage it never saw: activation maps per fold (their
-    channels are not comparable across folds), Integrated Gradients of every recording pooled over folds."""
+    """Each cage's held-out model (the balanced fold that first held it out) on the cage it never saw:
+    activation maps per cage (channels are not comparable across models), Integrated Gradients of
+    every recording pooled over cages."""
     missing = sorted(set(stacks.cage) - set(fold_models))
     if missing:
-        raise ValueError(f"no leave-one-cage-out model for cage(s) {', '.join(missing)}: run train again")
+        raise ValueError(f"no held-out model for cage(s) {', '.join(missing)}: run train again")
     folder.mkdir(parents=True, exist_ok=True)
     X, y, grid, arena = stacks.X, stacks.y, stacks.X.shape[-1], params.lmt.arena_size_cm
     arrays, files = {}, []
@@ -347,8 +348,9 @@ def explain_held_out(fold_models: dict[str, CNNClassifier], stacks: Stacks, para
     draw = _Explainer(params, y, stacks.cage, folder)
     title = "Integrated Gradients summed over time, each recording by the fold model that never saw its cage"
     note = ATTRIBUTION_NOTE + (
-        "Each cage is explained by its own fold model and a cage is single-sex, so differences between the sexes "
-        "also reflect differences between those models. "
+        "Each cage is explained by a model that never saw it; a balanced fold holds out a male and a female cage "
+        "together, so each model explains both sexes, but models differ between pairs of cages and a cage is "
+        "single-sex, so differences between the sexes may still partly reflect differences between models. "
     )
     differ = draw.contrast(ig_space[:, :, None])
     path = draw.figure(

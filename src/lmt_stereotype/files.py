@@ -145,9 +145,10 @@ def _json_ready(obj: Any) -> Any:
     return obj
 
 
-def write_json(obj: Any, path: Path | str) -> None:
+def write_json(obj: Any, path: Path | str, sort_keys: bool = True) -> None:
+    """Strict JSON (NaN as null), atomically; ``sort_keys=False`` keeps the caller's order."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_json_ready(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
+        tmp.write_text(json.dumps(_json_ready(obj), indent=2, sort_keys=sort_keys, allow_nan=False) + "\n")
 
 
 def save_npz(path: Path | str, **arrays: np.ndarray) -> None:

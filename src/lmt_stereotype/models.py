@@ -23,8 +23,18 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import SVC
 from torch import nn
 
-from lmt_stereotype.config import CLASSES, BaselineParams, CNNParams, Transform
+from lmt_stereotype.config import CLASSES, BaselineParams, ClassWeight, CNNParams, Transform
 from lmt_stereotype.files import save_npz
+
+
+def class_weights(y: np.ndarray, kind: ClassWeight, n_classes: int = len(CLASSES)) -> np.ndarray:
+    """Per-class loss weights of a training set: ``balanced`` gives each present class n / (k * n_class)
+    (scikit-learn's rule: the classes weigh alike, the mean weight per recording stays 1); ``none`` ones."""
+    counts = np.bincount(np.asarray(y), minlength=n_classes).astype(np.float64)
+    if kind == "none":
+        return np.ones(n_classes)
+    present = counts > 0
+    return np.where(present, counts.sum() / (present.sum() * np.maximum(counts, 1)), 0.0)
 
 
 def transform_stacks(X: np.ndarray, kind: Transform) -> np.ndarray:
@@ -92,8 +102,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     """:class:`StopCNN` trained with cross-entropy and SGD for a fixed number of epochs.
 
     A fixed epoch count (no early stopping) means nothing is chosen by looking at the
-    held-out cage. Same ``seed``, same weights and predictions. ``loss_curve_`` holds the
-    mean training loss of each epoch.
+    held-out cage. ``class_weight: balanced`` weights the cross-entropy by inverse class
+    frequency in the training set, so a class with fewer training recordings is not
+    predicted less for that alone. Same ``seed``, same weights and predictions.
+    ``loss_curve_`` holds the mean (weighted) training loss of each epoch.
     """
 
     def __init__(
@@ -107,6 +119,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         lr: float = 1e-3,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
+        class_weight: ClassWeight = "balanced",
         seed: int = 0,
         threads: int = 0,
     ):
@@ -119,6 +132,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.lr = lr
         self.momentum = momentum
         self.weight_decay = weight_decay
+        self.class_weight = class_weight
         self.seed = seed
         self.threads = threads
 
@@ -156,7 +170,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
         )
         inputs, targets = self.to_tensor(X), torch.as_tensor(np.asarray(y), dtype=torch.long)
-        loss_fn = nn.CrossEntropyLoss(reduction="sum")
+        weights = torch.as_tensor(class_weights(y, self.class_weight), dtype=torch.float32)
+        loss_fn = nn.CrossEntropyLoss(weight=weights, reduction="sum")
         self.loss_curve_: list[float] = []
         model.train()
         for _ in range(self.epochs):
@@ -226,15 +241,20 @@ class CalibratedSVC(ClassifierMixin, BaseEstimator):
     to 3 stratified folds of the training data (fewer when a class is that small) and
     predicts the most probable class. A class with a single training recording leaves
     nothing to calibrate on; the plain SVM then predicts, with 0/1 probabilities.
+    ``class_weight: balanced`` scales each class's penalty C by its inverse frequency.
     """
 
-    def __init__(self, kernel: str = "rbf", C: float = 1.0, random_state: int = 0):
+    def __init__(
+        self, kernel: str = "rbf", C: float = 1.0, class_weight: ClassWeight = "balanced", random_state: int = 0
+    ):
         self.kernel = kernel
         self.C = C
+        self.class_weight = class_weight
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> CalibratedSVC:
-        svm = SVC(kernel=self.kernel, C=self.C, random_state=self.random_state)
+        weight = "balanced" if self.class_weight == "balanced" else None
+        svm = SVC(kernel=self.kernel, C=self.C, class_weight=weight, random_state=self.random_state)
         self.classes_, counts = np.unique(y, return_counts=True)
         if counts.min() >= 2:
             self.model_ = CalibratedClassifierCV(svm, cv=int(min(3, counts.min())), ensemble=False).fit(X, y)
@@ -259,8 +279,11 @@ def make_baseline(kind: str, params: BaselineParams) -> Pipeline:
     """Flatten -> [standardise] -> PCA -> 1-NN or SVM, as one pipeline fitted on training cages only.
 
     Every step before the last ignores the labels, so
-    :func:`~lmt_stereotype.evaluation.cross_validate` may fit them once per fold and
-    reuse them across label permutations.
+    :class:`~lmt_stereotype.evaluation.FoldedModel` may fit them once per training set and
+    reuse them across label permutations. The SVM weights its classes
+    (``baselines.class_weight``); 1-NN has no weights to give: its prediction is the class
+    of the single nearest training recording, which no class weight changes, so the
+    balanced folds are what keep its training sets fair.
     """
     steps: list[tuple[str, object]] = [
         ("flatten", FunctionTransformer(_flatten, kw_args={"transform": params.transform})),
@@ -271,7 +294,8 @@ def make_baseline(kind: str, params: BaselineParams) -> Pipeline:
     if kind == "knn":
         steps.append(("knn", KNeighborsClassifier(n_neighbors=params.knn_neighbors)))
     elif kind == "svm":
-        steps.append(("svm", CalibratedSVC(kernel=params.svm_kernel, C=params.svm_c, random_state=params.seed)))
+        svm = CalibratedSVC(params.svm_kernel, params.svm_c, params.class_weight, random_state=params.seed)
+        steps.append(("svm", svm))
     else:
         raise ValueError(f"unknown baseline {kind!r} (knn or svm)")
     return Pipeline(steps)

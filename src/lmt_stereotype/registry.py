@@ -83,7 +83,7 @@ def log_model(classifier: CNNClassifier, params: Params, example: np.ndarray) ->
 
 @dataclass(frozen=True)
 class Registration:
-    """What registering did: the new version, the alias it got, and the champion it was weighed against."""
+    """What registering did: the new version, the alias it got and why, and the champion it was weighed against."""
 
     name: str
     version: str
@@ -93,10 +93,51 @@ class Registration:
     previous_champion: str | None
     previous_value: float | None
     run_id: str
+    reason: str = ""
 
 
 def _tag_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, dict | list | tuple) else str(value)
+
+
+def promotion(
+    value: float,
+    metric: str,
+    scheme: str,
+    significant: tuple[bool, str],
+    selection_biased: bool,
+    champion: dict[str, str] | None,
+) -> tuple[str, str]:
+    """The alias a new version earns, and why, in words.
+
+    ``champion`` only for a version whose cross-validated accuracy is significantly above
+    chance (``significant``: the verdict and its evidence) and whose ``metric`` beats the
+    current champion's (``champion``: its version and tags). A champion whose evidence
+    came from another scheme is not comparable and does not stand in the way; a
+    selection-biased score never promotes.
+    """
+    above, evidence = significant
+    if selection_biased:
+        return CHALLENGER, "selection-biased score (flat tuning): never champion"
+    if not above:
+        return CHALLENGER, f"not significantly above chance ({evidence})"
+    if champion is None:
+        return CHAMPION, f"significantly above chance ({evidence}); no champion before"
+    best = float(champion.get(f"cv.{metric}", "nan"))
+    if champion.get("cv.scheme") != scheme or not math.isfinite(best):
+        return CHAMPION, (
+            f"significantly above chance ({evidence}); champion version {champion['version']} has no {scheme} "
+            f"{metric} to compare"
+        )
+    if value > best:
+        return CHAMPION, (
+            f"significantly above chance ({evidence}); {metric} {value:.3f} beats champion version "
+            f"{champion['version']}'s {best:.3f}"
+        )
+    return CHALLENGER, (
+        f"significantly above chance ({evidence}), but {metric} {value:.3f} does not beat champion version "
+        f"{champion['version']}'s {best:.3f}"
+    )
 
 
 def register(
@@ -105,32 +146,34 @@ def register(
     metrics: dict[str, float],
     tags: dict[str, Any],
     description: str,
-    promotable: bool = True,
+    significant: tuple[bool, str],
+    selection_biased: bool = False,
 ) -> Registration:
-    """Register ``model_uri`` as a new version of ``cfg.model_name`` and decide its alias.
+    """Register ``model_uri`` as a new version of ``cfg.model_name`` and give it the alias :func:`promotion` decides.
 
-    ``champion`` moves to it only when its cross-validated ``cfg.metric`` beats the
-    current champion's (the first version always wins); otherwise, or when the model is
-    not ``promotable`` (its score was selection-biased), it becomes ``challenger``.
-    Two trainings registering at the same instant could both read the old champion; the
-    later alias then wins, so run one ``train`` per registered name at a time.
+    ``metrics`` are the version's cross-validated metrics (in the scheme ``tags["cv_scheme"]``),
+    kept as ``cv.*`` tags so a later version can be weighed against it. Two trainings
+    registering at the same instant could both read the old champion; the later alias
+    then wins, so run one ``train`` per registered name at a time.
     """
     client = mlflow.MlflowClient()
     value = float(metrics[cfg.metric])
+    scheme = str(tags.get("cv_scheme", ""))
     version_tags = {
         **{k: _tag_value(v) for k, v in tags.items()},
         **{f"cv.{k}": repr(float(v)) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)},
         "cv.metric": cfg.metric,
-        "promotable": str(promotable).lower(),
+        "cv.scheme": scheme,
     }
     registered = mlflow.register_model(model_uri, cfg.model_name, tags=version_tags)
     client.update_model_version(cfg.model_name, registered.version, description=description)
     current = client.get_registered_model(cfg.model_name).aliases.get(CHAMPION)
     champion = client.get_model_version(cfg.model_name, current) if current is not None else None
-    best = float(champion.tags.get(f"cv.{cfg.metric}", "nan")) if champion is not None else None
-    wins = promotable and (champion is None or not math.isfinite(best) or value > best)
-    alias = CHAMPION if wins else CHALLENGER
+    champion_tags = {**champion.tags, "version": str(champion.version)} if champion is not None else None
+    alias, reason = promotion(value, cfg.metric, scheme, significant, selection_biased, champion_tags)
+    client.set_model_version_tag(cfg.model_name, registered.version, "promotion_reason", reason)
     client.set_registered_model_alias(cfg.model_name, alias, registered.version)
+    best = float(champion.tags.get(f"cv.{cfg.metric}", "nan")) if champion is not None else None
     return Registration(
         cfg.model_name,
         str(registered.version),
@@ -140,6 +183,7 @@ def register(
         str(champion.version) if champion is not None else None,
         best,
         registered.run_id,
+        reason,
     )
 
 
@@ -169,7 +213,10 @@ def registered_already(name: str, digest: str) -> Registration | None:
             aliases = client.get_registered_model(name).aliases
             alias = next((a for a, v in aliases.items() if str(v) == str(candidate.version)), "none")
             value = float(candidate.tags.get(f"cv.{metric}", "nan"))
-            return Registration(name, str(candidate.version), alias, metric, value, None, None, candidate.run_id)
+            reason = candidate.tags.get("promotion_reason", "")
+            return Registration(
+                name, str(candidate.version), alias, metric, value, None, None, candidate.run_id, reason
+            )
     return None
 
 
@@ -178,7 +225,7 @@ def describe(metrics: dict[str, float], scheme: str, tags: dict[str, Any]) -> st
     biased = " (selection-biased: the setting was chosen by this score)" if tags.get("selection_biased") else ""
     return (
         f"Shallow CNN (two parallel conv branches, one linear layer) classifying AM/JM/AF/JF from stacks of "
-        f"stop histograms. {scheme} cross-validated{biased} accuracy {metrics['accuracy']:.3f} "
+        f"stop histograms. Cross-validated ({scheme}){biased}: accuracy {metrics['accuracy']:.3f} "
         f"[{metrics['accuracy_ci_low']:.3f}, {metrics['accuracy_ci_high']:.3f}], balanced accuracy "
         f"{metrics['balanced_accuracy']:.3f}, females {metrics['accuracy_female']:.3f}, males "
         f"{metrics['accuracy_male']:.3f}, chance {metrics['chance_level']:.2f}. Tuning: {tags.get('tuning')}. "

@@ -2,9 +2,12 @@
 
 Built only from what the stages wrote (``reports/*.json``, the confusion matrices, the
 ``explain`` figures, the stop summary), so it never shows a number that is not in the
-reports and is rebuilt in seconds without retraining. Every accuracy stands next to its
-interval over cages, its exact binomial interval, the chance level and, where one was run,
-the permutation p-value; the paper's figures are shown beside ours, not mixed with them.
+reports and is rebuilt in seconds without retraining. The balanced scheme is the
+headline; the paper's leave-one-cage-out stands beside it with its caveat, then the leaky
+K-fold. Every accuracy stands next to its interval over cages, its exact binomial interval,
+the chance level, where one was run the permutation p-value, and the p-value for being
+below chance, which, when significant, is spelled out as a biased scheme. The paper's
+figures are shown beside ours, not mixed with them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pandas as pd
 
 from lmt_stereotype.config import CLASSES, Params
 from lmt_stereotype.errors import InputError
+from lmt_stereotype.evaluation import CAVEATS, SCHEMES, bias_warning
 from lmt_stereotype.figures import confusion_panels_figure
 
 MODELS = {"cnn": "CNN", "knn": "PCA + 1-NN", "svm": "PCA + SVM"}
@@ -48,9 +52,8 @@ FIGURES = {
 class ReportInputs:
     """What the page shows, read from the stages' outputs."""
 
-    metrics: dict[str, dict[str, float]]  # model -> leave-one-cage-out metrics
-    kfold_accuracy: dict[str, float]  # model -> stratified K-fold accuracy (cage leakage), if run
-    confusion: dict[str, np.ndarray]  # model -> counts, rows labels, columns predictions
+    metrics: dict[str, dict[str, dict[str, float]]]  # model -> scheme -> metrics (balanced first)
+    confusion: dict[str, np.ndarray]  # model -> balanced-scheme counts, rows labels, columns predictions
     cohort: dict[str, float]
     recordings: pd.DataFrame
     registered: dict | None
@@ -68,23 +71,20 @@ def _json(path: Path, stage: str) -> dict:
 def gather(params: Params) -> ReportInputs:
     """Read every input of the page; a missing one is named with the stage that writes it."""
     reports = params.data.reports
-    metrics, kfold, confusion = {}, {}, {}
+    metrics, confusion = {}, {}
     for model in MODELS:
         stage = "train" if model == "cnn" else "baselines"
         per_scheme = _json(reports / f"{model}.json", stage)
-        if "loco" not in per_scheme:
-            raise InputError(reports / f"{model}.json", "has no leave-one-cage-out (loco) results")
-        metrics[model] = per_scheme["loco"]
-        if "kfold" in per_scheme:
-            kfold[model] = per_scheme["kfold"]["accuracy"]
-        confusion[model] = np.array(_json(reports / model / "loco" / "confusion.json", stage)["counts"])
+        if "balanced" not in per_scheme:
+            raise InputError(reports / f"{model}.json", f"has no balanced results; run `lmt-stereotype {stage}` again")
+        metrics[model] = {scheme: per_scheme[scheme] for scheme in SCHEMES if scheme in per_scheme}
+        confusion[model] = np.array(_json(reports / model / "balanced" / "confusion.json", stage)["counts"])
     recordings_csv = params.data.stops / "recordings.csv"
     if not recordings_csv.exists():
         raise InputError(recordings_csv, "missing; run `lmt-stereotype stops` first")
     final = reports / "cnn" / "final.json"
     return ReportInputs(
         metrics=metrics,
-        kfold_accuracy=kfold,
         confusion=confusion,
         cohort=_json(reports / "preprocess.json", "histograms"),
         recordings=pd.read_csv(recordings_csv),
@@ -96,29 +96,46 @@ def _pct(value: float | None) -> str:
     return "–" if value is None or not np.isfinite(value) else f"{value:.1%}"
 
 
+def _p(value: float | None) -> str:
+    return "not run" if value is None or not np.isfinite(value) else f"{value:.3g}"
+
+
 def results_table(inputs: ReportInputs) -> pd.DataFrame:
-    """CNN, 1-NN and SVM side by side, leave-one-cage-out, with the paper's figures beside them."""
+    """CNN, 1-NN and SVM side by side, balanced scheme first, with the paper's figures beside them."""
     rows = []
     for model, name in MODELS.items():
-        m = inputs.metrics[model]
-        p = m.get("permutation_p_value")
+        m, schemes = inputs.metrics[model]["balanced"], inputs.metrics[model]
         paper, paper_f, paper_m = PAPER_ACCURACY[model]
         rows.append(
             {
                 "model": name,
-                "accuracy": _pct(m["accuracy"]),
+                "accuracy (balanced)": _pct(m["accuracy"]),
                 "95% interval over cages": f"{_pct(m['accuracy_ci_low'])}–{_pct(m['accuracy_ci_high'])}",
                 "exact binomial 95%": f"{_pct(m['accuracy_binomial_low'])}–{_pct(m['accuracy_binomial_high'])}",
                 "balanced accuracy": _pct(m["balanced_accuracy"]),
                 "females": _pct(m["accuracy_female"]),
                 "males": _pct(m["accuracy_male"]),
-                "permutation p": "not run" if p is None or not np.isfinite(p) else f"{p:.3g}",
+                "permutation p": _p(m.get("permutation_p_value")),
+                "below-chance p": _p(m.get("below_chance_p")),
                 "chance": _pct(m["chance_level"]),
-                "K-fold (leaky)": _pct(inputs.kfold_accuracy.get(model)),
-                "paper": _pct(paper) + (f" (F {_pct(paper_f)}, M {_pct(paper_m)})" if paper_f else ""),
+                "leave-one-cage-out (biased)": _pct(schemes.get("loco", {}).get("accuracy")),
+                "K-fold (leaky)": _pct(schemes.get("kfold", {}).get("accuracy")),
+                "paper (leave-one-cage-out)": _pct(paper)
+                + (f" (F {_pct(paper_f)}, M {_pct(paper_m)})" if paper_f else ""),
             }
         )
     return pd.DataFrame(rows)
+
+
+def warnings(inputs: ReportInputs, confidence: float) -> list[str]:
+    """The schemes whose accuracy is significantly below chance, as sentences: biased, not findings."""
+    out = []
+    for model, name in MODELS.items():
+        for scheme, m in inputs.metrics[model].items():
+            warning = bias_warning(m, confidence)
+            if warning:
+                out.append(f"{name}, {SCHEMES[scheme]}: {warning}.")
+    return out
 
 
 def _span(values: pd.Series) -> str:
@@ -156,8 +173,9 @@ def cohort_summary(inputs: ReportInputs, params: Params, source: str) -> list[tu
         ),
         (
             "evaluation",
-            "leave-one-cage-out: every cage's recordings held out together; nothing (scaling, "
-            "PCA, tuning) fitted on the test cage",
+            f"{SCHEMES['balanced']} ({params.evaluation.matchings} matching(s) of the cages, each recording's "
+            "predictions averaged), so every training set keeps the cohort's balance of sexes; whole cages held "
+            "out; nothing (scaling, PCA, tuning) fitted on a test cage",
         ),
     ]
 
@@ -178,18 +196,22 @@ STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em aut
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}
 th{background:#f3f3f3}table.kv th{width:14em}figure{margin:1.5em 0}figcaption{font-size:.9em;color:#444}
-img{max-width:100%}.note{font-size:.9em;color:#444}.row{display:flex;gap:1em}.row figure{flex:1;min-width:0}"""
+img{max-width:100%}.note{font-size:.9em;color:#444}
+.warning{background:#fff3cd;padding:.5em;border:1px solid #e0c060}
+.row{display:flex;gap:1em}.row figure{flex:1;min-width:0}"""
 
 
 def render_html(inputs: ReportInputs, params: Params, provenance: dict[str, str], figures: dict[str, Path]) -> str:
     """The page: cohort, results table, confusion matrices beside Table 1, explanations."""
     table = results_table(inputs)
-    chance = inputs.metrics["cnn"]["chance_level"]
-    threshold = inputs.metrics["cnn"].get("significance_threshold")
+    chance = inputs.metrics["cnn"]["balanced"]["chance_level"]
+    threshold = inputs.metrics["cnn"]["balanced"].get("significance_threshold")
+    biased = warnings(inputs, params.evaluation.confidence)
     reg = {k: html.escape(str(v)) for k, v in (inputs.registered or {}).items()}
     registered = (
         f"<p>The final CNN is registered as <b>{reg['name']}</b> version {reg['version']}, alias "
-        f"<b>{reg['alias']}</b> ({reg['metric']} {inputs.registered['value']:.3f}); predict with "
+        f"<b>{reg['alias']}</b> ({reg['metric']} {inputs.registered['value']:.3f}: {reg.get('reason', '')}); "
+        "predict with "
         f"<code>lmt-stereotype predict RECORDING.sqlite --model {reg['model_uri']}</code>.</p>"
         if reg
         else ""
@@ -198,7 +220,8 @@ def render_html(inputs: ReportInputs, params: Params, provenance: dict[str, str]
         "<h1>lmt-stereotype: sex and age from where and when mice stop</h1>"
         f"<p class='note'>data version {html.escape(provenance['data_version'])}</p>",
         "<h2>Cohort</h2>" + _table_html(cohort_summary(inputs, params, provenance["data_source"])),
-        "<h2>Models, leave-one-cage-out</h2>" + table.to_html(index=False, border=0, escape=True),
+        "<h2>Models, cage-balanced cross-validation</h2>" + table.to_html(index=False, border=0, escape=True),
+        "".join(f"<p class='warning'><b>Biased scheme.</b> {html.escape(w)}</p>" for w in biased),
         f"<p class='note'>Chance is {chance:.0%} (four balanced classes)"
         + (
             f"; with this many recordings an accuracy above {threshold:.1%} is significant at p &lt; 0.05 (binomial)"
@@ -206,9 +229,12 @@ def render_html(inputs: ReportInputs, params: Params, provenance: dict[str, str]
             else ""
         )
         + ". The interval over cages is a bootstrap of whole cages; the permutation test permutes labels as "
-        "the design allows (sex across cages, age within a cage). The tuned CNN has no permutation p-value: "
-        "each permutation would be a whole nested tuning. K-fold shows what cage leakage adds; it is not an "
-        "estimate of accuracy on new cages. The paper's column is its 12-cage, 3-day cohort.</p>" + registered,
+        "the design allows (sex across cages, age within a cage) and draws balanced folds for each "
+        "permutation. The tuned CNN has no permutation p-value: each permutation would be a whole nested "
+        "tuning. The below-chance p-value scores the same predictions against design-permuted labels; when it "
+        "is small the scheme is biased, and the number says nothing about the mice. Leave-one-cage-out, "
+        f"{html.escape(CAVEATS['loco'])}. K-fold shows what cage leakage adds; it is not an estimate of accuracy "
+        "on new cages. The paper's column is its 12-cage, 3-day cohort, evaluated leave-one-cage-out.</p>" + registered,
         "<h2>Confusion matrices</h2><figure><img src='" + _image(figures["confusion_matrices.png"]) + "' alt='"
         "confusion matrices'><figcaption>Rows: labels; columns: predictions; cells shaded by the share of "
         "their row. Left: the paper's Table 1.</figcaption></figure>",

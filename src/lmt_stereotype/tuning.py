@@ -1,13 +1,15 @@
 """Optuna search of the CNN's settings, nested inside the cage folds.
 
-The accuracy reported for a tuned CNN must not have seen its test cage, so each outer
-leave-one-cage-out fold gets its own study, whose trials are scored by cage folds of
-that fold's training cages only; the final model's study then tunes on every cage.
+The accuracy reported for a tuned CNN must not have seen its test cages, so each outer
+fold of the schemes in ``tuning.schemes`` (the balanced one by default) gets its own
+study, whose trials are scored by cage-balanced folds of that fold's training cages
+only; the final model's study then tunes on every cage. The other schemes train the
+``cnn`` section's fixed setting.
 Studies live in an Optuna RDB storage (SQLite by default, PostgreSQL for many
 workers, local or remote, see :func:`run_workers`): a study interrupted half-way
 resumes where it stopped, and its name carries a fingerprint of the data and the
 search, so a changed cohort or search space never resumes a stale study. A quicker
-flat mode tunes on the leave-one-cage-out score itself; its score is selection-biased.
+flat mode tunes on the balanced cross-validation score itself; its score is selection-biased.
 """
 
 from __future__ import annotations
@@ -19,16 +21,27 @@ import socket
 import warnings
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing import active_children, get_context
 from typing import Any
 
 import numpy as np
 import optuna
-from sklearn.model_selection import GroupKFold
 from tqdm import tqdm
 
-from lmt_stereotype.config import CLASSES, CNNParams, Params, TuningParams
-from lmt_stereotype.evaluation import CVResult, Evaluation, Fold, evaluate, leave_one_cage_out, make_folds, report
+from lmt_stereotype.config import CNNParams, Params, TuningParams
+from lmt_stereotype.evaluation import (
+    FEMALE,
+    CVResult,
+    Evaluation,
+    Fold,
+    balanced_cage_folds,
+    cage_sexes,
+    evaluate,
+    make_folds,
+    out_of_fold,
+    report,
+)
 from lmt_stereotype.histograms import Stacks
 from lmt_stereotype.models import CNNClassifier
 from lmt_stereotype.parallel import available_cores, pool_size
@@ -43,17 +56,22 @@ SEARCHED = ("lr", "momentum", "weight_decay", "epochs", "batch_size", "transform
 NOT_TUNING = {"cnn": {"threads", "n_permutations"}, "tuning": {"storage", "enabled", "n_trials", "study"}}
 
 
-def inner_folds(cages: np.ndarray, n_folds: int) -> list[Fold]:
-    """Cage folds over the given recordings (indices into ``cages``): no cage on both sides."""
-    cages = np.asarray(cages)
-    n = min(n_folds, len(np.unique(cages)))
+def inner_folds(cages: np.ndarray, y: np.ndarray, n_folds: int, seed: int = 0) -> list[Fold]:
+    """Cage-balanced folds over the given recordings (indices into ``cages``): no cage on both
+    sides, and as many male as female cages in each (give or take one), so that a trial is
+    never scored by folds whose training sets lean against their test cages' sex.
+
+    At most as many folds as the smaller sex has cages, so each fold holds out both sexes.
+    """
+    female = FEMALE[np.asarray(y)]
+    sexes = list(cage_sexes(cages, female).values())
+    per_sex = [sexes.count(s) for s in ("male", "female") if s in sexes]
+    n = min(n_folds, *per_sex) if per_sex else min(n_folds, len(sexes))
     if n < 2:
-        raise ValueError(f"tuning needs at least 2 training cages for its inner folds, got {n}")
-    splitter = GroupKFold(n_splits=n)
-    return [
-        Fold(f"inner{i}", train, test)
-        for i, (train, test) in enumerate(splitter.split(np.zeros(len(cages)), groups=cages))
-    ]
+        raise ValueError(
+            f"tuning needs at least 2 training cages of each sex for its inner folds, got {per_sex or len(sexes)}"
+        )
+    return balanced_cage_folds(cages, female, n_folds=n, seed=seed)
 
 
 def suggest(trial: optuna.Trial, tuning: TuningParams, kernel_sizes: tuple[int, ...]) -> dict[str, Any]:
@@ -125,7 +143,7 @@ class Objective:
     ):
         self.X, self.y, self.cages = X, y, np.asarray(cages)
         self.cnn, self.tuning = cnn, tuning
-        self.folds = folds if folds is not None else inner_folds(self.cages, tuning.inner_folds)
+        self.folds = folds if folds is not None else inner_folds(self.cages, y, tuning.inner_folds, tuning.seed)
 
     def __call__(self, trial: optuna.Trial) -> float:
         chosen = setting(suggest(trial, self.tuning, self.cnn.kernel_sizes), self.cnn.kernel_sizes)
@@ -242,7 +260,7 @@ def nested_cross_validate(
     progress: bool = False,
     base: str | None = None,
 ) -> tuple[CVResult, dict[str, optuna.Study]]:
-    """Tune on each outer fold's training cages, refit the best setting there, predict its test cage.
+    """Tune on each outer fold's training cages, refit the best setting there, predict its test cages.
 
     The accuracy of these out-of-fold predictions is unbiased by the tuning: no trial of
     a fold's study saw that fold's test recordings. Studies already finished (by
@@ -250,18 +268,17 @@ def nested_cross_validate(
     """
     y = np.asarray(y)
     cages = np.asarray(cages)
-    result = CVResult(y, np.full(len(y), -1), np.zeros((len(y), len(CLASSES))), np.empty(len(y), dtype=object))
-    studies = {}
+    studies, models, fold_proba = {}, [], []
     for fold in tqdm(outer, desc="nested tuning", disable=not progress, unit="fold"):
         name = fold_study_name(base or tuning.study, fold, X, y, cages, cnn, tuning)
         train_X, train_y = X[fold.train], y[fold.train]
         studies[fold.name] = study = tune(train_X, train_y, cages[fold.train], cnn, tuning, storage, name)
         model = CNNClassifier.from_params(cnn).set_params(**best_setting(study, cnn)).fit(train_X, train_y)
-        result.y_pred[fold.test] = model.predict(X[fold.test])
-        result.proba[fold.test] = model.predict_proba(X[fold.test])
-        result.fold[fold.test] = fold.name
-        result.models.append(model)
-        result.loss_curves[fold.name] = list(model.loss_curve_)
+        fold_proba.append(model.predict_proba(X[fold.test]))
+        models.append(model)
+    result = out_of_fold(y, outer, fold_proba)
+    result.models = models
+    result.loss_curves = {fold.name: list(model.loss_curve_) for fold, model in zip(outer, models)}
     return result, studies
 
 
@@ -276,7 +293,7 @@ def evaluate_tuned(stacks: Stacks, scheme: str, params: Params, progress: bool =
     Its permutation p-value is left undefined (NaN): each permutation would be a whole
     nested tuning. The fixed-setting CNN (``tuning.enabled: false``) has one.
     """
-    folds = make_folds(scheme, stacks, params.evaluation)
+    folds = make_folds(scheme, stacks.cage, params.evaluation, stacks.y)
     storage = rooted(params.tuning.storage)
     result, studies = nested_cross_validate(
         stacks.X,
@@ -290,11 +307,30 @@ def evaluate_tuned(stacks: Stacks, scheme: str, params: Params, progress: bool =
         base=outer_base(params, scheme),
     )
     evaluation = report("cnn", scheme, stacks, folds, result, params.evaluation, np.array([]))
+    evaluation.tags["tuning"] = "nested"
     for fold, study in studies.items():
         evaluation.trials[fold] = trial_records(study)
         chosen = {f"best_{k}": v for k, v in study.best_trial.params.items() if isinstance(v, int | float)}
         evaluation.fold_metrics[fold].update({"inner_accuracy_best": study.best_value, **chosen})
     return evaluation
+
+
+def evaluate_cnn(stacks: Stacks, scheme: str, params: Params, progress: bool = False) -> Evaluation:
+    """The CNN under one scheme, made as ``params`` say.
+
+    Nested mode tunes it inside each outer fold of the schemes in ``tuning.schemes`` and
+    trains the ``cnn`` setting in the others (no p-value there: a full cross-validation per
+    permutation); flat mode applies the flat study's choice everywhere; with tuning off,
+    the ``cnn`` setting gets ``cnn.n_permutations`` permutations in the balanced scheme.
+    """
+    tuning = params.tuning
+    if tuning.enabled and tuning.mode == "nested" and scheme in tuning.schemes:
+        return evaluate_tuned(stacks, scheme, params, progress)
+    if tuning.enabled and tuning.mode == "flat":
+        return evaluate_flat(stacks, scheme, params, progress)
+    n = params.cnn.n_permutations if not tuning.enabled and scheme == "balanced" else 0
+    make = partial(CNNClassifier.from_params, params.cnn)
+    return evaluate("cnn", make, stacks, scheme, params.evaluation, n, progress, tags={"tuning": "off"})
 
 
 @dataclass(frozen=True)
@@ -309,15 +345,16 @@ class StudySpec:
 def final_study(stacks: Stacks, params: Params) -> StudySpec:
     """The study that chooses the final model's setting on every recording.
 
-    Nested mode scores its trials on cage folds of all the cages; flat mode on the
-    leave-one-cage-out folds themselves, so its best score is the reported one, chosen
-    by looking at it (selection-biased).
+    Nested mode scores its trials on cage-balanced folds of all the cages; flat mode on
+    the balanced scheme's folds themselves, so its best score is the reported one,
+    chosen by looking at it (selection-biased).
     """
     everything = Fold("all", np.arange(len(stacks.y)), np.array([], dtype=np.int64))
     flat = params.tuning.mode == "flat"
     base = f"{params.tuning.study}-{'flat' if flat else 'final'}"
     name = fold_study_name(base, everything, stacks.X, stacks.y, stacks.cage, params.cnn, params.tuning)
-    return StudySpec(name, everything.train, leave_one_cage_out(stacks.cage) if flat else None)
+    folds = make_folds("balanced", stacks.cage, params.evaluation, stacks.y) if flat else None
+    return StudySpec(name, everything.train, folds)
 
 
 def _run(
@@ -329,7 +366,7 @@ def _run(
 
 
 def evaluate_flat(stacks: Stacks, scheme: str, params: Params, progress: bool = False) -> Evaluation:
-    """The CNN with the setting that scored best on the leave-one-cage-out folds, cross-validated under ``scheme``.
+    """The CNN with the setting that scored best on the balanced folds, cross-validated under ``scheme``.
 
     Quick, and biased upwards: the setting was chosen by the very score reported. Its runs
     are tagged selection-biased and its model is never promoted to champion.
@@ -339,7 +376,8 @@ def evaluate_flat(stacks: Stacks, scheme: str, params: Params, progress: bool = 
     def make() -> CNNClassifier:
         return CNNClassifier.from_params(params.cnn).set_params(**best)
 
-    return evaluate("cnn", make, stacks, scheme, params.evaluation, 0, progress)
+    tags = {"tuning": "flat", "selection_biased": "true"}
+    return evaluate("cnn", make, stacks, scheme, params.evaluation, 0, progress, tags=tags)
 
 
 def fit_final(stacks: Stacks, params: Params) -> tuple[CNNClassifier, optuna.Study | None]:
@@ -357,11 +395,11 @@ def fit_final(stacks: Stacks, params: Params) -> tuple[CNNClassifier, optuna.Stu
 
 
 def study_plan(stacks: Stacks, params: Params) -> list[StudySpec]:
-    """Every study of a tuned ``train``: (nested) one per outer fold of each scheme; the final model's."""
+    """Every study of a tuned ``train``: (nested) one per outer fold of each tuned scheme; the final model's."""
     plan = []
     if params.tuning.mode == "nested":
-        for scheme in params.evaluation.schemes:
-            for fold in make_folds(scheme, stacks, params.evaluation):
+        for scheme in params.tuning.schemes:
+            for fold in make_folds(scheme, stacks.cage, params.evaluation, stacks.y):
                 name = fold_study_name(
                     outer_base(params, scheme), fold, stacks.X, stacks.y, stacks.cage, params.cnn, params.tuning
                 )
