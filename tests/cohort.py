@@ -31,7 +31,7 @@ def small_params(folder: Path, n_cages: int, sections: dict | None = None, **eff
     return path
 
 
-def tiny_cohort(n_cages: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def tiny_cohort(n_cages: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cages of 8 recordings (4 mice x 2 ages), half the cages male, with a planted quadrant per class."""
     rng = np.random.default_rng(0)
     cages = np.repeat([f"c{c}" for c in range(n_cages)], 8)
@@ -48,7 +48,8 @@ TINY_CNN = {"channels": [4, 4], "kernel_sizes": [3, 5], "epochs": 20, "lr": 0.01
 
 
 def tiny_project(folder: Path, sections: dict | None = None) -> Path:
-    """A project folder whose stacks are :func:`tiny_cohort` (no simulation needed) and a tiny CNN."""
+    """A project folder whose stacks are :func:`tiny_cohort` (no simulation needed) and a tiny CNN,
+    evaluated by one matching of balanced folds (3 folds of a male and a female cage)."""
     from lmt_stereotype.config import CLASSES
     from lmt_stereotype.histograms import Stacks
 
@@ -58,5 +59,6 @@ def tiny_project(folder: Path, sections: dict | None = None) -> Path:
     Stacks(X, np.array(CLASSES)[y], cages, np.array(ids), np.arange(n) % 4 + 1, np.array(ids), 60.0).save(
         folder / "data/processed/stacks.npz"
     )
-    defaults = {"cnn": TINY_CNN, "evaluation": {"schemes": ["loco"], "n_bootstrap": 100}}
+    evaluation = {"schemes": ["balanced"], "matchings": 1, "n_bootstrap": 100, "chance_permutations": 100}
+    defaults = {"cnn": TINY_CNN, "evaluation": evaluation}
     return small_params(folder, n_cages=len(np.unique(cages)), sections={**defaults, **(sections or {})})

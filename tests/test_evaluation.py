@@ -11,7 +11,6 @@ import pytest
 from scipy import stats
 from sklearn.base import clone
 from sklearn.decomposition import PCA
-
 from sklearn.dummy import DummyClassifier
 
 from lmt_stereotype.config import CLASSES, BaselineParams, EvaluationParams

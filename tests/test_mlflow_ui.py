@@ -38,13 +38,13 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 PIPELINE = {
     "cnn": {"epochs": 2, "n_permutations": 0, "kernel_sizes": [3, 5], "channels": [2, 2]},
     "baselines": {"n_permutations": 3},
-    "evaluation": {"schemes": ["loco"], "n_bootstrap": 50},
+    "evaluation": {"schemes": ["balanced", "loco"], "matchings": 1, "n_bootstrap": 50, "chance_permutations": 50},
     "tuning": {"enabled": False},
     "explain": {"n_permutations": 19, "ig_steps": 4},
 }
 """Stages that run in seconds: the UI is under test here, not the models (test_training.py)."""
 
-MODELS = {"cnn": "cnn-loco", "knn": "knn-loco", "svm": "svm-loco"}
+MODELS = {"cnn": "cnn-balanced", "knn": "knn-balanced", "svm": "svm-balanced"}
 COLUMNS = ("accuracy", "balanced_accuracy", "accuracy_female", "accuracy_male")
 REGISTERED = "lmt-stereotype-cnn"
 TRAINING = "workflowType=machine_learning"  # the UI's "Model training" view, not its GenAI default
@@ -58,15 +58,17 @@ class Store:
     folder: Path
     uri: str
     experiment_id: str
-    runs: dict[str, str]  # model -> run id of its leave-one-cage-out run
+    runs: dict[str, str]  # model -> run id of its balanced-scheme run
     metrics: dict[str, dict[str, float]]  # model -> metric -> value
-    champion: str  # registered version carrying the alias
+    loco_run: str  # the CNN's leave-one-cage-out run, with its caveat
+    version: str  # the registered version of this pipeline
+    alias: str  # its alias: champion, or challenger when not above chance (a tiny CNN trained 2 epochs)
     final_run: str  # run that logged the registered model (and holds the explanations)
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Store:
-    """The demo pipeline on a 2-cage simulated cohort, tracked into a store of its own.
+    """The demo pipeline on a 4-cage simulated cohort, tracked into a store of its own.
 
     With ``$LMT_UI_PROJECT`` (a project folder after ``make run``) the test looks at that
     project's store instead, its latest runs: that is how README's screenshots are taken.
@@ -77,7 +79,7 @@ def store(tmp_path_factory) -> Store:
     else:
         folder = tmp_path_factory.mktemp("ui_project")
         uri = f"sqlite:///{folder / 'mlflow.db'}"
-        small_params(folder, n_cages=2, sections=PIPELINE)
+        small_params(folder, n_cages=4, sections=PIPELINE)
         with pytest.MonkeyPatch.context() as env:
             env.setenv("MLFLOW_TRACKING_URI", uri)
             for stage in ("simulate", "preprocess", "train", "baselines", "explain"):
@@ -93,8 +95,25 @@ def store(tmp_path_factory) -> Store:
             max_results=1,
         )
         runs[model], metrics[model] = run.info.run_id, run.data.metrics
-    champion = client.get_model_version_by_alias(REGISTERED, "champion")
-    return Store(folder, uri, experiment.experiment_id, runs, metrics, str(champion.version), champion.run_id)
+    (loco,) = client.search_runs(
+        [experiment.experiment_id],
+        "attributes.run_name = 'cnn-loco'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    final = json.loads((folder / "reports/cnn/final.json").read_text())
+    version = client.get_model_version(REGISTERED, final["version"])
+    return Store(
+        folder,
+        uri,
+        experiment.experiment_id,
+        runs,
+        metrics,
+        loco.info.run_id,
+        str(version.version),
+        final["alias"],
+        version.run_id,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +188,7 @@ SAME_LINE = """([label, selector]) => {
 
 
 def test_the_runs_table_lists_cnn_1nn_and_svm_with_their_accuracy_columns(page, store, shots):
-    search = urllib.parse.quote("attributes.run_name LIKE '%-loco'")
+    search = urllib.parse.quote("attributes.run_name LIKE '%-balanced'")
     visit(page, f"experiments/{store.experiment_id}/runs?searchFilter={search}", "baselines")
     for parent in ("train", "baselines"):  # the model runs are nested under their stage
         row = page.locator("[role=row]", has_text=parent)
@@ -225,7 +244,7 @@ def test_the_confusion_matrix_is_shown_among_the_cnn_runs_artifacts(page, store,
     for name in ("confusion.json", "predictions.csv", "loss.png"):
         page.get_by_text(name, exact=True).first.wait_for()
     page.get_by_text(f"{run_id}/artifacts/confusion.png", exact=False).first.wait_for()
-    figure = store.folder / "reports/cnn/loco/confusion.png"
+    figure = store.folder / "reports/cnn/balanced/confusion.png"
     assert shown_image_size(page) == png_size(figure)  # the logged figure itself, decoded in the page
     page.screenshot(path=shots / "artifacts_confusion.png")
 
@@ -241,16 +260,22 @@ def test_the_activation_maps_are_shown_among_the_registered_models_artifacts(pag
     page.screenshot(path=shots / "artifacts_activation.png")
 
 
-def test_the_registered_model_shows_its_champion_version_and_where_it_comes_from(page, store, shots):
-    version = f"Version {store.champion}"
+def test_the_leave_one_cage_out_run_carries_its_caveat(page, store):
+    visit(page, f"experiments/{store.experiment_id}/runs/{store.loco_run}", "cnn-loco")
+    page.get_by_text("stratification bias", exact=False).first.wait_for()
+
+
+def test_the_registered_model_shows_its_version_its_alias_and_where_it_comes_from(page, store, shots):
+    version = f"Version {store.version}"
     visit(page, f"models/{REGISTERED}", version)
     page.get_by_text(REGISTERED, exact=True).first.wait_for()
     row = page.get_by_role("row").filter(has_text=version)
-    assert "champion" in row.inner_text()
+    assert store.alias in row.inner_text()
     page.screenshot(path=shots / "model_registry.png")
 
-    visit(page, f"models/{REGISTERED}/versions/{store.champion}", version)
-    page.get_by_text("champion", exact=False).first.wait_for()
+    visit(page, f"models/{REGISTERED}/versions/{store.version}", version)
+    page.get_by_text(store.alias, exact=False).first.wait_for()
+    page.get_by_text("above chance", exact=False).first.wait_for()  # promotion_reason: why this alias
     source = page.get_by_role("link", name="cnn-final", exact=True)
     assert store.final_run in source.get_attribute("href")
     page.get_by_text(f"runs:/{store.final_run}/explain", exact=True).wait_for()  # the explanations, attached

@@ -21,8 +21,8 @@ from lmt_stereotype.stops import detect_cohort_stops
 FAST = {
     "cnn": {"epochs": 2, "n_permutations": 1, "kernel_sizes": [3, 5], "channels": [4, 4]},
     "baselines": {"n_permutations": 3},
-    "evaluation": {"kfold_splits": 2, "n_bootstrap": 50},
-    "tuning": {"enabled": False},  # 2 cages leave no inner cage folds; tuning is tested in test_training.py
+    "evaluation": {"kfold_splits": 2, "n_bootstrap": 50, "chance_permutations": 50, "matchings": 1},
+    "tuning": {"enabled": False},  # 4 cages leave no inner cage folds of both sexes; see test_training.py
 }
 """Training settings that only exercise the stages (accuracy is tested in test_training.py)."""
 
@@ -123,7 +123,7 @@ def test_dvc_repro_runs_the_stages_and_leaves_a_clean_status(tmp_path):
         if (ROOT / name).is_file() and not name.startswith("data/"):
             (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, tmp_path / name)
-    small_params(tmp_path, n_cages=2, sections=FAST)
+    small_params(tmp_path, n_cages=4, sections=FAST)  # balanced folds need 2 cages of each sex
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
     run = lambda *a: subprocess.run(a, cwd=tmp_path, env=env, capture_output=True, text=True)  # noqa: E731
     assert run("git", "init", "-q").returncode == 0
@@ -135,17 +135,19 @@ def test_dvc_repro_runs_the_stages_and_leaves_a_clean_status(tmp_path):
     metrics = json.loads(run("dvc", "metrics", "show", "--json").stdout)
     shown = next(iter(metrics.values()))["data"]
     assert "n_stops_in_window" in shown["reports/preprocess.json"]["data"]
-    for model in ("cnn", "knn", "svm"):  # the comparison, side by side under the same keys
-        assert set(shown[f"reports/{model}.json"]["data"]) == {"loco", "kfold"}
-        assert 0 <= shown[f"reports/{model}.json"]["data"]["loco"]["accuracy"] <= 1
+    for model in ("cnn", "knn", "svm"):  # the comparison, side by side under the same keys, balanced first
+        assert list(shown[f"reports/{model}.json"]["data"]) == ["balanced", "loco", "kfold"]
+        assert 0 <= shown[f"reports/{model}.json"]["data"]["balanced"]["accuracy"] <= 1
+    table = run("dvc", "metrics", "show").stdout
+    assert table.index("balanced.accuracy") < table.index("loco.accuracy") < table.index("kfold.accuracy")
     plots = run("dvc", "plots", "show", "--json")
-    assert plots.returncode == 0 and "confusion_loco" in plots.stdout
-    assert Stacks.load(tmp_path / "data/processed/stacks.npz").X.shape[0] == 16
-    explained = tmp_path / "reports/explain"  # 4 channels per branch, 2 cages: 2 held-out folds
+    assert plots.returncode == 0 and "confusion_balanced" in plots.stdout
+    assert Stacks.load(tmp_path / "data/processed/stacks.npz").X.shape[0] == 32
+    explained = tmp_path / "reports/explain"  # 4 channels per branch, 4 cages: a held-out model for each
     assert {p.name for p in (explained / "final").glob("activation_k*_ch*.png")} == {
         f"activation_k{k}_ch{c:02d}.png" for k in (3, 5) for c in range(4)
     }
-    assert len(list((explained / "held_out").glob("activation_k*_cage*.png"))) == 2 * 2
+    assert len(list((explained / "held_out").glob("activation_k*_cage*.png"))) == 2 * 4
     assert len(list((explained / "mice").glob("*.png"))) == 4  # one mouse of each class
     with np.load(explained / "final/maps.npz") as maps:
         assert maps["activation_k3"].shape == (4, 4, 14, 14) and maps["ig_time"].shape == (4, 12)
@@ -159,7 +161,7 @@ def test_dvc_repro_runs_the_stages_and_leaves_a_clean_status(tmp_path):
     assert run("dvc", "remote", "add", "-d", "storage", str(tmp_path / "remote")).returncode == 0
     push = run("dvc", "push")
     assert push.returncode == 0, push.stderr
-    assert sum(1 for p in (tmp_path / "remote").rglob("*") if p.is_file()) > 24  # recordings, stops, stacks, models
+    assert sum(1 for p in (tmp_path / "remote").rglob("*") if p.is_file()) > 40  # recordings, stops, stacks, models
     main = run("mlflow", "run", ".", "-e", "main", "--experiment-name", "lmt-stereotype", "--env-manager", "local")
     assert main.returncode == 0, main.stderr[-2000:]
     assert "Data and pipelines are up to date" in main.stdout + main.stderr

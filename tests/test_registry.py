@@ -1,5 +1,6 @@
 """The model registry: what is registered predicts classes and probabilities and gives back its
-network, and ``champion`` moves to a new version only when its cross-validated metric improves."""
+network, and ``champion`` moves to a new version only when it is significantly above chance and
+its cross-validated metric improves."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from cohort import TINY_CNN, tiny_cohort
 
 from lmt_stereotype.config import CLASSES, Params, RegistryParams
 from lmt_stereotype.models import CNNClassifier
-from lmt_stereotype.registry import fingerprint, load_classifier, log_model, register, registered_already, stack_params
+from lmt_stereotype.registry import (
+    fingerprint,
+    load_classifier,
+    log_model,
+    promotion,
+    register,
+    registered_already,
+    stack_params,
+)
 
 REGISTRY = RegistryParams(model_name="registry-test", metric="balanced_accuracy")
 PARAMS = Params.model_validate({"cnn": TINY_CNN, "histograms": {"n_intervals": 2, "interval_s": 60, "grid": 10}})
@@ -31,11 +40,18 @@ def fitted() -> tuple[CNNClassifier, np.ndarray]:
     return CNNClassifier(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_CNN.items()}).fit(X, y), X
 
 
-def log_and_register(classifier: CNNClassifier, X: np.ndarray, value: float, promotable: bool = True):
+ABOVE = (True, "permutation p = 0.01 <= 0.05")
+AT_CHANCE = (False, "cage-bootstrap interval [0.120, 0.400] reaches chance 0.25")
+
+
+def log_and_register(
+    classifier: CNNClassifier, X: np.ndarray, value: float, significant=ABOVE, selection_biased: bool = False
+):
     with mlflow.start_run():
         info = log_model(classifier, PARAMS, X[:1])
     metrics = {"accuracy": value, "balanced_accuracy": value}
-    return register(info.model_uri, REGISTRY, metrics, {"tuning": "nested"}, "a test model", promotable)
+    tags = {"tuning": "nested", "cv_scheme": "balanced"}
+    return register(info.model_uri, REGISTRY, metrics, tags, "a test model", significant, selection_biased)
 
 
 def champion() -> str:
@@ -43,23 +59,39 @@ def champion() -> str:
 
 
 @pytest.fixture(scope="module")
-def first(store, fitted):
-    """The first version of the registered model: champion, there being none before it."""
+def null_first(store, fitted):
+    """A first version whose cross-validation is not above chance (a cohort with nothing to learn)."""
+    return log_and_register(*fitted, 0.30, significant=AT_CHANCE)
+
+
+@pytest.fixture(scope="module")
+def first(null_first, fitted):
+    """The first version significantly above chance: champion, there being none before it."""
     return log_and_register(*fitted, 1 / 7)
 
 
-def test_the_first_version_is_champion(first):
-    assert (first.version, first.alias, first.previous_champion) == ("1", "champion", None)
+def test_a_first_version_not_above_chance_is_challenger_with_the_reason_recorded(null_first):
+    assert (null_first.version, null_first.alias) == ("1", "challenger")
+    assert null_first.reason == f"not significantly above chance ({AT_CHANCE[1]})"
+    version = mlflow.MlflowClient().get_model_version(REGISTRY.model_name, null_first.version)
+    assert version.tags["promotion_reason"] == null_first.reason and version.tags["cv.scheme"] == "balanced"
+
+
+def test_the_first_version_above_chance_is_champion(first):
+    assert (first.version, first.alias, first.previous_champion) == ("2", "champion", None)
+    assert first.reason == f"significantly above chance ({ABOVE[1]}); no champion before"
 
 
 def test_champion_moves_only_when_the_cross_validated_metric_improves(first, fitted):
-    assert champion() == "1"
+    assert champion() == "2"
     worse = log_and_register(*fitted, 0.10)
-    assert worse.alias == "challenger" and champion() == "1"
+    assert worse.alias == "challenger" and champion() == "2"
+    assert "0.100 does not beat champion version 2's 0.143" in worse.reason
     tie = log_and_register(*fitted, 1 / 7)
-    assert tie.alias == "challenger" and champion() == "1"  # a tie is not an improvement, to the last digit
+    assert tie.alias == "challenger" and champion() == "2"  # a tie is not an improvement, to the last digit
     better = log_and_register(*fitted, 0.70)
-    assert (better.alias, better.previous_champion, better.previous_value) == ("champion", "1", 1 / 7)
+    assert (better.alias, better.previous_champion, better.previous_value) == ("champion", "2", 1 / 7)
+    assert better.reason.endswith("balanced_accuracy 0.700 beats champion version 2's 0.143")
     assert champion() == better.version
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias(REGISTRY.model_name, "challenger").version) == tie.version
@@ -68,11 +100,26 @@ def test_champion_moves_only_when_the_cross_validated_metric_improves(first, fit
     assert version.description == "a test model"
 
 
+def test_a_higher_metric_not_above_chance_never_makes_a_champion(first, fitted):
+    before = champion()
+    lucky = log_and_register(*fitted, 0.95, significant=AT_CHANCE)
+    assert lucky.alias == "challenger" and champion() == before
+
+
 def test_a_selection_biased_score_never_makes_a_champion(first, fitted):
     before = champion()
-    biased = log_and_register(*fitted, 0.99, promotable=False)
+    biased = log_and_register(*fitted, 0.99, selection_biased=True)
     assert biased.alias == "challenger" and champion() == before
-    assert mlflow.MlflowClient().get_model_version(REGISTRY.model_name, biased.version).tags["promotable"] == "false"
+    reason = mlflow.MlflowClient().get_model_version(REGISTRY.model_name, biased.version).tags["promotion_reason"]
+    assert reason == "selection-biased score (flat tuning): never champion"
+
+
+def test_a_champion_from_another_scheme_is_not_comparable_and_gives_way():
+    old = {"version": "4", "cv.scheme": "loco", "cv.balanced_accuracy": "0.9"}
+    alias, reason = promotion(0.5, "balanced_accuracy", "balanced", ABOVE, False, old)
+    assert alias == "champion" and "champion version 4 has no balanced balanced_accuracy to compare" in reason
+    same = {**old, "cv.scheme": "balanced"}
+    assert promotion(0.5, "balanced_accuracy", "balanced", ABOVE, False, same)[0] == "challenger"
 
 
 def test_the_registered_model_predicts_classes_and_probabilities(first, fitted):
@@ -104,11 +151,12 @@ def test_the_same_model_trained_again_is_found_by_its_fingerprint_not_registered
     with mlflow.start_run():
         info = log_model(classifier, PARAMS, X[:1])
     metrics = {"accuracy": 0.2, "balanced_accuracy": 0.2}
-    new = register(info.model_uri, REGISTRY, metrics, {"fingerprint": digest}, "fingerprinted")
+    new = register(info.model_uri, REGISTRY, metrics, {"fingerprint": digest}, "fingerprinted", AT_CHANCE)
     again = registered_already(
         REGISTRY.model_name, fingerprint(load_classifier(mlflow.pyfunc.load_model(info.model_uri)), {})
     )
     assert (again.version, again.alias, again.value) == (new.version, "challenger", 0.2)
+    assert again.reason == new.reason  # the reason it was given then
     other = CNNClassifier(**{**classifier.get_params(), "seed": 1}).fit(*tiny_cohort()[:2])
     assert registered_already(REGISTRY.model_name, fingerprint(other, {})) is None
     assert registered_already(REGISTRY.model_name, fingerprint(classifier, {"tuning": "flat"})) is None

@@ -1,6 +1,6 @@
 """Nothing lost, nothing half-written, every run repeatable; the environment failing says so clearly.
 
-The raw recordings are hashed around a full run of the demo pipeline (2 cages), which
+The raw recordings are hashed around a full run of the demo pipeline (4 cages), which
 runs twice to give byte-identical stops, stacks, models and metrics. A tracking server
 that cannot be reached, a full disk and Ctrl-C in preprocessing or tuning each end with
 one clear line, the previous outputs intact, no temporary file left, no MLflow run left
@@ -71,7 +71,7 @@ def copy_project(source: Path, target: Path, params: dict, outputs: bool = True)
     if outputs:
         for part in OUTPUTS:
             shutil.copytree(source / part, target / part)
-    small_params(target, n_cages=2, sections=params)
+    small_params(target, n_cages=4, sections=params)
     return target
 
 
@@ -80,9 +80,10 @@ DEMO = {**FAST, "registry": {"model_name": "reliability-demo"}, "mlflow": {"expe
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> dict:
-    """The demo pipeline on 2 simulated cages, run in two folders on the same raw files."""
+    """The demo pipeline on 4 simulated cages (balanced folds need 2 of each sex), run in two folders on
+    the same raw files."""
     a, b = tmp_path_factory.mktemp("run_a"), tmp_path_factory.mktemp("run_b")
-    small_params(a, n_cages=2, sections=DEMO)
+    small_params(a, n_cages=4, sections=DEMO)
     ok(cli("simulate", cwd=a))
     raw_before = digests(a, "data/raw")
     copy_project(a, b, DEMO, outputs=False)
@@ -94,7 +95,7 @@ def demo(tmp_path_factory) -> dict:
 
 def test_a_full_run_leaves_the_raw_recordings_byte_for_byte_as_they_were(demo):
     after = digests(demo["a"], "data/raw")
-    assert after == demo["raw_before"] and len(after) == 4 + 2  # 4 recordings, manifest, simulation.json
+    assert after == demo["raw_before"] and len(after) == 8 + 2  # 8 recordings, manifest, simulation.json
     assert not [p for p in (demo["a"] / "data/raw").iterdir() if p.name.endswith(("-journal", "-wal", "-shm"))]
 
 
@@ -147,7 +148,7 @@ def test_ctrl_c_in_preprocessing_keeps_the_previous_outputs_and_a_rerun_complete
     before = digests(project, *OUTPUTS)
     proc = started(["preprocess", "--workers", "1"], project)
 
-    def one_recording_done() -> bool:  # in the middle of the stops stage: 1 of 4 recordings written
+    def one_recording_done() -> bool:  # in the middle of the stops stage: 1 of 8 recordings written
         written = [p for tmp in (project / "data/interim").glob(".stops.*.tmp") for p in tmp.glob("*.parquet")]
         return bool(written)
 
@@ -214,7 +215,7 @@ def test_ctrl_c_in_tuning_keeps_the_previous_model_and_the_rerun_resumes_the_stu
 
     ok(cli("train", cwd=tmp_path))
     resumed = trial_table(storage)
-    assert len(resumed) == 4 + 1 and interrupted.keys() <= resumed.keys()  # a study per outer fold, and the final
+    assert len(resumed) == 3 + 1 and interrupted.keys() <= resumed.keys()  # a study per outer fold, and the final
     for name, trials in interrupted.items():  # resumed, not restarted: the finished trials kept, only the rest run
         kept = [t for t in trials if t[1] in FINISHED]
         done = [t for t in resumed[name] if t[1] in FINISHED]

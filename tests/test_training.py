@@ -24,14 +24,15 @@ from lmt_stereotype.manifest import read_manifest, resolve
 TRAINING = {
     "cnn": {"epochs": 30, "n_permutations": 0},
     "baselines": {"n_permutations": 49},
-    "evaluation": {"kfold_splits": 6, "n_bootstrap": 500},
+    "evaluation": {"kfold_splits": 6, "n_bootstrap": 500, "chance_permutations": 500},
     "tuning": {"enabled": False},
 }
 
 
 def cohort(tmp_path_factory, name: str, simulate: dict, **effects: float) -> Path:
+    """8 cages (4 male, 4 female), each recorded juvenile and adult: the paper's design, smaller."""
     folder = tmp_path_factory.mktemp(name)
-    small_params(folder, n_cages=6, sections={**TRAINING, "simulate": simulate}, **effects)
+    small_params(folder, n_cages=8, sections={**TRAINING, "simulate": simulate}, **effects)
     cli("simulate", cwd=folder)
     cli("preprocess", cwd=folder)
     return folder
@@ -39,8 +40,8 @@ def cohort(tmp_path_factory, name: str, simulate: dict, **effects: float) -> Pat
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory) -> Path:
-    """6 cages (3 male, 3 female) with strong planted class effects and mild cage fingerprints."""
-    folder = cohort(tmp_path_factory, "planted", {"seed": 1, "cage_variability": 0.25}, strength=3.0)
+    """8 cages with the demo's moderate class effects and cage fingerprints."""
+    folder = cohort(tmp_path_factory, "planted", {"seed": 1})
     cli("train", cwd=folder)
     cli("baselines", cwd=folder)
     return folder
@@ -52,32 +53,38 @@ def metrics(folder: Path, model: str) -> dict:
     return json.loads((folder / f"{model}.json").read_text())
 
 
-def test_the_cnn_beats_chance_clearly_on_planted_effects(planted):
-    loco = metrics(planted, "cnn")["loco"]
-    assert loco["chance_level"] == 0.25 and loco["n_recordings"] == 48 and loco["n_cages"] == 6
-    assert loco["accuracy"] > loco["significance_threshold"] > loco["chance_level"]
-    assert loco["accuracy"] >= 0.5
-    assert loco["accuracy_binomial_low"] > loco["chance_level"]
+def test_the_cnn_beats_chance_under_balanced_folds_on_moderate_effects_in_8_cages(planted):
+    balanced = metrics(planted, "cnn")["balanced"]
+    assert balanced["chance_level"] == 0.25 and balanced["n_recordings"] == 64 and balanced["n_cages"] == 8
+    assert balanced["accuracy"] > balanced["significance_threshold"] > balanced["chance_level"]
+    assert balanced["accuracy_ci_low"] > balanced["chance_level"]  # the champion gate of a tuned CNN
+    assert balanced["below_chance_p"] > 0.5
+
+
+def test_the_scheme_order_is_balanced_then_loco_then_kfold(planted):
+    for model in ("cnn", "knn", "svm"):
+        assert list(metrics(planted, model)) == ["balanced", "loco", "kfold"]  # dvc metrics show's order too
 
 
 def test_the_baselines_p_value_comes_from_design_respecting_permutations(planted):
     for model in ("knn", "svm"):
-        loco = metrics(planted, model)["loco"]
-        assert loco["n_permutations"] == 49 and 1 / 50 <= loco["permutation_p_value"] <= 1
-        null = (planted / f"reports/{model}/loco/permutation_null.csv").read_text().split()[1:]
-        assert len(null) == 49 and len(set(null)) > 1  # permuted sexes move the null, unlike within-cage shuffles
-    assert metrics(planted, "knn")["loco"]["accuracy"] > 0.25 + 0.1
+        for scheme in ("balanced", "loco"):
+            m = metrics(planted, model)[scheme]
+            assert m["n_permutations"] == 49 and 1 / 50 <= m["permutation_p_value"] <= 1
+            null = (planted / f"reports/{model}/{scheme}/permutation_null.csv").read_text().split()[1:]
+            assert len(null) == 49 and len(set(null)) > 1  # permuted sexes move the null, unlike within-cage shuffles
+    assert metrics(planted, "knn")["balanced"]["accuracy"] > 0.25 + 0.1
 
 
 def test_every_model_writes_the_same_reports(planted):
     for model in ("cnn", "knn", "svm"):
-        folder = planted / "reports" / model / "loco"
+        folder = planted / "reports" / model / "balanced"
         names = {p.name for p in folder.iterdir()}
         assert {"metrics.json", "confusion.json", "confusion.png", "predictions.csv", "folds.csv"} <= names
         confusion = json.loads((folder / "confusion.json").read_text())
         assert confusion["classes"] == ["AM", "JM", "AF", "JF"]
-        assert sum(map(sum, confusion["counts"])) == 48
-    assert (planted / "reports/cnn/loco/loss.csv").exists() and (planted / "reports/cnn/loco/loss.png").exists()
+        assert sum(map(sum, confusion["counts"])) == 64  # each recording once: its folds' predictions averaged
+    assert (planted / "reports/cnn/balanced/loss.csv").exists() and (planted / "reports/cnn/balanced/loss.png").exists()
 
 
 def test_mlflow_holds_a_parent_run_per_model_and_scheme_with_nested_fold_runs(planted):
@@ -86,17 +93,19 @@ def test_mlflow_holds_a_parent_run_per_model_and_scheme_with_nested_fold_runs(pl
     runs = runs[runs["tags.data_source"] == "synthetic"]
     parents = runs[runs["tags.fold"].isna() & runs["tags.final"].isna()]
     keys = {}
+    n_folds = {"balanced": 8, "loco": 8, "kfold": 6}  # balanced: 2 matchings of 4 male-female pairs
     for model in ("cnn", "knn", "svm"):
-        for scheme in ("loco", "kfold"):
+        for scheme in n_folds:
             mine = parents[(parents["tags.model_family"] == model) & (parents["tags.cv_scheme"] == scheme)]
             assert len(mine) >= 1, (model, scheme)
             parent = mine.iloc[0]
             assert parent["status"] == "FINISHED" and parent["tags.git_commit"] and parent["tags.data_version"]
             keys[model, scheme] = {c for c in mine.columns if c.startswith("metrics.") and mine[c].notna().any()}
             folds = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
-            assert len(folds) == 6 and set(folds["tags.fold"]) != {None}
+            assert len(folds) == n_folds[scheme] and set(folds["tags.fold"]) != {None}
     common = {"metrics.accuracy", "metrics.balanced_accuracy", "metrics.accuracy_ci_low", "metrics.chance_level"}
-    for scheme in ("loco", "kfold"):
+    common |= {"metrics.below_chance_p"}
+    for scheme in n_folds:
         assert common <= keys["cnn", scheme]
         p_value = {"metrics.permutation_p_value"}  # undefined for the CNN here: its permutations are off
         assert keys["cnn", scheme] - {"metrics.train_loss"} - p_value == keys["knn", scheme] - p_value
@@ -116,32 +125,31 @@ def test_training_without_stacks_is_a_clear_error(tmp_path):
 def test_the_tuned_cnn_is_nested_cross_validated_and_its_trials_are_mlflow_runs(planted):
     raw = yaml.safe_load((planted / "params.yaml").read_text())
     raw["data"]["reports"] = "reports_tuned"
-    raw["evaluation"]["schemes"] = ["loco"]
+    raw["evaluation"].update(schemes=["balanced"], matchings=1)
     raw["tuning"].update(enabled=True, n_trials=2, inner_folds=2, study="tiny")
     raw["tuning"]["space"]["epochs"] = [20, 30]
     (planted / "tuned.yaml").write_text(yaml.safe_dump(raw))
     cli("train", "--params", "tuned.yaml", cwd=planted)
-    loco = metrics(planted / "reports_tuned", "cnn")["loco"]
-    assert loco["accuracy"] > loco["significance_threshold"]
-    assert loco["permutation_p_value"] is None  # a permutation would be a whole nested tuning
-    folds = (planted / "reports_tuned/cnn/loco/folds.csv").read_text()
+    balanced = metrics(planted / "reports_tuned", "cnn")["balanced"]
+    assert balanced["accuracy"] > balanced["significance_threshold"]
+    assert balanced["permutation_p_value"] is None  # a permutation would be a whole nested tuning
+    folds = (planted / "reports_tuned/cnn/balanced/folds.csv").read_text()
     assert "inner_accuracy_best" in folds and "best_lr" in folds
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     runs = mlflow.search_runs(experiment_names=["lmt-stereotype"], filter_string="tags.tuning = 'nested'")
     parent = runs[runs["tags.fold"].isna() & runs["tags.final"].isna()].iloc[0]
     assert parent["params.tuning.n_trials"] == "2" and parent["params.cnn.lr"] == "0.001"
     fold_runs = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
-    assert len(fold_runs) == 6
+    assert len(fold_runs) == 4  # one matching: 4 pairs of a male and a female cage
     trials = runs[runs["tags.mlflow.parentRunId"].isin(fold_runs["run_id"])]
-    assert len(trials) == 12 and trials["metrics.inner_accuracy"].notna().all()
+    assert len(trials) == 8 and trials["metrics.inner_accuracy"].notna().all()
     assert set(trials["params.lr"]) >= {"0.001"}  # the fixed setting is a trial of every study
     final = runs[(runs["tags.final"] == "true") & runs["tags.trial"].isna()].iloc[
         0
     ]  # tuned once more on every cage, then registered
     assert len(runs[runs["tags.mlflow.parentRunId"] == final["run_id"]]) == 2
-    assert (
-        final["tags.registered_alias"] in {"champion", "challenger"} and final["metrics.accuracy"] == loco["accuracy"]
-    )
+    assert final["tags.registered_alias"] in {"champion", "challenger"}
+    assert final["metrics.accuracy"] == balanced["accuracy"] and final["tags.promotion_reason"]
 
 
 @pytest.fixture(scope="module")
@@ -157,13 +165,17 @@ def registered(folder: Path) -> str:
     return json.loads((folder / "reports/cnn/final.json").read_text())["model_uri"]
 
 
-def test_train_registers_the_final_model_with_its_expected_accuracy(planted):
+def test_train_registers_the_final_model_with_its_expected_accuracy_and_the_reason_for_its_alias(planted):
     final = json.loads((planted / "reports/cnn/final.json").read_text())
     assert final["model_uri"] == f"models:/lmt-stereotype-cnn/{final['version']}"
-    assert final["value"] == metrics(planted, "cnn")["loco"]["balanced_accuracy"]
+    balanced = metrics(planted, "cnn")["balanced"]
+    assert final["value"] == balanced["balanced_accuracy"]
     version = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_model_version(final["name"], final["version"])
     assert version.tags["tuning"] == "off" and version.tags["data_source"] == "synthetic"
-    assert "leave-one-cage-out cross-validated accuracy" in version.description
+    assert version.tags["cv.scheme"] == "balanced" and version.tags["promotion_reason"] == final["reason"]
+    assert "Cross-validated (cage-balanced" in version.description
+    interval = f"[{balanced['accuracy_ci_low']:.3f}, {balanced['accuracy_ci_high']:.3f}]"  # no permutations here
+    assert final["reason"].startswith(f"significantly above chance (cage-bootstrap interval {interval} lies above")
 
 
 def test_predict_returns_the_planted_class_of_strongly_planted_mice(planted, new_recordings, tmp_path):
@@ -230,12 +242,15 @@ def test_the_report_puts_cnn_1nn_and_svm_beside_the_papers_table_1(planted):
     page = (folder / "index.html").read_text()
     table = pd.read_csv(folder / "results.csv")
     assert list(table["model"]) == ["CNN", "PCA + 1-NN", "PCA + SVM"]
-    for model, row in zip(["cnn", "knn", "svm"], table.itertuples()):
-        loco = metrics(planted, model)["loco"]
-        assert row.accuracy == f"{loco['accuracy']:.1%}" and row.chance == "25.0%"
-        assert row.females == f"{loco['accuracy_female']:.1%}" and row.males == f"{loco['accuracy_male']:.1%}"
-    assert table["paper"].tolist() == ["77.1% (F 91.7%, M 62.5%)", "62.0%", "72.0%"]
-    assert "Cohort" in page and "leave-one-cage-out" in page and "registered as" in page
+    for model, (_, row) in zip(["cnn", "knn", "svm"], table.iterrows()):
+        balanced, loco = metrics(planted, model)["balanced"], metrics(planted, model)["loco"]
+        assert row["accuracy (balanced)"] == f"{balanced['accuracy']:.1%}" and row["chance"] == "25.0%"
+        assert row["females"] == f"{balanced['accuracy_female']:.1%}"
+        assert row["males"] == f"{balanced['accuracy_male']:.1%}"
+        assert row["leave-one-cage-out (biased)"] == f"{loco['accuracy']:.1%}"
+    assert table["paper (leave-one-cage-out)"].tolist() == ["77.1% (F 91.7%, M 62.5%)", "62.0%", "72.0%"]
+    assert list(table.columns).index("accuracy (balanced)") < list(table.columns).index("leave-one-cage-out (biased)")
+    assert "Cohort" in page and "stratification bias" in page and "registered as" in page
     assert (folder / "confusion_matrices.png").stat().st_size > 10_000
     sources = re.findall(r"<img src='([^']{0,30})", page)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)  # one self-contained file

@@ -10,8 +10,8 @@ import optuna
 import pytest
 from cohort import tiny_cohort
 
-from lmt_stereotype.config import CNNParams, SearchSpace, TuningParams
-from lmt_stereotype.evaluation import leave_one_cage_out
+from lmt_stereotype.config import CNNParams, EvaluationParams, SearchSpace, TuningParams
+from lmt_stereotype.evaluation import FEMALE, cage_sexes, make_folds
 from lmt_stereotype.tuning import (
     Objective,
     fixed_setting,
@@ -32,36 +32,53 @@ def storage(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'optuna.db'}"
 
 
-def test_inner_folds_split_the_training_cages_without_sharing_one():
-    _, _, cages = tiny_cohort(5)
-    folds = inner_folds(cages, 3)
+BALANCED = EvaluationParams(matchings=1)
+
+
+def sexes_held_out(index: np.ndarray, y: np.ndarray, cages: np.ndarray) -> list[str]:
+    return sorted(cage_sexes(cages[index], FEMALE[y[index]]).values())
+
+
+def test_inner_folds_split_the_training_cages_without_sharing_one_and_balance_the_sexes():
+    _, y, cages = tiny_cohort(6)
+    folds = inner_folds(cages, y, 3)
     assert len(folds) == 3
     for fold in folds:
         assert not set(cages[fold.train]) & set(cages[fold.test])
+        assert sexes_held_out(fold.test, y, cages) == ["female", "male"]  # a trial never learns a sex imbalance
     assert sorted(np.concatenate([f.test for f in folds])) == list(range(len(cages)))
+    assert len(inner_folds(cages, y, 5)) == 3  # never more folds than a sex has cages
 
 
-def test_nested_tuning_never_shows_a_trial_the_outer_test_cage(storage):
+def test_inner_folds_refuse_training_cages_with_a_single_cage_of_a_sex():
+    _, y, cages = tiny_cohort(6)
+    three = np.isin(cages, ["c0", "c1", "c3"])  # two male cages, one female
+    with pytest.raises(ValueError, match="at least 2 training cages of each sex"):
+        inner_folds(cages[three], y[three], 2)
+
+
+def test_nested_tuning_never_shows_a_trial_the_outer_test_cages(storage):
     X, y, cages = tiny_cohort()
-    for outer in leave_one_cage_out(cages):
+    for outer in make_folds("balanced", cages, BALANCED, y):
         name = study_name("cnn", X[outer.train], y[outer.train], cages[outer.train], CNN, TUNING)
         study = tune(X[outer.train], y[outer.train], cages[outer.train], CNN, TUNING, storage, name)
         assert n_finished(study) == 2
         for trial in study.trials:
-            assert outer.name not in trial.user_attrs["cages"]
+            assert not set(cages[outer.test]) & set(trial.user_attrs["cages"])
             assert set(trial.user_attrs["cages"]) == set(cages[outer.train])
 
 
 def test_nested_cross_validation_predicts_each_cage_with_settings_tuned_without_it(storage):
     X, y, cages = tiny_cohort()
-    outer = leave_one_cage_out(cages)
+    outer = make_folds("balanced", cages, BALANCED, y)
     cnn = CNN.model_copy(update={"epochs": 20, "lr": 0.01})
     tuning = TUNING.model_copy(update={"space": SearchSpace(epochs=(15, 25), lr=(0.005, 0.02))})
     result, studies = nested_cross_validate(X, y, cages, outer, cnn, tuning, storage)
-    assert set(studies) == set(np.unique(cages))
+    assert set(studies) == {fold.name for fold in outer} and len(outer) == 3
     for fold in outer:
         assert (result.fold[fold.test] == fold.name).all()
-        assert all(fold.name not in trial.user_attrs["cages"] for trial in studies[fold.name].trials)
+        held_out = set(cages[fold.test])
+        assert all(not held_out & set(trial.user_attrs["cages"]) for trial in studies[fold.name].trials)
     assert (result.y_pred >= 0).all()
     np.testing.assert_allclose(result.proba.sum(axis=1), 1, rtol=1e-5)
     assert result.accuracy > 0.5  # the planted quadrants are easy
@@ -130,7 +147,7 @@ def test_two_workers_share_one_postgresql_study_and_train_only_reads_it(tmp_path
             tiny_project(tmp_path, {"tuning": tuning, "registry": {"model_name": "workers-test"}})
             cli("tune", "--workers", "2", cwd=tmp_path)
             summaries = optuna.get_all_study_summaries(url)
-            assert len(summaries) == 4 + 1  # an outer fold per cage, and the final model's study
+            assert len(summaries) == 3 + 1  # an outer fold per pair of cages, and the final model's study
             workers = set()
             for summary in summaries:
                 study = optuna.load_study(study_name=summary.study_name, storage=url)
@@ -168,7 +185,7 @@ def test_flat_tuning_is_tagged_selection_biased_and_never_promoted(tmp_path):
     (summary,) = optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'optuna.db'}")
     assert summary.study_name.startswith("cnn-flat-") and summary.n_trials == 2  # one study for everything
     study = optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
-    assert len(study.trials[0].intermediate_values) == 4  # scored on the 4 leave-one-cage-out folds themselves
+    assert len(study.trials[0].intermediate_values) == 3  # scored on the 3 balanced folds themselves
 
 
 def test_a_fixed_setting_outside_the_search_space_is_named():
@@ -198,5 +215,5 @@ def test_studies_run_in_parallel_processes_pick_exactly_what_one_process_picks(t
             ]
             for s in optuna.get_all_study_summaries(storage)
         }
-    assert len(trials[1]) == 4 + 1 and all(len(t) == 3 for t in trials[1].values())
+    assert len(trials[1]) == 3 + 1 and all(len(t) == 3 for t in trials[1].values())
     assert trials[2] == trials[1]

@@ -558,7 +558,7 @@ def write_reports(evaluation: Evaluation, folder: Path) -> list[Path]:
         {"classes": list(CLASSES), "rows": "true", "columns": "predicted", "counts": evaluation.confusion},
         files["confusion"],
     )
-    confusion_figure(evaluation.confusion, name, evaluation.metrics, files["figure"])
+    confusion_figure(evaluation.confusion, name, evaluation.metrics, files["figure"], evaluation.warning)
     write_table(evaluation.predictions, files["predictions"])
     write_table(
         pd.DataFrame.from_dict(evaluation.fold_metrics, orient="index").rename_axis("fold").reset_index(),

@@ -3,6 +3,7 @@ one mouse's stops and histogram map (the paper's Figure 1)."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -42,8 +43,11 @@ def _draw_confusion(ax: plt.Axes, counts: np.ndarray) -> None:
     ax.set_ylabel("Labels")
 
 
-def confusion_figure(counts: np.ndarray, title: str, metrics: dict[str, float], path: Path | str) -> None:
-    """One model's confusion matrix (Table 1's layout) with its accuracy, interval, chance and p-value."""
+def confusion_figure(
+    counts: np.ndarray, title: str, metrics: dict[str, float], path: Path | str, warning: str | None = None
+) -> None:
+    """One model's confusion matrix (Table 1's layout) with its accuracy, interval, chance and p-value,
+    and, in red, the ``warning`` that accuracy is below chance (a biased scheme)."""
     fig, ax = plt.subplots(figsize=(4.6, 4.4))
     _draw_confusion(ax, np.asarray(counts))
     ax.set_title(title, fontsize=10, pad=28)
@@ -51,9 +55,13 @@ def confusion_figure(counts: np.ndarray, title: str, metrics: dict[str, float], 
     caption = (
         f"accuracy {metrics['accuracy']:.1%}, interval over cages {metrics['accuracy_ci_low']:.1%}"
         f"–{metrics['accuracy_ci_high']:.1%}\nchance {metrics['chance_level']:.0%}, "
-        + (f"permutation p = {p:.3g}" if np.isfinite(p) else "no permutation test (cages leak)")
+        + (f"permutation p = {p:.3g}" if np.isfinite(p) else "no permutation test")
         + f"; females {metrics['accuracy_female']:.1%}, males {metrics['accuracy_male']:.1%}"
     )
+    if warning:
+        ax.text(
+            0.5, -0.2, textwrap.fill(warning, 60), transform=ax.transAxes, ha="center", va="top", fontsize=8, color="C3"
+        )
     ax.text(0.5, -0.08, caption, transform=ax.transAxes, ha="center", va="top", fontsize=8)
     _save(fig, path)
 
