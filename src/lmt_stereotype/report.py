@@ -118,7 +118,7 @@ def results_table(inputs: ReportInputs) -> pd.DataFrame:
                 "permutation p": _p(m.get("permutation_p_value")),
                 "below-chance p": _p(m.get("below_chance_p")),
                 "chance": _pct(m["chance_level"]),
-                "leave-one-cage-out (biased)": _pct(schemes.get("loco", {}).get("accuracy")),
+                "leave-one-cage-out (caveat below)": _pct(schemes.get("loco", {}).get("accuracy")),
                 "K-fold (leaky)": _pct(schemes.get("kfold", {}).get("accuracy")),
                 "paper (leave-one-cage-out)": _pct(paper)
                 + (f" (F {_pct(paper_f)}, M {_pct(paper_m)})" if paper_f else ""),
@@ -138,9 +138,9 @@ def warnings(inputs: ReportInputs, confidence: float) -> list[str]:
     return out
 
 
-def _span(values: pd.Series) -> str:
+def _span(values: pd.Series, unit: str) -> str:
     lo, hi = f"{values.min():.1f}", f"{values.max():.1f}"
-    return f"{lo} each" if lo == hi else f"{lo} to {hi}"
+    return f"{lo} {unit} each" if lo == hi else f"{lo} to {hi} {unit}"
 
 
 def cohort_summary(inputs: ReportInputs, params: Params, source: str) -> list[tuple[str, str]]:
@@ -158,7 +158,7 @@ def cohort_summary(inputs: ReportInputs, params: Params, source: str) -> list[tu
         ("cages", f"{int(c['n_cages'])}"),
         (
             "recordings",
-            f"{len(rec)} LMT databases of {_span(hours)} h, {int(rec['n_animals'].sum())} animals in all",
+            f"{len(rec)} LMT databases of {_span(hours, 'h')}, {int(rec['n_animals'].sum())} animals in all",
         ),
         ("mouse-recordings (samples)", f"{int(c['n_samples'])}: {classes}"),
         (
