@@ -97,7 +97,7 @@ def test_champion_moves_only_when_the_cross_validated_metric_improves(first, fit
     assert str(client.get_model_version_by_alias(REGISTRY.model_name, "challenger").version) == tie.version
     version = client.get_model_version(REGISTRY.model_name, better.version)
     assert version.tags["cv.balanced_accuracy"] == "0.7" and version.tags["tuning"] == "nested"
-    assert version.description == "a test model"
+    assert version.description == f"a test model Registered as champion: {better.reason}."
 
 
 def test_a_higher_metric_not_above_chance_never_makes_a_champion(first, fitted):

@@ -166,12 +166,13 @@ def register(
         "cv.scheme": scheme,
     }
     registered = mlflow.register_model(model_uri, cfg.model_name, tags=version_tags)
-    client.update_model_version(cfg.model_name, registered.version, description=description)
     current = client.get_registered_model(cfg.model_name).aliases.get(CHAMPION)
     champion = client.get_model_version(cfg.model_name, current) if current is not None else None
     champion_tags = {**champion.tags, "version": str(champion.version)} if champion is not None else None
     alias, reason = promotion(value, cfg.metric, scheme, significant, selection_biased, champion_tags)
     client.set_model_version_tag(cfg.model_name, registered.version, "promotion_reason", reason)
+    described = f"{description} Registered as {alias}: {reason}."
+    client.update_model_version(cfg.model_name, registered.version, description=described)
     client.set_registered_model_alias(cfg.model_name, alias, registered.version)
     best = float(champion.tags.get(f"cv.{cfg.metric}", "nan")) if champion is not None else None
     return Registration(
