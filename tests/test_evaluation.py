@@ -330,8 +330,8 @@ def test_a_model_that_follows_its_training_balance_anti_learns_under_loco_and_is
     """Leaving out a male cage leaves more female recordings in training: all predicted female.
     (8 cages: with 6, even all cages wrong is 1 of only 20 ways to assign their sexes, p = 0.05.)"""
     stacks = tiny_stacks(n_cages=8)
-    loco = evaluate("prior", prior_follower, stacks, "loco", FAST, n_permutations=9)
-    balanced = evaluate("prior", prior_follower, stacks, "balanced", FAST, n_permutations=9)
+    loco = evaluate("prior", prior_follower, stacks, "loco", FAST, n_permutations=9, workers=1)
+    balanced = evaluate("prior", prior_follower, stacks, "balanced", FAST, n_permutations=9, workers=1)
     assert loco.metrics["accuracy"] == 0.0 and loco.metrics["accuracy_sex"] == 0.0
     assert balanced.metrics["accuracy"] == 0.25 == balanced.metrics["chance_level"]
     assert balanced.metrics["accuracy_sex"] == 0.5
@@ -348,10 +348,10 @@ def test_the_balanced_null_redraws_its_folds_for_each_permutation_and_so_centres
     stacks = tiny_stacks(n_cages=8)
     folded = FoldedModel(prior_follower(), stacks.X)
     redrawn = permutation_null(
-        folded, stacks.y, stacks.cage, lambda y: make_folds("balanced", stacks.cage, FAST, y), 30, seed=0
+        folded, stacks.y, stacks.cage, lambda y: make_folds("balanced", stacks.cage, FAST, y), 30, seed=0, workers=1
     )
     real_pairs = make_folds("balanced", stacks.cage, FAST, stacks.y)
-    fixed = permutation_null(folded, stacks.y, stacks.cage, lambda y: real_pairs, 30, seed=0)
+    fixed = permutation_null(folded, stacks.y, stacks.cage, lambda y: real_pairs, 30, seed=0, workers=1)
     assert (redrawn == 0.25).all()
     assert fixed.mean() < 0.2
 
@@ -583,17 +583,23 @@ PREDICTION_COLUMNS = ["recording", "animal_id", "cage", "fold", "true", "predict
 
 @pytest.fixture(scope="module")
 def loco(stacks):
-    return evaluate("knn", knn, stacks, "loco", FAST, n_permutations=19)
+    return evaluate("knn", knn, stacks, "loco", FAST, n_permutations=19, workers=1)
 
 
 @pytest.fixture(scope="module")
 def balanced(stacks):
-    return evaluate("knn", knn, stacks, "balanced", FAST.model_copy(update={"matchings": 2}), n_permutations=19)
+    params = FAST.model_copy(update={"matchings": 2})
+    return evaluate("knn", knn, stacks, "balanced", params, n_permutations=19, workers=1)
 
 
 @pytest.fixture(scope="module")
 def kfold(stacks):
-    return evaluate("knn", knn, stacks, "kfold", FAST, n_permutations=19)
+    return evaluate("knn", knn, stacks, "kfold", FAST, n_permutations=19, workers=1)
+
+
+def test_the_permutation_null_is_the_same_whatever_the_number_of_worker_processes(stacks, balanced):
+    again = evaluate("knn", knn, stacks, "balanced", FAST.model_copy(update={"matchings": 2}), 19, workers=2)
+    np.testing.assert_array_equal(again.null, balanced.null)
 
 
 def test_evaluate_reports_every_metric_with_its_uncertainty(loco, stacks):

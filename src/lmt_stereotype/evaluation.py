@@ -19,8 +19,10 @@ accuracy.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +32,14 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.metrics import confusion_matrix, f1_score, recall_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from lmt_stereotype.config import CLASSES, EvaluationParams
 from lmt_stereotype.figures import confusion_figure, loss_figure
 from lmt_stereotype.files import write_json, write_table
 from lmt_stereotype.histograms import Stacks
+from lmt_stereotype.parallel import pool_size
 
 SCHEMES = {
     "balanced": "cage-balanced: a male and a female cage held out together",
@@ -248,8 +252,15 @@ class FoldedModel:
         return head, train, head.transform(self._X[fold.test])
 
     def run(self, y: np.ndarray, folds: list[Fold], progress: bool = False, desc: str = "") -> CVResult:
-        """Fit on each fold's training part with labels ``y``; predict its test part."""
-        y = np.asarray(y)
+        """Fit on each fold's training part with labels ``y``; predict its test part.
+
+        With one BLAS thread: PCA's sums then come out the same whatever the machine's core
+        count, and permutation workers running side by side do not fight over the cores.
+        """
+        with threadpool_limits(1, user_api="blas"):
+            return self._run(np.asarray(y), folds, progress, desc)
+
+    def _run(self, y: np.ndarray, folds: list[Fold], progress: bool, desc: str) -> CVResult:
         fold_proba, models, curves = [], [], {}
         for fold in tqdm(folds, desc=desc, disable=not progress, unit="fold", leave=False):
             head, X_train, X_test = self._inputs(fold)
@@ -353,6 +364,13 @@ Split = Callable[[np.ndarray], list[Fold]]
 """A scheme's folds as a function of the labels (balanced folds follow the cages' sexes)."""
 
 
+def _null_accuracies(
+    folded: FoldedModel, split: Split, labelings: list[np.ndarray], threads: int | None = None
+) -> list[float]:
+    with threadpool_limits(threads):  # a worker process among others: one BLAS thread, or they fight
+        return [folded.run(y, split(y)).accuracy for y in labelings]
+
+
 def permutation_null(
     folded: FoldedModel,
     y: np.ndarray,
@@ -362,6 +380,7 @@ def permutation_null(
     seed: int,
     progress: bool = False,
     desc: str = "permutations",
+    workers: int = 0,
 ) -> np.ndarray:
     """Accuracies of the same scheme refitted on design-respecting label permutations.
 
@@ -370,13 +389,24 @@ def permutation_null(
     one that is female, so every null training set is as balanced as the real ones and
     the null centres on chance. (Keeping the real pairs would hold out two cages of the
     same permuted sex half the time, and pull the null below chance.)
+
+    The labellings are drawn here, in order, and scored by ``workers`` processes (0: one
+    per core; spawned, so a CNN's torch threads are never forked), so the null is the
+    same whatever their number.
     """
     rng = np.random.default_rng(seed)
-    null = np.empty(n_permutations)
-    for i in tqdm(range(n_permutations), desc=desc, disable=not progress, unit="perm"):
-        permuted = design_permutation(y, cages, rng)
-        null[i] = folded.run(permuted, split(permuted)).accuracy
-    return null
+    labelings = [design_permutation(y, cages, rng) for _ in range(n_permutations)]
+    n = pool_size(n_permutations, workers)
+    if n == 1:
+        scores = (_null_accuracies(folded, split, [labels])[0] for labels in labelings)
+        return np.fromiter(tqdm(scores, desc=desc, total=n_permutations, disable=not progress, unit="perm"), float)
+    chunks = [list(chunk) for chunk in np.array_split(np.arange(n_permutations), 2 * n) if len(chunk)]
+    with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_null_accuracies, folded, split, [labelings[i] for i in c]): c for c in chunks}
+        with tqdm(total=n_permutations, desc=desc, disable=not progress, unit="perm") as bar:
+            for future in as_completed(futures):
+                bar.update(len(futures[future]))
+        return np.concatenate([future.result() for future in futures])
 
 
 def permutation_p_value(observed: float, null: np.ndarray) -> float:
@@ -499,17 +529,18 @@ def evaluate(
     n_permutations: int,
     progress: bool = False,
     tags: dict[str, str] | None = None,
+    workers: int = 0,
 ) -> Evaluation:
     """Cross-validate one model under one scheme, with ``n_permutations`` design permutations
-    for its p-value (none under the leaky K-fold, where labels are not exchangeable by cage);
-    ``tags`` say how the model was made."""
+    for its p-value (none under the leaky K-fold, where labels are not exchangeable by cage)
+    scored by ``workers`` processes (0: one per core); ``tags`` say how the model was made."""
     split = partial(make_folds, scheme, stacks.cage, params)
     folds = split(stacks.y)
     folded = FoldedModel(make_estimator(), stacks.X)
     result = folded.run(stacks.y, folds, progress=progress, desc=f"{model} {scheme}")
     n_permutations = 0 if scheme == "kfold" else n_permutations
     null = permutation_null(
-        folded, stacks.y, stacks.cage, split, n_permutations, params.seed, progress, desc=f"{model} permutations"
+        folded, stacks.y, stacks.cage, split, n_permutations, params.seed, progress, f"{model} permutations", workers
     )
     evaluation = report(model, scheme, stacks, folds, result, params, null)
     evaluation.tags.update(tags or {})
