@@ -261,10 +261,10 @@ def explain(
     """Where and when the classes differ, in figures and arrays under reports/explain/.
 
     For the final CNN (all recordings) and for each cage's held-out CNN (the balanced
-    fold that held it out) on the cage it never saw: every channel's class-averaged activation map on the cage (the
-    paper's Figure 3, spots marked by a permutation rule), Integrated Gradients and
-    Grad-CAM per class, attribution per time interval with the light phases, and the
-    paper's Figure 1 for one mouse of each class. Logged to MLflow and attached to the
+    fold that held it out) on the cage it never saw: every channel's class-averaged
+    activation map on the cage (the paper's Figure 3, spots marked by a permutation rule),
+    Integrated Gradients and Grad-CAM per class, attribution per time interval with the
+    light phases, and the paper's Figure 1 for one mouse of each class. Logged to MLflow and attached to the
     registered model version.
     """
     import json
