@@ -597,7 +597,10 @@ def kfold(stacks):
     return evaluate("knn", knn, stacks, "kfold", FAST, n_permutations=19, workers=1)
 
 
-def test_the_permutation_null_is_the_same_whatever_the_number_of_worker_processes(stacks, balanced):
+def test_the_permutation_null_is_the_same_whatever_the_number_of_worker_processes(stacks, balanced, monkeypatch):
+    from lmt_stereotype import evaluation
+
+    monkeypatch.setattr(evaluation, "WORKERS_WORTH_S", 0.0)  # workers even for a null that takes a second
     again = evaluate("knn", knn, stacks, "balanced", FAST.model_copy(update={"matchings": 2}), 19, workers=2)
     np.testing.assert_array_equal(again.null, balanced.null)
 

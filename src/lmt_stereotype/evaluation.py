@@ -18,6 +18,7 @@ accuracy.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -362,6 +363,8 @@ def design_permutation(y: np.ndarray, cages: np.ndarray, rng: np.random.Generato
 
 Split = Callable[[np.ndarray], list[Fold]]
 """A scheme's folds as a function of the labels (balanced folds follow the cages' sexes)."""
+WORKERS_WORTH_S = 15.0
+"""Seconds of permutations worth starting worker processes for (each starts in about 3 s)."""
 
 
 def _null_accuracies(
@@ -390,23 +393,30 @@ def permutation_null(
     the null centres on chance. (Keeping the real pairs would hold out two cages of the
     same permuted sex half the time, and pull the null below chance.)
 
-    The labellings are drawn here, in order, and scored by ``workers`` processes (0: one
-    per core; spawned, so a CNN's torch threads are never forked), so the null is the
-    same whatever their number.
+    The labellings are drawn here, in order, and scored in this process or, when the first
+    one shows the rest would take over :data:`WORKERS_WORTH_S` seconds, by ``workers``
+    processes (0: one per core; spawned, so a CNN's torch threads are never forked; each
+    takes seconds to start, importing torch and scikit-learn). The null is the same either way.
     """
     rng = np.random.default_rng(seed)
     labelings = [design_permutation(y, cages, rng) for _ in range(n_permutations)]
-    n = pool_size(n_permutations, workers)
-    if n == 1:
-        scores = (_null_accuracies(folded, split, [labels])[0] for labels in labelings)
-        return np.fromiter(tqdm(scores, desc=desc, total=n_permutations, disable=not progress, unit="perm"), float)
-    chunks = [list(chunk) for chunk in np.array_split(np.arange(n_permutations), 2 * n) if len(chunk)]
-    with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_null_accuracies, folded, split, [labelings[i] for i in c]): c for c in chunks}
-        with tqdm(total=n_permutations, desc=desc, disable=not progress, unit="perm") as bar:
+    with tqdm(total=n_permutations, desc=desc, disable=not progress, unit="perm") as bar:
+        start = time.perf_counter()
+        null = _null_accuracies(folded, split, labelings[:1])
+        bar.update(len(null))
+        rest = labelings[1:]
+        n = pool_size(len(rest), workers)
+        if n == 1 or (time.perf_counter() - start) * len(rest) < WORKERS_WORTH_S:
+            for labels in rest:
+                null += _null_accuracies(folded, split, [labels])
+                bar.update()
+            return np.array(null)
+        chunks = [list(chunk) for chunk in np.array_split(np.arange(len(rest)), 2 * n) if len(chunk)]
+        with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_null_accuracies, folded, split, [rest[i] for i in c]): c for c in chunks}
             for future in as_completed(futures):
                 bar.update(len(futures[future]))
-        return np.concatenate([future.result() for future in futures])
+            return np.array(null + [a for future in futures for a in future.result()])
 
 
 def permutation_p_value(observed: float, null: np.ndarray) -> float:
