@@ -367,11 +367,8 @@ WORKERS_WORTH_S = 15.0
 """Seconds of permutations worth starting worker processes for (each starts in about 3 s)."""
 
 
-def _null_accuracies(
-    folded: FoldedModel, split: Split, labelings: list[np.ndarray], threads: int | None = None
-) -> list[float]:
-    with threadpool_limits(threads):  # a worker process among others: one BLAS thread, or they fight
-        return [folded.run(y, split(y)).accuracy for y in labelings]
+def _null_accuracies(folded: FoldedModel, split: Split, labelings: list[np.ndarray]) -> list[float]:
+    return [folded.run(y, split(y)).accuracy for y in labelings]
 
 
 def permutation_null(
