@@ -24,11 +24,19 @@ def small_params(folder: Path, n_cages: int, sections: dict | None = None, **eff
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["simulate"]["n_cages"] = n_cages
     raw["simulate"]["effects"].update(effects)
-    for section, values in (sections or {}).items():
-        raw[section].update(values)
+    _merge(raw, sections or {})
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+def _merge(into: dict, changes: dict) -> None:
+    """Nested keys of ``changes`` replace those of ``into``; the rest of ``into`` stays."""
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def tiny_cohort(n_cages: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -25,10 +25,10 @@ import pandas as pd
 import pytest
 from cohort import BIN, ROOT, small_params
 from conftest import GEOMETRY, track, write_lmt
+from helpers.params import DEMO, varied
 from test_lmt import ANIMAL_VARIANTS, BAD_FILES, still_track
 
 import lmt_stereotype.lmt as lmt
-from lmt_stereotype.config import HistogramParams, StopParams
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.histograms import Stacks, stop_histograms
 from lmt_stereotype.stops import recording_stops
@@ -63,7 +63,7 @@ def stops_of(db: Path, tmp_path: Path) -> tuple[pd.DataFrame, list[str]]:
 
 def reference(db: Path) -> pd.DataFrame:
     """The stops the reader finds in ``db``, in this process."""
-    return recording_stops(db, GEOMETRY, StopParams())[0]
+    return recording_stops(db, GEOMETRY, DEMO.stops)[0]
 
 
 # --- recordings refused: exit code 2, the file and the problem -------------------------------------
@@ -292,7 +292,9 @@ def test_coordinates_outside_the_arena_are_kept_and_the_stack_clips_them_to_the_
     db = write_lmt(tmp_path / "r.sqlite", {1: (frames, x - 18, y + 50)})  # a stop at (7, 60) cm, off the bottom
     (stop,) = stops_of(db, tmp_path)[0].itertuples()
     assert (stop.x_cm, stop.y_cm) == pytest.approx((7.0, 60.0))
-    stack = stop_histograms([stop.start_s], [stop.x_cm], [stop.y_cm], HistogramParams(n_intervals=1), 50.0)
+    stack = stop_histograms(
+        [stop.start_s], [stop.x_cm], [stop.y_cm], varied(DEMO.histograms, n_intervals=1, interval_s=3600), 50.0
+    )
     assert stack[0, 29, 4] == 1 == stack.sum()  # bottom row, the column of x = 7 cm
 
 

@@ -8,12 +8,13 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.params import DEMO, varied
 from scipy import stats
 from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.dummy import DummyClassifier
 
-from lmt_stereotype.config import CLASSES, BaselineParams, EvaluationParams
+from lmt_stereotype.config import CLASSES
 from lmt_stereotype.evaluation import (
     FEMALE,
     JUVENILE,
@@ -44,7 +45,7 @@ from lmt_stereotype.histograms import Stacks
 from lmt_stereotype.models import make_baseline
 
 N_CAGES, PER_CAGE = 6, 8
-FAST = EvaluationParams(kfold_splits=4, n_bootstrap=200, chance_permutations=200)
+FAST = varied(DEMO.evaluation, kfold_splits=4, n_bootstrap=200, chance_permutations=200)
 TABLE_1 = np.array([[22, 2, 0, 0], [9, 8, 1, 6], [0, 4, 20, 0], [0, 0, 0, 24]])  # the paper's confusion matrix
 
 
@@ -79,7 +80,7 @@ def stacks() -> Stacks:
 
 
 def knn(scaling: str = "none"):
-    return make_baseline("knn", BaselineParams(scaling=scaling))
+    return make_baseline("knn", varied(DEMO.baselines, scaling=scaling))
 
 
 def from_table(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -266,7 +267,7 @@ def test_without_scaling_pca_centres_on_the_training_cages_only(stacks):
 
 @pytest.mark.parametrize("kind, scaling", [("knn", "none"), ("knn", "standard"), ("svm", "none")])
 def test_folded_model_predicts_exactly_like_refitting_the_whole_pipeline_per_fold(stacks, kind, scaling):
-    pipeline = make_baseline(kind, BaselineParams(scaling=scaling))
+    pipeline = make_baseline(kind, varied(DEMO.baselines, scaling=scaling))
     folds = leave_one_cage_out(stacks.cage)
     result = FoldedModel(pipeline, stacks.X).run(stacks.y, folds)
     y_pred = np.full(len(stacks.y), -1)

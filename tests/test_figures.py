@@ -6,17 +6,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.params import DEMO, varied
 from matplotlib.collections import PathCollection
 from matplotlib.patches import Circle, Rectangle
 
-from lmt_stereotype.config import CageLayout, HistogramParams
 from lmt_stereotype.figures import draw_cage, mouse_axes, mouse_figure
 from lmt_stereotype.histograms import stop_histograms
 from lmt_stereotype.stops import STOP_COLUMNS
 
 ARENA = 50.0
-LAYOUT = CageLayout()
-PARAMS = HistogramParams(n_intervals=12, interval_s=180, grid=30)
+LAYOUT = DEMO.cage_layout
+PARAMS = varied(DEMO.histograms, n_intervals=12, interval_s=180, grid=30)
 
 
 def synthetic_stops(n: int = 200, seed: int = 0) -> pd.DataFrame:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from helpers.params import DEMO, varied
 
-from lmt_stereotype.config import HistogramParams
 from lmt_stereotype.histograms import Stacks, build_stacks, stop_histograms
 
-PAPER = HistogramParams(n_intervals=72, interval_s=3600, grid=30)
+PAPER = varied(DEMO.histograms, n_intervals=72, interval_s=3600, grid=30)
 
 
 def test_stack_has_the_paper_shape_and_sums_to_the_stops_inside_the_window():
@@ -33,7 +33,7 @@ def test_stops_outside_the_arena_are_clipped_to_the_border_tile():
 
 
 def test_grid_and_intervals_are_parameters():
-    params = HistogramParams(n_intervals=4, interval_s=10, grid=5)
+    params = varied(DEMO.histograms, n_intervals=4, interval_s=10, grid=5)
     stack = stop_histograms(np.array([0, 15, 39, 45]), np.full(4, 12.0), np.full(4, 1.0), params, 50.0)
     assert stack.shape == (4, 5, 5)
     assert stack[:, 0, 1].tolist() == [1, 1, 0, 1]
@@ -55,7 +55,7 @@ def test_stacks_round_trip_through_one_file_with_labels_cages_and_ids(tmp_path):
         ),
         "r2": pd.DataFrame({"animal_id": [1], "start_s": [2.0], "x_cm": [40.0], "y_cm": [40.0]}),
     }
-    params = HistogramParams(n_intervals=2, interval_s=10, grid=10)
+    params = varied(DEMO.histograms, n_intervals=2, interval_s=10, grid=10)
     stacks = build_stacks(samples, stops, params, 50.0)
     assert stacks.X.reshape(3, -1).sum(axis=1).tolist() == [2, 1, 1]
     stacks.save(tmp_path / "s.npz")

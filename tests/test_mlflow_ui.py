@@ -39,7 +39,7 @@ PIPELINE = {
     "cnn": {"epochs": 2, "n_permutations": 0, "kernel_sizes": [3, 5], "channels": [2, 2]},
     "baselines": {"n_permutations": 3},
     "evaluation": {"schemes": ["balanced", "loco"], "matchings": 1, "n_bootstrap": 50, "chance_permutations": 50},
-    "tuning": {"enabled": False},
+    "tuning": {"mode": "off"},
     "explain": {"n_permutations": 19, "ig_steps": 4},
 }
 """Stages that run in seconds: the UI is under test here, not the models (test_training.py)."""

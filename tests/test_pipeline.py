@@ -22,7 +22,7 @@ FAST = {
     "cnn": {"epochs": 2, "n_permutations": 1, "kernel_sizes": [3, 5], "channels": [4, 4]},
     "baselines": {"n_permutations": 3},
     "evaluation": {"kfold_splits": 2, "n_bootstrap": 50, "chance_permutations": 50, "matchings": 1},
-    "tuning": {"enabled": False},  # 4 cages leave no inner cage folds of both sexes; see test_training.py
+    "tuning": {"mode": "off"},  # 4 cages leave no inner cage folds of both sexes; see test_training.py
 }
 """Training settings that only exercise the stages (accuracy is tested in test_training.py)."""
 

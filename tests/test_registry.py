@@ -8,8 +8,9 @@ import mlflow
 import numpy as np
 import pytest
 from cohort import TINY_CNN, tiny_cohort
+from helpers.params import DEMO, varied
 
-from lmt_stereotype.config import CLASSES, Params, RegistryParams
+from lmt_stereotype.config import CLASSES, Params
 from lmt_stereotype.models import CNNClassifier
 from lmt_stereotype.registry import (
     fingerprint,
@@ -21,7 +22,7 @@ from lmt_stereotype.registry import (
     stack_params,
 )
 
-REGISTRY = RegistryParams(model_name="registry-test", metric="balanced_accuracy")
+REGISTRY = varied(DEMO.registry, model_name="registry-test", metric="balanced_accuracy")
 PARAMS = Params.model_validate({"cnn": TINY_CNN, "histograms": {"n_intervals": 2, "interval_s": 60, "grid": 10}})
 
 

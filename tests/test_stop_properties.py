@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import GEOMETRY, write_lmt
+from helpers.params import DEMO, varied
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lmt_stereotype.config import HistogramParams, StopParams
+from lmt_stereotype.config import StopParams
 from lmt_stereotype.histograms import stop_histograms
 from lmt_stereotype.lmt import TrackChunk
 from lmt_stereotype.stops import StopDetector, detect_track_stops, recording_stops
@@ -219,7 +220,7 @@ def test_every_stop_lands_in_one_tile_of_the_grid_even_off_the_arena(track, para
     stops = detect(track, params, GEN_FPS)
     size = GEOMETRY.arena_size_cm
     cell = size / grid
-    hist = HistogramParams(n_intervals=1, interval_s=1e9, grid=grid)
+    hist = varied(DEMO.histograms, n_intervals=1, interval_s=1e9, grid=grid)
     start_s = stops["start_frame"] / GEN_FPS
     total = stop_histograms(start_s, stops["x_cm"], stops["y_cm"], hist, size)
     assert total.shape == (1, grid, grid) and total.sum() == len(stops)  # none lost off the grid

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import FPS, GEOMETRY, track
+from helpers.params import DEMO, varied
 
-from lmt_stereotype.config import StopParams
 from lmt_stereotype.lmt import TrackChunk
 from lmt_stereotype.stops import STOP_COLUMNS, detect_track_stops, recording_stops
 
-PARAMS = StopParams()
+PARAMS = DEMO.stops
 H = PARAMS.speed_window_frames // 2
 
 
@@ -47,8 +47,8 @@ def test_slow_drift_below_threshold_is_a_stop_and_above_is_not():
 
 def test_threshold_and_minimum_duration_come_from_params():
     x, y = track([("move", 1, 20, 0), ("move", 3, 4.5, 0), ("move", 1, 20, 0)])
-    assert len(stops_of(x, y, params=StopParams(speed_threshold_cm_s=4.0))) == 0
-    assert len(stops_of(x, y, params=StopParams(min_duration_s=4.0))) == 0
+    assert len(stops_of(x, y, params=varied(DEMO.stops, speed_threshold_cm_s=4.0))) == 0
+    assert len(stops_of(x, y, params=varied(DEMO.stops, min_duration_s=4.0))) == 0
 
 
 def test_duration_counts_frames_inclusively():

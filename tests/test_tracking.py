@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from lmt_stereotype.config import MlflowParams
+from helpers.params import DEMO, varied
+
 from lmt_stereotype.tracking import project_root, tracking_uri
 
 
@@ -17,8 +18,8 @@ def test_project_root_is_found_above_dvc_experiment_copies(tmp_path):
 
 def test_relative_sqlite_store_resolves_to_the_root_and_env_wins(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert tracking_uri(MlflowParams(), tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
-    absolute = MlflowParams(tracking_uri="sqlite:////srv/mlflow.db")
+    assert tracking_uri(DEMO.mlflow, tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    absolute = varied(DEMO.mlflow, tracking_uri="sqlite:////srv/mlflow.db")
     assert tracking_uri(absolute, tmp_path) == "sqlite:////srv/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert tracking_uri(MlflowParams(), tmp_path) == "http://127.0.0.1:5000"
+    assert tracking_uri(DEMO.mlflow, tmp_path) == "http://127.0.0.1:5000"

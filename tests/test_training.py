@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 from cohort import BIN, cli, small_params
+from helpers.params import DEMO
 
-from lmt_stereotype.config import LMTGeometry
 from lmt_stereotype.evaluation import permutation_p_value
 from lmt_stereotype.manifest import read_manifest, resolve
 
@@ -26,7 +26,7 @@ TRAINING = {
     "cnn": {"epochs": 30, "n_permutations": 0},
     "baselines": {"n_permutations": 49},
     "evaluation": {"kfold_splits": 6, "n_bootstrap": 500, "chance_permutations": 500},
-    "tuning": {"enabled": False},
+    "tuning": {"mode": "off"},
 }
 
 
@@ -127,7 +127,7 @@ def test_the_tuned_cnn_is_nested_cross_validated_and_its_trials_are_mlflow_runs(
     raw = yaml.safe_load((planted / "params.yaml").read_text())
     raw["data"]["reports"] = "reports_tuned"
     raw["evaluation"].update(schemes=["balanced"], matchings=1)
-    raw["tuning"].update(enabled=True, n_trials=2, inner_folds=2, study="tiny")
+    raw["tuning"].update(mode="nested", n_trials=2, inner_folds=2, study="tiny")
     raw["tuning"]["space"]["epochs"] = [20, 30]
     (planted / "tuned.yaml").write_text(yaml.safe_dump(raw))
     cli("train", "--params", "tuned.yaml", cwd=planted)
@@ -181,7 +181,7 @@ def test_train_registers_the_final_model_with_its_expected_accuracy_and_the_reas
 
 def test_predict_returns_the_planted_class_of_strongly_planted_mice(planted, new_recordings, tmp_path):
     manifest = new_recordings / "manifest.csv"
-    truth = resolve(read_manifest(manifest), manifest, LMTGeometry())
+    truth = resolve(read_manifest(manifest), manifest, DEMO.lmt)
     right = 0
     for recording, mice in truth.groupby("recording"):
         out = tmp_path / f"{recording}.csv"

@@ -9,8 +9,8 @@ import numpy as np
 import optuna
 import pytest
 from cohort import tiny_cohort
+from helpers.params import DEMO, varied
 
-from lmt_stereotype.config import CNNParams, EvaluationParams, SearchSpace, TuningParams
 from lmt_stereotype.evaluation import FEMALE, cage_sexes, make_folds
 from lmt_stereotype.tuning import (
     Objective,
@@ -23,8 +23,8 @@ from lmt_stereotype.tuning import (
     tune,
 )
 
-CNN = CNNParams(channels=(4, 4), kernel_sizes=(3, 5), epochs=2, batch_size=4, threads=1)
-TUNING = TuningParams(n_trials=2, inner_folds=2, space=SearchSpace(epochs=(1, 3)))
+CNN = varied(DEMO.cnn, channels=(4, 4), kernel_sizes=(3, 5), epochs=2, batch_size=4, threads=1)
+TUNING = varied(DEMO.tuning, n_trials=2, inner_folds=2, space=varied(DEMO.tuning.space, epochs=(1, 3)))
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def storage(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'optuna.db'}"
 
 
-BALANCED = EvaluationParams(matchings=1)
+BALANCED = varied(DEMO.evaluation, matchings=1)
 
 
 def sexes_held_out(index: np.ndarray, y: np.ndarray, cages: np.ndarray) -> list[str]:
@@ -72,7 +72,7 @@ def test_nested_cross_validation_predicts_each_cage_with_settings_tuned_without_
     X, y, cages = tiny_cohort()
     outer = make_folds("balanced", cages, BALANCED, y)
     cnn = CNN.model_copy(update={"epochs": 20, "lr": 0.01})
-    tuning = TUNING.model_copy(update={"space": SearchSpace(epochs=(15, 25), lr=(0.005, 0.02))})
+    tuning = TUNING.model_copy(update={"space": varied(DEMO.tuning.space, epochs=(15, 25), lr=(0.005, 0.02))})
     result, studies = nested_cross_validate(X, y, cages, outer, cnn, tuning, storage)
     assert set(studies) == {fold.name for fold in outer} and len(outer) == 3
     for fold in outer:
@@ -120,7 +120,7 @@ def test_a_changed_cohort_or_search_space_gets_a_new_study_name():
     assert name == study_name("cnn", X.copy(), y, cages, CNN, TUNING)
     assert name != study_name("cnn", X + 1, y, cages, CNN, TUNING)
     assert name != study_name(
-        "cnn", X, y, cages, CNN, TUNING.model_copy(update={"space": SearchSpace(lr=(1e-3, 1e-2))})
+        "cnn", X, y, cages, CNN, TUNING.model_copy(update={"space": varied(DEMO.tuning.space, lr=(1e-3, 1e-2))})
     )
     assert name == study_name("cnn", X, y, cages, CNN, TUNING.model_copy(update={"n_trials": 5}))  # extends it
     other_storage = TUNING.model_copy(update={"storage": "postgresql://elsewhere/db"})
@@ -190,10 +190,10 @@ def test_flat_tuning_is_tagged_selection_biased_and_never_promoted(tmp_path):
 
 def test_a_fixed_setting_outside_the_search_space_is_named():
     cnn = CNN.model_copy(update={"epochs": 10, "transform": "raw", "channels": (64, 4)})
-    tuning = TUNING.model_copy(update={"space": SearchSpace(epochs=(20, 60), transform=("log1p",))})
+    tuning = TUNING.model_copy(update={"space": varied(DEMO.tuning.space, epochs=(20, 60), transform=("log1p",))})
     problems = outside_space(cnn, tuning)
     assert len(problems) == 3 and "cnn.epochs = 10" in problems[0] and "tuning.space.transform" in problems[1]
-    assert outside_space(CNNParams(), TuningParams()) == []  # the defaults: the paper's setting is in the space
+    assert outside_space(DEMO.cnn, DEMO.tuning) == []  # the defaults: the paper's setting is in the space
 
 
 def test_studies_run_in_parallel_processes_pick_exactly_what_one_process_picks(tmp_path, monkeypatch):

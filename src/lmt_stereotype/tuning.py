@@ -53,7 +53,7 @@ warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range", 
 
 SEARCHED = ("lr", "momentum", "weight_decay", "epochs", "batch_size", "transform")
 # How a study runs, not what it searches: outside its fingerprint (raising n_trials extends a study)
-NOT_TUNING = {"cnn": {"threads", "n_permutations"}, "tuning": {"storage", "enabled", "n_trials", "study"}}
+NOT_TUNING = {"cnn": {"threads", "n_permutations"}, "tuning": {"storage", "n_trials", "study"}}
 
 
 def inner_folds(cages: np.ndarray, y: np.ndarray, n_folds: int, seed: int = 0) -> list[Fold]:
@@ -291,7 +291,7 @@ def evaluate_tuned(stacks: Stacks, scheme: str, params: Params, progress: bool =
     """The CNN under one scheme, tuned inside each outer fold; reported like every other model.
 
     Its permutation p-value is left undefined (NaN): each permutation would be a whole
-    nested tuning. The fixed-setting CNN (``tuning.enabled: false``) has one.
+    nested tuning. The fixed-setting CNN (``tuning.mode: off``) has one.
     """
     folds = make_folds(scheme, stacks.cage, params.evaluation, stacks.y)
     storage = rooted(params.tuning.storage)
@@ -324,9 +324,9 @@ def evaluate_cnn(stacks: Stacks, scheme: str, params: Params, progress: bool = F
     the ``cnn`` setting gets ``cnn.n_permutations`` permutations in the balanced scheme.
     """
     tuning = params.tuning
-    if tuning.enabled and tuning.mode == "nested" and scheme in tuning.schemes:
+    if tuning.mode == "nested" and scheme in tuning.schemes:
         return evaluate_tuned(stacks, scheme, params, progress)
-    if tuning.enabled and tuning.mode == "flat":
+    if tuning.mode == "flat":
         return evaluate_flat(stacks, scheme, params, progress)
     n = params.cnn.n_permutations if not tuning.enabled and scheme == "balanced" else 0
     make = partial(CNNClassifier.from_params, params.cnn)
