@@ -40,7 +40,8 @@ from lmt_stereotype.config import LMTGeometry, Params, StopParams
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.lmt import COVERING_INDEX, LMTDatabase
 from lmt_stereotype.parallel import available_cores
-from lmt_stereotype.simulate import FIRST_FRAME, PROFILES, _plan_cohort, _write_planned
+from lmt_stereotype.simulation import FIRST_FRAME, PROFILES
+from lmt_stereotype.simulation.cohort import _plan_cohort, _write_planned
 from lmt_stereotype.stops import recording_stops
 
 NAIVE_MAX_HOURS = 6

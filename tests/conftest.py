@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from lmt_stereotype.config import LMTGeometry
-from lmt_stereotype.lmt import INDEXES, SCHEMA
-from lmt_stereotype.simulate import EVENT_WITHOUT_METADATA
+from lmt_stereotype.schema import INDEXES, TRACKER_ANIMAL_COLUMNS, create_tables
 
 FPS = 30
 GEOMETRY = LMTGeometry()
@@ -55,7 +54,7 @@ def write_lmt(
     path: Path,
     tracks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]],
     *,
-    animal_columns: Sequence[str] = ("ID", "RFID", "GENOTYPE", "NAME"),
+    animal_columns: Sequence[str] = TRACKER_ANIMAL_COLUMNS,
     animal_values: dict[int, dict[str, str]] | None = None,
     event_metadata: bool = True,
     anonymous: int = 0,
@@ -63,12 +62,7 @@ def write_lmt(
 ) -> Path:
     """An LMT database with the tracker's schema; ``tracks[animal_id] = (frames, x_cm, y_cm)``."""
     con = sqlite3.connect(path)
-    con.executescript(SCHEMA)
-    if tuple(animal_columns) != ("ID", "RFID", "GENOTYPE", "NAME"):
-        cols = ", ".join(f"{c} TEXT" for c in animal_columns if c != "ID")
-        con.executescript(f"DROP TABLE ANIMAL; CREATE TABLE ANIMAL (ID INTEGER PRIMARY KEY AUTOINCREMENT, {cols});")
-    if not event_metadata:
-        con.executescript(f"DROP TABLE EVENT; {EVENT_WITHOUT_METADATA};")
+    create_tables(con, animal_columns=animal_columns, event_metadata=event_metadata)
     for aid in tracks:
         values = {"ID": aid, "RFID": f"00000410{aid:04d}", "NAME": f"mouse{aid}", "GENOTYPE": "WT"}
         values.update((animal_values or {}).get(aid, {}))

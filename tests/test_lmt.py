@@ -15,17 +15,10 @@ from conftest import GEOMETRY, track, write_lmt
 from lmt_stereotype.config import StopParams
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.lmt import LMTDatabase
+from lmt_stereotype.schema import ANIMAL_LAYOUTS
 from lmt_stereotype.stops import recording_stops
 
-ANIMAL_VARIANTS = [
-    ("ID", "RFID", "NAME"),
-    ("ID", "RFID", "GENOTYPE", "NAME"),
-    ("ID", "RFID", "NAME", "GENOTYPE", "IND"),
-    ("ID", "RFID", "NAME", "GENOTYPE", "IND", "AGE"),
-    ("ID", "RFID", "NAME", "GENOTYPE", "IND", "AGE", "SEX"),
-    ("ID", "RFID", "NAME", "GENOTYPE", "IND", "AGE", "SEX", "STRAIN"),
-    ("ID", "RFID", "NAME", "GENOTYPE", "IND", "AGE", "SEX", "STRAIN", "SETUP"),
-]
+ANIMAL_VARIANTS = list(ANIMAL_LAYOUTS)  # 3 to 9 columns
 
 
 def still_track(seconds=3.0, start_frame=0):

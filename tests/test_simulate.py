@@ -12,13 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmt_stereotype import simulate
+from lmt_stereotype import simulation
 from lmt_stereotype.config import HistogramParams, LMTGeometry, Params, SimulateParams
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.lmt import LMTDatabase
 from lmt_stereotype.manifest import read_manifest, resolve
+from lmt_stereotype.schema import animal_layout
+from lmt_stereotype.simulation.cohort import _plan_cohort
 
-TINY = simulate.Profile(interval_s=30.0, n_intervals=6, anonymous_fraction=0.2, data_mask_px=6)
+TINY = simulation.Profile(interval_s=30.0, n_intervals=6, anonymous_fraction=0.2, data_mask_px=6)
 """3 minutes per recording: enough rows for every quirk, small enough to run in a second."""
 
 FORMAT_TABLES = {"ANIMAL", "DETECTION", "FRAME", "EVENT", "RFIDEVENT"}
@@ -43,8 +45,8 @@ def tiny_params(seed: int = 0, n_cages: int = 2, **effects: float) -> Params:
 
 def write_tiny_cohort(out: Path, params: Params) -> Path:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(simulate.PROFILES, "demo", TINY)
-        return simulate.simulate_cohort(params, out, progress=False)
+        mp.setitem(simulation.PROFILES, "demo", TINY)
+        return simulation.simulate_cohort(params, out, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -56,18 +58,18 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def one_recording(path: Path, *, animal_columns: int = 4, event_metadata: bool = True, seed: int = 1) -> Path:
     params = tiny_params()
     mice = [
-        simulate.SimMouse(
+        simulation.SimMouse(
             animal_id=i + 1,
             rfid=f"0000041999{i + 1:02d}",
             name=f"m{i + 1}",
             sex="F",
             age="adult",
             fingerprint_cm=(30.0, 20.0),
-            site_log_weights=(0.0,) * len(simulate.site_names(params.cage_layout)),
+            site_log_weights=(0.0,) * len(simulation.site_names(params.cage_layout)),
         )
         for i in range(4)
     ]
-    simulate.simulate_recording(
+    simulation.simulate_recording(
         path,
         mice,
         params,
@@ -143,7 +145,7 @@ def test_data_holds_xml_with_a_zlib_mask(tmp_path):
 def test_animal_table_takes_the_first_k_columns(tmp_path, k):
     db = one_recording(tmp_path / "rec.sqlite", animal_columns=k)
     columns = [r[1] for r in query(db, "PRAGMA table_info(ANIMAL)")]
-    expected = ["ID", "RFID", "GENOTYPE", "NAME"] if k == 4 else list(simulate.ANIMAL_COLUMNS[:k])
+    expected = list(animal_layout(k))  # the tracker's own order for 4
     assert columns == expected
     with LMTDatabase(db, LMTGeometry()) as lmt:
         animals = lmt.animals()
@@ -225,6 +227,13 @@ def test_simulation_json_describes_the_effects(cohort):
     assert set(truth["cage_fingerprints_cm"]) == {"cage01", "cage02"}
 
 
+def test_simulation_json_records_the_clock(cohort):
+    """Interval k is hour (start_hour + k) % 24, seconds_per_hour long; lights on from 8 to 20."""
+    truth = json.loads((cohort.parent / "simulation.json").read_text())
+    assert truth["clock"] == {"start_hour": 10, "seconds_per_hour": TINY.interval_s, "lights_on": [8, 20]}
+    assert simulation.PROFILES["paper"].interval_s == 3600 and simulation.PROFILES["demo"].interval_s == 30
+
+
 def test_same_seed_same_bytes_other_seed_other_bytes(cohort, tmp_path):
     again = write_tiny_cohort(tmp_path / "again", tiny_params(seed=0)).parent
     other = write_tiny_cohort(tmp_path / "other", tiny_params(seed=1)).parent
@@ -243,16 +252,16 @@ def test_cages_are_independent_of_each_other(cohort, tmp_path):
 
 
 def test_strength_zero_turns_every_effect_off():
-    multipliers = simulate.class_site_multipliers(tiny_params(strength=0.0))
+    multipliers = simulation.class_site_multipliers(tiny_params(strength=0.0))
     assert all((m == 1).all() for m in multipliers.values())
-    planted = simulate.class_site_multipliers(tiny_params())
-    names = simulate.site_names(tiny_params().cage_layout)
+    planted = simulation.class_site_multipliers(tiny_params())
+    names = simulation.site_names(tiny_params().cage_layout)
     centre = names.index("centre")
     assert planted["AM"][centre] < planted["JM"][centre] < planted["JF"][centre]
 
 
 def test_every_animal_and_event_variant_appears_in_the_default_cohort():
-    recordings = simulate._plan_cohort(Params())[0]
+    recordings = _plan_cohort(Params())[0]
     assert {r.animal_columns for r in recordings} == set(range(3, 10))
     assert {r.event_metadata for r in recordings} == {True, False}
     assert {r.key_by_rfid for r in recordings if r.age == "adult"} == {True, False}
@@ -262,15 +271,27 @@ def test_write_simulated_cohort_skips_an_up_to_date_folder(cohort, tmp_path):
     out = tmp_path / "raw"
     params = tiny_params()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(simulate.PROFILES, "demo", TINY)
-        assert simulate.write_simulated_cohort(params, out, progress=False) is True
+        mp.setitem(simulation.PROFILES, "demo", TINY)
+        assert simulation.write_simulated_cohort(params, out, progress=False) is True
         before = (out / "cage01_adult.sqlite").stat().st_mtime_ns
-        assert simulate.write_simulated_cohort(params, out, progress=False) is False
+        assert simulation.write_simulated_cohort(params, out, progress=False) is False
         assert (out / "cage01_adult.sqlite").stat().st_mtime_ns == before
-        assert simulate.write_simulated_cohort(tiny_params(seed=3), out, progress=False) is True
+        assert simulation.write_simulated_cohort(tiny_params(seed=3), out, progress=False) is True
+
+
+def test_write_simulated_cohort_rewrites_a_simulation_json_without_the_clock(tmp_path):
+    out = tmp_path / "raw"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(simulation.PROFILES, "demo", TINY)
+        assert simulation.write_simulated_cohort(tiny_params(), out, progress=False) is True
+        old = json.loads((out / "simulation.json").read_text())
+        del old["clock"]  # as written before the clock was recorded
+        (out / "simulation.json").write_text(json.dumps(old))
+        assert simulation.write_simulated_cohort(tiny_params(), out, progress=False) is True
+        assert "clock" in json.loads((out / "simulation.json").read_text())
 
 
 def test_write_simulated_cohort_refuses_a_folder_of_real_recordings(tmp_path):
     (tmp_path / "real.sqlite").write_bytes(b"")
     with pytest.raises(InputError, match="simulation.json"):
-        simulate.write_simulated_cohort(tiny_params(), tmp_path, progress=False)
+        simulation.write_simulated_cohort(tiny_params(), tmp_path, progress=False)

@@ -1,8 +1,9 @@
 """Reading Live Mouse Tracker (LMT) SQLite recordings, read-only and one animal at a time.
 
-Follows ``shared/lmt/FORMAT.md``: ANIMAL with 3 to 9 columns, EVENT with or without
-METADATA, anonymous detections (ANIMALID NULL) ignored, duplicated (animal, frame)
-rows collapsed, dropped frames tolerated, MASS_X below a threshold dropped as junk.
+Follows ``shared/lmt/FORMAT.md`` (its schema and variants as SQL: :mod:`lmt_stereotype.schema`):
+ANIMAL with 3 to 9 columns, EVENT with or without METADATA, anonymous detections
+(ANIMALID NULL) ignored, duplicated (animal, frame) rows collapsed, dropped frames
+tolerated, MASS_X below a threshold dropped as junk.
 Tracks are streamed in chunks through the covering index
 ``detectionFastLoadXYIndex`` so that neither the DATA column nor a whole recording
 is ever held in memory. Tracks are read by the ADBC SQLite driver, which fills Arrow
@@ -43,35 +44,8 @@ import numpy as np
 
 from lmt_stereotype.config import LMTGeometry
 from lmt_stereotype.errors import InputError
+from lmt_stereotype.schema import COVERING_INDEX
 
-SCHEMA = """
-CREATE TABLE ANIMAL (ID INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, RFID TEXT, GENOTYPE TEXT, NAME TEXT);
-CREATE TABLE DETECTION (ID INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, FRAMENUMBER INTEGER, ANIMALID INTEGER,
-  MASS_X REAL, MASS_Y REAL, MASS_Z REAL, FRONT_X REAL, FRONT_Y REAL, FRONT_Z REAL,
-  BACK_X REAL, BACK_Y REAL, BACK_Z REAL, REARING INTEGER, LOOK_UP INTEGER, LOOK_DOWN INTEGER,
-  DATA TEXT NOT NULL,
-  FOREIGN KEY(ANIMALID) REFERENCES ANIMAL(ID), FOREIGN KEY(FRAMENUMBER) REFERENCES FRAME(FRAMENUMBER));
-CREATE TABLE FRAME (FRAMENUMBER INTEGER NOT NULL UNIQUE, TIMESTAMP INTEGER, NUMPARTICLE INTEGER, PAUSED INTEGER,
-  TEMPERATURE REAL, HUMIDITY REAL, SOUND REAL, LIGHTVISIBLE REAL, LIGHTVISIBLEANDIR REAL, PRIMARY KEY(FRAMENUMBER));
-CREATE TABLE EVENT (ID INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, NAME TEXT, DESCRIPTION TEXT, STARTFRAME INTEGER,
-  ENDFRAME INTEGER, IDANIMALA INTEGER, IDANIMALB INTEGER, IDANIMALC INTEGER, IDANIMALD INTEGER, METADATA TEXT);
-CREATE TABLE RFIDEVENT (ID INTEGER PRIMARY KEY AUTOINCREMENT, RFID TEXT, TIME INTEGER, X INTEGER, Y INTEGER);
-"""
-"""Tables exactly as the LMT tracker creates them (FORMAT.md)."""
-
-INDEXES = """
-CREATE INDEX animalIndex ON ANIMAL(ID);
-CREATE INDEX detectionIndex ON DETECTION(ID, FRAMENUMBER);
-CREATE INDEX detetIdIndex ON DETECTION(ID);
-CREATE INDEX detframenumberIndex ON DETECTION(FRAMENUMBER);
-CREATE INDEX detectionFastLoadXYIndex ON DETECTION(ANIMALID, FRAMENUMBER, MASS_X, MASS_Y);
-CREATE INDEX eventIndex ON EVENT(ID, STARTFRAME, ENDFRAME);
-CREATE INDEX eventStartFrameIndex ON EVENT(STARTFRAME);
-CREATE INDEX eventEndFrameIndex ON EVENT(ENDFRAME);
-"""
-"""The tracker's indexes; the reader relies on ``detectionFastLoadXYIndex`` when present."""
-
-COVERING_INDEX = "detectionFastLoadXYIndex"
 NEEDED_COLUMNS = {
     "DETECTION": ("ANIMALID", "FRAMENUMBER", "MASS_X", "MASS_Y"),
     "ANIMAL": ("ID",),

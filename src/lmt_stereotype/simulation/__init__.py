@@ -1,0 +1,49 @@
+"""Synthetic LMT recordings with planted, known class effects (the paper's cohort design).
+
+No real LMT database is public, so the pipeline is exercised on simulated ones. Three
+modules, one job each:
+
+- :mod:`~lmt_stereotype.simulation.behaviour`: the behaviour model. Each mouse
+  alternates stops at sites of the cage with travel in between; the site it picks
+  depends on the light phase, on its class (the planted effects), on its cage (a
+  fingerprint shared by cage mates, the reason for leave-one-cage-out CV) and on itself.
+- :mod:`~lmt_stereotype.simulation.lmt_writer`: the LMT writer. Databases with the
+  tracker's own schema (:mod:`lmt_stereotype.schema`) and every quirk FORMAT.md lists
+  (anonymous blobs, duplicated and junk rows, missing head/tail, dropped frames, a clock
+  that jumps back, hidden animals, ANIMAL and EVENT variants), so that the reader meets
+  what real files hold.
+- :mod:`~lmt_stereotype.simulation.cohort`: the cohort design (cages, ages, variants),
+  ``manifest.csv`` and ``simulation.json``, whose ``clock`` object records the
+  simulator's clock (start hour, seconds per hour, lights-on hours) for later stages.
+
+Everything derives from ``params.simulate.seed``: same seed, same bytes.
+"""
+
+from lmt_stereotype.simulation.behaviour import (
+    LIGHTS_ON,
+    PROFILES,
+    START_HOUR,
+    Profile,
+    SimMouse,
+    class_site_multipliers,
+    effect_coefficients,
+    site_names,
+)
+from lmt_stereotype.simulation.cohort import SIMULATOR_VERSION, simulate_cohort, write_simulated_cohort
+from lmt_stereotype.simulation.lmt_writer import FIRST_FRAME, simulate_recording
+
+__all__ = [
+    "FIRST_FRAME",
+    "LIGHTS_ON",
+    "PROFILES",
+    "SIMULATOR_VERSION",
+    "START_HOUR",
+    "Profile",
+    "SimMouse",
+    "class_site_multipliers",
+    "effect_coefficients",
+    "simulate_cohort",
+    "simulate_recording",
+    "site_names",
+    "write_simulated_cohort",
+]

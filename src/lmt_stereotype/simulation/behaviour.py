@@ -1,0 +1,370 @@
+"""The behaviour model: where and when a simulated mouse stops, and how it travels.
+
+Each mouse alternates stops at sites of the cage with travel in between; the site it
+picks depends on the light phase, on its class (the planted effects), on its cage (a
+fingerprint shared by cage mates, the reason for leave-one-cage-out CV) and on itself.
+A recording's ``n_intervals`` intervals of ``interval_s`` each are the hours of its
+day: interval k is hour ``(START_HOUR + k) % 24``, lights on from ``LIGHTS_ON[0]`` to
+``LIGHTS_ON[1]`` (so that the demo compresses a day into 24 intervals of 30 s).
+
+This module plans paths in cm (:func:`plan_track`, :func:`positions`); it writes nothing.
+:mod:`~lmt_stereotype.simulation.lmt_writer` turns them into LMT rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from lmt_stereotype.config import CLASSES, CageLayout, Circle, Params
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How long a recording is and how heavy its files are."""
+
+    interval_s: float  # length of one "hour" of the stack (demo: 30 s, paper: 3600 s)
+    n_intervals: int  # intervals per recording (72 in both)
+    anonymous_fraction: float  # share of DETECTION rows with ANIMALID NULL
+    data_mask_px: int  # side of the binary mask encoded in DATA
+
+
+PROFILES: dict[str, Profile] = {
+    "demo": Profile(interval_s=30.0, n_intervals=72, anonymous_fraction=0.1, data_mask_px=8),
+    "paper": Profile(interval_s=3600.0, n_intervals=72, anonymous_fraction=0.4, data_mask_px=20),
+}
+
+
+@dataclass(frozen=True)
+class SimMouse:
+    """One mouse in one recording: identity, class and its site preferences."""
+
+    animal_id: int
+    rfid: str
+    name: str
+    sex: str  # "M" or "F"
+    age: str  # "juvenile" or "adult"
+    fingerprint_cm: tuple[float, float]  # its cage's own favourite spot
+    site_log_weights: tuple[float, ...]  # cage + individual log preference, by site_names()
+
+    @property
+    def label(self) -> str:
+        return ("A" if self.age == "adult" else "J") + self.sex
+
+
+START_HOUR = 10  # interval k is hour (START_HOUR + k) % 24 of the day
+LIGHTS_ON = (8, 20)  # lights on (rest phase) from 8:00 to 20:00
+LIGHT_HOUSE_FACTOR = 3.0  # mice rest in the house while lights are on
+
+STOP_MEDIAN_S = {False: 4.0, True: 6.0}  # by lights on; lognormal durations
+STOP_SIGMA = 0.6
+REST_MEDIAN_S = 300.0  # a rest in the house during light, in a 1-h interval; scales with interval_s
+REST_FLOOR_S = 1.5
+REST_SIGMA = 0.8
+MIN_STOP_S = 1.2  # above the paper's 1 s, so that every planted stop is a detected stop
+
+SPEED_CM_S = (10.0, 35.0)
+SPEED_WOBBLE = 0.3  # speed dips to (1 - wobble) of the mean at both ends of a leg
+BEND = 0.15  # sideways bulge of a leg, as a share of its length
+MIN_HOP_CM = 6.0  # closer stops are joined by a detour, so that they stay two stops
+DETOUR_P = {False: 0.25, True: 0.05}  # exploring detours, by lights on: more travel in the dark
+PAUSE_P, PAUSE_S = 0.15, (0.2, 0.8)  # short pauses during travel, below the 1 s of a stop
+SWAY_CM, SWAY_PERIOD_S = 0.25, (2.0, 6.0)  # body sway while stopped: a few cm/s at most
+
+HIDE_PER_S, HIDE_S = 0.15, (0.1, 2.0)  # runs of missing detections while in the house
+
+STOP, PAUSE, MOVE = 0, 1, 2
+
+BASE_WEIGHTS = {
+    "house": 3.0,
+    "feeder": 1.5,
+    "water": 1.5,
+    "lower_border": 0.7,
+    "centre": 0.5,
+    "walls": 2.0,
+    "fingerprint": 1.5,
+}
+LOWER_BORDER_CM = 4.0  # depth of the strip along the bottom wall
+CENTRE_RADIUS_CM = 8.0
+WALL_CM = (0.5, 3.0)  # thigmotaxis: distance from a wall
+FINGERPRINT_SD_CM = 2.0
+EDGE_CM = 0.5  # positions are kept this far inside the arena
+
+
+@dataclass(frozen=True)
+class Site:
+    """A place where mice stop: ``shape`` rect (x0, y0, x1, y1), gauss (x, y, sd), disc (x, y, r), walls."""
+
+    name: str
+    shape: str
+    geometry: tuple[float, ...]
+    weight: float
+
+
+def site_names(layout: CageLayout) -> tuple[str, ...]:
+    """Sites in the order of :attr:`SimMouse.site_log_weights`."""
+    feeders = tuple(f"feeder{i + 1}" for i in range(len(layout.feeders)))
+    return ("house", *feeders, "water", "lower_border", "centre", "walls", "fingerprint")
+
+
+def cage_sites(layout: CageLayout, arena: float, fingerprint: tuple[float, float]) -> list[Site]:
+    h, w = layout.house, layout.water
+    lower = max(layout.feeders, key=lambda c: c.y, default=Circle(x=0.0, y=arena, r=1.0))
+    sites = [Site("house", "rect", (h.x, h.y, h.x + h.width, h.y + h.height), BASE_WEIGHTS["house"])]
+    for i, f in enumerate(layout.feeders):
+        sites.append(Site(f"feeder{i + 1}", "gauss", (f.x, f.y, f.r / 2), BASE_WEIGHTS["feeder"]))
+    sites += [
+        Site("water", "gauss", (w.x, w.y, w.r / 2), BASE_WEIGHTS["water"]),
+        Site(
+            "lower_border",
+            "rect",
+            (min(lower.x, w.x), arena - LOWER_BORDER_CM, max(lower.x, w.x), arena - EDGE_CM),
+            BASE_WEIGHTS["lower_border"],
+        ),
+        Site("centre", "disc", (arena / 2, arena / 2, CENTRE_RADIUS_CM), BASE_WEIGHTS["centre"]),
+        Site("walls", "walls", WALL_CM, BASE_WEIGHTS["walls"]),
+        Site("fingerprint", "gauss", (*fingerprint, FINGERPRINT_SD_CM), BASE_WEIGHTS["fingerprint"]),
+    ]
+    return sites
+
+
+def _sample_site(site: Site, rng: np.random.Generator, n: int, arena: float) -> np.ndarray:
+    """``n`` stop locations (cm) in a site: uniform in rects, discs and wall bands, Gaussian at spots."""
+    g = site.geometry
+    if site.shape == "rect":
+        return rng.uniform((g[0], g[1]), (g[2], g[3]), size=(n, 2))
+    if site.shape == "gauss":
+        return rng.normal((g[0], g[1]), g[2], size=(n, 2))
+    if site.shape == "disc":
+        r, a = g[2] * np.sqrt(rng.random(n)), rng.uniform(0, 2 * np.pi, n)
+        return np.column_stack([g[0] + r * np.cos(a), g[1] + r * np.sin(a)])
+    wall, along, depth = rng.integers(0, 4, n), rng.uniform(0, arena, n), rng.uniform(g[0], g[1], n)
+    near = np.where(wall % 2 == 0, depth, arena - depth)  # walls 0/1: left/right, 2/3: top/bottom
+    return np.where((wall < 2)[:, None], np.column_stack([near, along]), np.column_stack([along, near]))
+
+
+EFFECT_SITES = {"female_house": "house", "male_lower_border": "lower_border", "juvenile_centre": "centre"}
+
+
+def effect_coefficients(mix: float) -> dict[str, dict[str, float]]:
+    """Per effect, how much of it each class carries: JM sits between AM and JF by ``mix``."""
+    return {
+        "female_house": {"AF": 1.0},
+        "male_lower_border": {"AM": 1.0, "JM": mix},
+        "juvenile_centre": {"JF": 1.0, "JM": 1.0 - mix},
+    }
+
+
+def class_site_multipliers(params: Params) -> dict[str, np.ndarray]:
+    """Planted effects: class -> factor on each site's weight, ``1 + strength * effect * coefficient``."""
+    eff = params.simulate.effects
+    names = site_names(params.cage_layout)
+    out = {cls: np.ones(len(names)) for cls in CLASSES}
+    for effect, coefficients in effect_coefficients(eff.juvenile_male_mix).items():
+        for cls, c in coefficients.items():
+            out[cls][names.index(EFFECT_SITES[effect])] *= 1 + eff.strength * getattr(eff, effect) * c
+    return out
+
+
+def lights_on(interval: int | np.ndarray) -> bool | np.ndarray:
+    """The interval index is the hour, so that the demo compresses a day into 24 intervals."""
+    hour = (START_HOUR + interval) % 24
+    return (hour >= LIGHTS_ON[0]) & (hour < LIGHTS_ON[1])
+
+
+def _light_phases(n_intervals: int) -> list[tuple[int, bool]]:
+    """Runs of intervals with the lights on or off: (end of the run, exclusive; lights on)."""
+    runs: list[tuple[int, bool]] = []
+    for k in range(n_intervals):
+        light = lights_on(k)
+        if runs and runs[-1][1] == light:
+            runs[-1] = (k + 1, light)
+        else:
+            runs.append((k + 1, light))
+    return runs
+
+
+@dataclass
+class _Segments:
+    """Consecutive pieces of one mouse's path: stops, pauses and straight-ish travel legs."""
+
+    n: np.ndarray  # frames
+    kind: np.ndarray  # STOP, PAUSE or MOVE
+    site: np.ndarray  # site index of stops, -1 otherwise
+    x0: np.ndarray  # start (cm); the location of stops and pauses
+    y0: np.ndarray
+    x1: np.ndarray  # end of a leg (cm)
+    y1: np.ndarray
+    heading: np.ndarray  # rad, image coordinates
+    bend: np.ndarray  # legs: sideways bulge (cm)
+    wobble: np.ndarray  # legs: speed modulation, 0..SPEED_WOBBLE
+    sway: np.ndarray  # stops and pauses: amplitude of body sway (cm)
+    sway_omega: np.ndarray  # rad/s
+    sway_phase: np.ndarray
+
+    def take(self, index: slice | np.ndarray) -> _Segments:
+        return _Segments(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    @staticmethod
+    def concat(parts: list[_Segments]) -> _Segments:
+        return _Segments(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(_Segments)})
+
+
+def _draw_bouts(
+    rng: np.random.Generator,
+    sites: list[Site],
+    probs: np.ndarray,
+    prev: np.ndarray,
+    light: bool,
+    m: int,
+    fps: float,
+    rest_median_s: float,
+    arena: float,
+) -> tuple[_Segments, np.ndarray]:
+    """``m`` bouts, each a hop (leg, pause, leg) from the previous stop and then a stop.
+
+    Returns the segments, four per bout (a pause may have 0 frames), and each bout's
+    end location.
+    """
+    lo, hi = EDGE_CM, arena - EDGE_CM
+    site = rng.choice(len(sites), size=m, p=probs)
+    b = np.empty((m, 2))
+    for i, s in enumerate(sites):
+        sel = site == i
+        b[sel] = _sample_site(s, rng, int(sel.sum()), arena)
+    b = np.clip(b, lo, hi)
+
+    rest = light & (site == 0)
+    median = np.where(rest, rest_median_s, STOP_MEDIAN_S[light])
+    sigma = np.where(rest, REST_SIGMA, STOP_SIGMA)
+    stop_s = np.maximum(median * np.exp(sigma * rng.standard_normal(m)), MIN_STOP_S)
+
+    a = np.vstack([prev[None, :], b[:-1]])
+    d = b - a
+    dist = np.hypot(d[:, 0], d[:, 1])
+    via = a + d * rng.uniform(0.3, 0.7, m)[:, None]  # a point on the way
+    toward = np.arctan2(arena / 2 - a[:, 1], arena / 2 - a[:, 0]) + rng.uniform(-np.pi / 2, np.pi / 2, m)
+    step = rng.uniform(4.0, 8.0, m)[:, None] * np.column_stack([np.cos(toward), np.sin(toward)])
+    via = np.where((dist < MIN_HOP_CM)[:, None], a + step, via)  # short hop: a detour
+    explore = rng.random(m) < DETOUR_P[light]
+    via = np.where(explore[:, None], rng.uniform(3.0, arena - 3.0, (m, 2)), via)
+    via = np.clip(via, lo, hi)
+
+    speed = rng.uniform(*SPEED_CM_S, m)
+    len1 = np.hypot(*(via - a).T)
+    len2 = np.hypot(*(b - via).T)
+    pause_n = np.where(rng.random(m) < PAUSE_P, np.round(rng.uniform(*PAUSE_S, m) * fps), 0)
+    n = np.column_stack(
+        [
+            np.maximum(np.round(len1 / speed * fps), 2),
+            pause_n,
+            np.maximum(np.round(len2 / speed * fps), 2),
+            np.round(stop_s * fps),
+        ]
+    ).astype(np.int64)
+    head1 = np.arctan2(*(via - a).T[::-1])
+    head2 = np.arctan2(*(b - via).T[::-1])
+    moving = np.array([True, False, True, False])
+    z = np.zeros(m)
+
+    def grid(*cols: np.ndarray) -> np.ndarray:
+        return np.column_stack(cols).ravel()
+
+    seg = _Segments(
+        n=n.ravel(),
+        kind=np.tile(np.array([MOVE, PAUSE, MOVE, STOP]), m),
+        site=grid(z - 1, z - 1, z - 1, site).astype(np.int64),
+        x0=grid(a[:, 0], via[:, 0], via[:, 0], b[:, 0]),
+        y0=grid(a[:, 1], via[:, 1], via[:, 1], b[:, 1]),
+        x1=grid(via[:, 0], via[:, 0], b[:, 0], b[:, 0]),
+        y1=grid(via[:, 1], via[:, 1], b[:, 1], b[:, 1]),
+        heading=grid(head1, head1, head2, rng.uniform(-np.pi, np.pi, m)),
+        bend=grid(len1, z, len2, z) * rng.uniform(-BEND, BEND, 4 * m) * np.tile(moving, m),
+        wobble=rng.uniform(0, SPEED_WOBBLE, 4 * m),
+        sway=rng.uniform(0, SWAY_CM, 4 * m) * np.tile(~moving, m),
+        sway_omega=2 * np.pi / rng.uniform(*SWAY_PERIOD_S, 4 * m),
+        sway_phase=rng.uniform(0, 2 * np.pi, 4 * m),
+    )
+    return seg, b
+
+
+@dataclass
+class Track:
+    """One mouse's planned path over the whole recording."""
+
+    mouse: SimMouse
+    seg: _Segments
+    start: np.ndarray  # first frame of each segment (0-based)
+    hidden: np.ndarray  # (k, 2) frame ranges [start, end) hidden in the house
+
+
+def plan_track(mouse: SimMouse, params: Params, profile: Profile, rng: np.random.Generator, n_frames: int) -> Track:
+    """Bouts drawn light phase by light phase until the recording is covered; each bout keeps the
+    phase it starts in. Then hidden runs in the house."""
+    fps, arena = params.lmt.fps, params.lmt.arena_size_cm
+    sites = cage_sites(params.cage_layout, arena, mouse.fingerprint_cm)
+    names = [s.name for s in sites]
+    if len(mouse.site_log_weights) != len(sites):
+        raise ValueError(f"site_log_weights needs {len(sites)} values, one per site {names}")
+    logw = (
+        np.log([s.weight for s in sites])
+        + np.log(class_site_multipliers(params)[mouse.label])
+        + np.asarray(mouse.site_log_weights)
+    )
+    rest_median_s = max(REST_MEDIAN_S * profile.interval_s / 3600.0, REST_FLOOR_S)
+    per_interval = profile.interval_s * fps
+    prev = np.clip(_sample_site(sites[0], rng, 1, arena)[0], EDGE_CM, arena - EDGE_CM)
+    t, parts = 0, []
+    for stop_interval, light in _light_phases(profile.n_intervals):
+        end = min(round(stop_interval * per_interval), n_frames)
+        w = np.exp(logw)
+        if light:
+            w[0] *= LIGHT_HOUSE_FACTOR  # the house is site 0
+        bout_frames = (STOP_MEDIAN_S[light] + 1.0) * fps  # a rough guess; more bouts are drawn if short
+        while t < end:
+            m = int((end - t) / bout_frames) + 2
+            seg, ends = _draw_bouts(rng, sites, w / w.sum(), prev, light, m, fps, rest_median_s, arena)
+            cum = t + np.cumsum(seg.n.reshape(m, 4).sum(axis=1))
+            keep = min(int(np.searchsorted(cum, end)) + 1, m)
+            parts.append(seg.take(slice(0, 4 * keep)))
+            t, prev = int(cum[keep - 1]), ends[keep - 1]
+    seg = _Segments.concat(parts)
+    seg = seg.take(seg.n > 0)
+    start = np.concatenate([[0], np.cumsum(seg.n)[:-1]])
+    inside = start < n_frames
+    seg, start = seg.take(inside), start[inside]
+    seg.n[-1] = n_frames - start[-1]
+
+    house = np.flatnonzero((seg.kind == STOP) & (seg.site == 0))
+    runs = np.repeat(house, rng.poisson(seg.n[house] / fps * HIDE_PER_S))
+    length = np.minimum(np.round(rng.uniform(*HIDE_S, len(runs)) * fps).astype(np.int64), seg.n[runs])
+    first = start[runs] + (rng.random(len(runs)) * (seg.n[runs] - length + 1)).astype(np.int64)
+    return Track(mouse, seg, start, np.column_stack([first, first + length]))
+
+
+def positions(track: Track, frames: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centre of mass (cm) and heading at ``frames``: legs eased at both ends, stops swaying gently."""
+    seg = track.seg
+    s = np.searchsorted(track.start, frames, side="right") - 1
+    j = frames - track.start[s]
+    n = seg.n[s]
+    x0, y0, dx, dy = seg.x0[s], seg.y0[s], seg.x1[s] - seg.x0[s], seg.y1[s] - seg.y0[s]
+    u = (j + 1) / n  # a leg's last frame is at its end, where the next segment starts
+    g = u - seg.wobble[s] * np.sin(2 * np.pi * u) / (2 * np.pi)
+    side = seg.bend[s] * np.sin(np.pi * g) / np.maximum(np.hypot(dx, dy), 1e-9)
+    env = seg.sway[s] * np.sin(np.pi * (j + 0.5) / n)
+    angle = seg.sway_omega[s] * j / fps + seg.sway_phase[s]
+    moving = seg.kind[s] == MOVE
+    x = x0 + np.where(moving, dx * g - dy * side, env * np.cos(angle))
+    y = y0 + np.where(moving, dy * g + dx * side, env * np.sin(angle))
+    return x, y, seg.heading[s]
+
+
+def hidden_frames(track: Track, f0: int, f1: int) -> np.ndarray:
+    """Frames of [f0, f1) in which the mouse is hidden in the house."""
+    runs = track.hidden[(track.hidden[:, 1] > f0) & (track.hidden[:, 0] < f1)]
+    edges = np.zeros(f1 - f0 + 1, dtype=np.int64)
+    np.add.at(edges, np.clip(runs[:, 0], f0, f1) - f0, 1)
+    np.add.at(edges, np.clip(runs[:, 1], f0, f1) - f0, -1)
+    return np.cumsum(edges[:-1]) > 0

@@ -1,0 +1,317 @@
+"""The cohort design: cages, mice, recordings, and what is written beside the databases.
+
+The paper's design: ``n_cages`` same-sex cages of 4 mice (the first half male), each
+recorded twice, as juveniles and as adults (``cageNN_juvenile.sqlite``,
+``cageNN_adult.sqlite``); ANIMAL.IDs are per recording, RFIDs per mouse. Each cage has
+its own random stream, so adding cages leaves the first ones as they were. Across the
+cohort the recordings take every ANIMAL and EVENT variant, and the manifest names
+animals by ID in some recordings and by RFID in others, and leaves one mouse's sex and
+age to the ANIMAL table where it has them.
+
+Beside the recordings, :func:`simulate_cohort` writes
+
+- ``manifest.csv``: recording, animal, cage, sex, age (what a lab would write);
+- ``simulation.json``, last, so that a half-written folder never looks done: what was
+  simulated (profile, sites, planted effects, cage fingerprints, each recording's mice
+  and classes), for people and for :func:`write_simulated_cohort`'s up-to-date check.
+  Its ``clock`` object is the simulator's clock, which later stages need to place
+  intervals in the day::
+
+      "clock": {"start_hour": 10, "seconds_per_hour": 30.0, "lights_on": [8, 20]}
+
+  interval k of a recording (``seconds_per_hour`` seconds long: the profile's
+  ``interval_s``, 30 in the demo, 3600 in the paper) is hour ``(start_hour + k) % 24``
+  of the day, and the lights are on (the rest phase) from ``lights_on[0]`` to
+  ``lights_on[1]`` o'clock.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from lmt_stereotype.config import CLASSES, CageLayout, Params
+from lmt_stereotype.errors import InputError
+from lmt_stereotype.files import write_json, write_table
+from lmt_stereotype.parallel import available_cores, process_pool
+from lmt_stereotype.schema import animal_layout
+from lmt_stereotype.simulation.behaviour import (
+    BASE_WEIGHTS,
+    EFFECT_SITES,
+    FINGERPRINT_SD_CM,
+    LIGHT_HOUSE_FACTOR,
+    LIGHTS_ON,
+    PROFILES,
+    REST_FLOOR_S,
+    REST_MEDIAN_S,
+    START_HOUR,
+    STOP_MEDIAN_S,
+    Profile,
+    SimMouse,
+    Site,
+    cage_sites,
+    class_site_multipliers,
+    effect_coefficients,
+    site_names,
+)
+from lmt_stereotype.simulation.lmt_writer import simulate_recording
+
+SIMULATOR_VERSION = 1
+"""Bump when the simulated data change, so an existing simulation is not taken as up to date."""
+
+MAX_WORKERS = 4  # recordings written at once
+
+AGES = ("juvenile", "adult")
+
+
+@dataclass(frozen=True)
+class _RecordingPlan:
+    """Everything one worker needs to write one recording, and what the manifest says of it."""
+
+    file: str
+    cage: str
+    age: str
+    mice: tuple[SimMouse, ...]
+    entropy: tuple[int, ...]
+    animal_columns: int
+    event_metadata: bool
+    key_by_rfid: bool  # manifest names animals by RFID instead of ANIMAL.ID
+    unlabelled_id: int | None  # the mouse whose sex and age the manifest leaves to ANIMAL
+
+
+def _near(site: Site, point: np.ndarray, margin: float) -> bool:
+    g = site.geometry
+    if site.shape == "rect":
+        return g[0] - margin <= point[0] <= g[2] + margin and g[1] - margin <= point[1] <= g[3] + margin
+    return bool(np.hypot(point[0] - g[0], point[1] - g[1]) <= g[2] + margin)  # disc
+
+
+def _fingerprint_spot(rng: np.random.Generator, layout: CageLayout, arena: float) -> tuple[float, float]:
+    """A cage's own favourite spot, away from the sites of the planted effects: a cage's
+    fingerprint should confound the classes by chance only, not mimic a class effect."""
+    effect_sites = [s for s in cage_sites(layout, arena, (0.0, 0.0)) if s.name in EFFECT_SITES.values()]
+    while True:
+        spot = rng.uniform(0.1 * arena, 0.9 * arena, 2)
+        if not any(_near(s, spot, 2 * FINGERPRINT_SD_CM) for s in effect_sites):
+            return tuple(np.round(spot, 2).tolist())
+
+
+def _plan_cohort(params: Params) -> tuple[list[_RecordingPlan], dict[str, list[float]]]:
+    """Cages, their mice and fingerprints, and the per-recording variants; cheap (no tracks)."""
+    sim = params.simulate
+    seed = sim.seed % 2**64  # SeedSequence wants non-negative entropy
+    n_sites = len(site_names(params.cage_layout))
+    arena = params.lmt.arena_size_cm
+    plans, fingerprints = [], {}
+    for c in range(sim.n_cages):
+        rng = np.random.default_rng([seed, c, 0])
+        cage, sex = f"cage{c + 1:02d}", "M" if c < sim.n_cages / 2 else "F"
+        fingerprint = _fingerprint_spot(rng, params.cage_layout, arena)
+        fingerprints[cage] = list(fingerprint)
+        cage_logw = rng.normal(0, sim.cage_variability, n_sites)
+        mouse_logw = cage_logw + rng.normal(0, sim.mouse_variability, (4, n_sites))
+        rfids = [f"0000041{c + 1:03d}{i + 1:02d}" for i in range(4)]
+        for a, age in enumerate(AGES):
+            ids = [1, 2, 3, 4] if a == 0 else (rng.permutation(4) + 1).tolist()  # IDs are per recording
+            mice = tuple(
+                sorted(
+                    (
+                        SimMouse(
+                            animal_id=ids[i],
+                            rfid=rfids[i],
+                            name=f"{cage}-{'ABCD'[i]}",
+                            sex=sex,
+                            age=age,
+                            fingerprint_cm=fingerprint,
+                            site_log_weights=tuple(mouse_logw[i].tolist()),
+                        )
+                        for i in range(4)
+                    ),
+                    key=lambda m: m.animal_id,
+                )
+            )
+            r = len(plans)
+            k = 3 + r % 7  # every ANIMAL variant over 7 recordings
+            plans.append(
+                _RecordingPlan(
+                    file=f"{cage}_{age}.sqlite",
+                    cage=cage,
+                    age=age,
+                    mice=mice,
+                    entropy=(seed, c, 1 + a),
+                    animal_columns=k,
+                    event_metadata=r % 3 != 2,
+                    key_by_rfid=(c + a) % 2 == 1,  # not tied to age: half the cages each way
+                    unlabelled_id=1 + r % 4 if "SEX" in animal_layout(k) else None,
+                )
+            )
+    return plans, fingerprints
+
+
+def _write_planned(plan: _RecordingPlan, params: Params, profile: Profile, out_dir: Path) -> None:
+    """One recording from its plan; a module-level function, so that worker processes can run it."""
+    simulate_recording(
+        out_dir / plan.file,
+        list(plan.mice),
+        params,
+        profile,
+        np.random.default_rng(list(plan.entropy)),
+        animal_columns=plan.animal_columns,
+        event_metadata=plan.event_metadata,
+    )
+
+
+def _manifest(plans: list[_RecordingPlan]) -> pd.DataFrame:
+    rows = []
+    for p in plans:
+        for m in p.mice:
+            blank = m.animal_id == p.unlabelled_id
+            rows.append(
+                {
+                    "recording": p.file,
+                    "animal": m.rfid if p.key_by_rfid else str(m.animal_id),
+                    "cage": p.cage,
+                    "sex": "" if blank else m.sex,
+                    "age": "" if blank else m.age,
+                }
+            )
+    return pd.DataFrame(rows, columns=["recording", "animal", "cage", "sex", "age"])
+
+
+def _region(site: Site) -> dict:
+    g = site.geometry
+    keys = {
+        "rect": ("x0", "y0", "x1", "y1"),
+        "gauss": ("x", "y", "sd"),
+        "disc": ("x", "y", "r"),
+        "walls": ("min_distance", "max_distance"),
+    }[site.shape]
+    return {"shape": site.shape, **dict(zip(keys, g, strict=True)), "base_weight": site.weight}
+
+
+def _description(params: Params, profile_name: str, plans: list[_RecordingPlan], fingerprints: dict) -> dict:
+    """simulation.json: what was simulated, in words and numbers, for people and for the skip check."""
+    profile = PROFILES[profile_name]
+    arena = params.lmt.arena_size_cm
+    sites = cage_sites(params.cage_layout, arena, fingerprint=(0.0, 0.0))
+    regions = {s.name: _region(s) for s in sites if s.name != "fingerprint"}
+    regions["fingerprint"] = {
+        "shape": "gaussian spot per cage (see cage_fingerprints_cm)",
+        "sd": FINGERPRINT_SD_CM,
+        "base_weight": BASE_WEIGHTS["fingerprint"],
+    }
+    eff = params.simulate.effects
+    words = {
+        "female_house": "adult females stop more often in the house (top-left dome)",
+        "male_lower_border": "males stop more often on the lower border, between the lower feeder and the water",
+        "juvenile_centre": "juveniles stop more often in the open centre",
+    }
+    multipliers = class_site_multipliers(params)
+    names = site_names(params.cage_layout)
+    effects = {
+        effect: {
+            "description": words[effect],
+            "site": EFFECT_SITES[effect],
+            "region_cm": regions[EFFECT_SITES[effect]],
+            "size": getattr(eff, effect),
+            "class_coefficients": coefficients,
+            "site_weight_multiplier": {c: multipliers[c][names.index(EFFECT_SITES[effect])] for c in CLASSES},
+        }
+        for effect, coefficients in effect_coefficients(eff.juvenile_male_mix).items()
+    }
+    return {
+        "simulator_version": SIMULATOR_VERSION,
+        "simulate": params.simulate.model_dump(mode="json"),
+        "profile": {"name": profile_name, **asdict(profile)},
+        "interval_s": profile.interval_s,
+        "n_intervals": profile.n_intervals,
+        "fps": params.lmt.fps,
+        "n_frames": round(profile.n_intervals * profile.interval_s * params.lmt.fps),
+        "lmt": params.lmt.model_dump(mode="json", include={"fps", "px_per_cm", "arena_origin_px", "arena_size_cm"}),
+        "cage_layout": params.cage_layout.model_dump(mode="json"),
+        "sites_cm": regions,
+        "cage_fingerprints_cm": fingerprints,
+        "effects": {
+            "rule": "a site's weight is multiplied by 1 + strength * size * class coefficient",
+            "strength": eff.strength,
+            **effects,
+        },
+        "site_choice": (
+            "categorical over sites; weight = base weight x light factor x class effect"
+            " x exp(cage preference, shared at both ages) x exp(own preference)"
+        ),
+        "clock": {"start_hour": START_HOUR, "seconds_per_hour": profile.interval_s, "lights_on": list(LIGHTS_ON)},
+        "day_night": {
+            "hour_of_interval_k": f"({START_HOUR} + k) % 24",
+            "lights_on_hours": list(LIGHTS_ON),
+            "lights_on": f"house weight x{LIGHT_HOUSE_FACTOR}, stops median {STOP_MEDIAN_S[True]} s, house rests"
+            f" median max({REST_MEDIAN_S} s x interval_s / 3600, {REST_FLOOR_S} s)",
+            "lights_off": f"stops median {STOP_MEDIAN_S[False]} s, more exploring detours",
+        },
+        "recordings": [
+            {
+                "recording": p.file,
+                "cage": p.cage,
+                "age": p.age,
+                "animal_columns": p.animal_columns,
+                "event_metadata": p.event_metadata,
+                "mice": [{"animal_id": m.animal_id, "rfid": m.rfid, "class": m.label} for m in p.mice],
+            }
+            for p in plans
+        ],
+    }
+
+
+def simulate_cohort(params: Params, out_dir: Path, *, progress: bool = True) -> Path:
+    """Writes the cohort into out_dir (all DBs, manifest.csv, simulation.json); returns manifest path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "simulation.json").unlink(missing_ok=True)  # written last: a half-written folder never looks done
+    name = params.simulate.profile
+    profile = PROFILES[name]
+    plans, fingerprints = _plan_cohort(params)
+    with (
+        tqdm(total=len(plans), desc="simulate", unit="recording", disable=not progress) as bar,
+        process_pool(len(plans), min(available_cores(), MAX_WORKERS)) as pool,
+    ):
+        futures = [pool.submit(_write_planned, p, params, profile, out_dir) for p in plans]
+        for future in as_completed(futures):
+            future.result()
+            bar.update()
+    manifest = out_dir / "manifest.csv"
+    write_table(_manifest(plans), manifest)
+    write_json(_description(params, name, plans, fingerprints), out_dir / "simulation.json")
+    return manifest
+
+
+def write_simulated_cohort(params: Params, out_dir: Path, *, force: bool = False, progress: bool = True) -> bool:
+    """Simulate into ``out_dir`` unless it already holds this very simulation; True if written.
+
+    Refuses a folder that holds recordings but no simulation.json: they may be real.
+    Recordings of an earlier, larger simulation there are removed.
+    """
+    out_dir = Path(out_dir)
+    marker = out_dir / "simulation.json"
+    plans, fingerprints = _plan_cohort(params)
+    expected = _description(params, params.simulate.profile, plans, fingerprints)
+    if marker.exists():
+        complete = all((out_dir / p.file).exists() for p in plans) and (out_dir / "manifest.csv").exists()
+        try:
+            same = json.loads(marker.read_text()) == json.loads(json.dumps(expected))
+        except ValueError:
+            same = False
+        if same and complete and not force:
+            return False
+        old = {p.name for p in out_dir.glob("cage*_*.sqlite")}
+        for stale in sorted(old - {p.file for p in plans}):
+            (out_dir / stale).unlink()
+    elif out_dir.exists() and (any(out_dir.glob("*.sqlite")) or (out_dir / "manifest.csv").exists()):
+        raise InputError(out_dir, "holds recordings that were not simulated (no simulation.json); not overwriting")
+    simulate_cohort(params, out_dir, progress=progress)
+    return True
