@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
+from helpers.params import DEMO, varied
+from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.decomposition import PCA
+from sklearn.exceptions import NotFittedError
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+from sklearn.utils.estimator_checks import (
+    check_do_not_raise_errors_in_init_or_set_params,
+    check_estimator_cloneable,
+    check_estimator_repr,
+    check_estimator_tags_renamed,
+    check_estimators_unfitted,
+    check_get_params_invariance,
+    check_mixin_order,
+    check_no_attributes_set_in_init,
+    check_parameters_default_constructible,
+    check_set_params,
+    check_valid_tag_types,
+    parametrize_with_checks,
+)
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from lmt_stereotype.config import CLASSES, BaselineParams, CNNParams
+from lmt_stereotype.config import CLASSES
 from lmt_stereotype.models import (
     CalibratedSVC,
     CNNClassifier,
@@ -145,7 +165,7 @@ def test_cnn_learns_a_planted_quadrant_signal_with_the_paper_learning_rate():
 
 
 def test_from_params_takes_the_network_and_training_settings_of_the_cnn_section():
-    params = CNNParams(channels=(4, 4), kernel_sizes=(3, 5), epochs=7, lr=0.05, seed=11, n_permutations=3)
+    params = varied(DEMO.cnn, channels=(4, 4), kernel_sizes=(3, 5), epochs=7, lr=0.05, seed=11, n_permutations=3)
     model = CNNClassifier.from_params(params)
     assert (model.channels, model.kernel_sizes, model.epochs, model.lr, model.seed) == ((4, 4), (3, 5), 7, 0.05, 11)
     assert not hasattr(model, "n_permutations")
@@ -184,7 +204,7 @@ def test_per_recording_transform_gives_each_recording_mean_one_and_leaves_an_emp
 
 
 def test_knn_baseline_is_pca_with_three_components_then_one_nearest_neighbour():
-    pipe = make_baseline("knn", BaselineParams())
+    pipe = make_baseline("knn", DEMO.baselines)
     assert isinstance(pipe, Pipeline)
     assert [name for name, _ in pipe.steps] == ["flatten", "pca", "knn"]
     assert isinstance(pipe[-2], PCA) and pipe[-2].n_components == 3
@@ -192,7 +212,7 @@ def test_knn_baseline_is_pca_with_three_components_then_one_nearest_neighbour():
 
 
 def test_svm_baseline_is_pca_then_a_calibrated_svc():
-    pipe = make_baseline("svm", BaselineParams())
+    pipe = make_baseline("svm", DEMO.baselines)
     assert [name for name, _ in pipe.steps] == ["flatten", "pca", "svm"]
     assert isinstance(pipe[-2], PCA) and pipe[-2].n_components == 3
     assert isinstance(pipe[-1], CalibratedSVC)
@@ -217,7 +237,7 @@ def test_the_svm_calibrates_on_as_many_folds_as_its_smallest_class_allows():
 
 @pytest.mark.parametrize("kind", ["knn", "svm"])
 def test_standard_scaling_inserts_a_scaler_before_pca(kind):
-    pipe = make_baseline(kind, BaselineParams(scaling="standard"))
+    pipe = make_baseline(kind, varied(DEMO.baselines, scaling="standard"))
     assert [name for name, _ in pipe.steps] == ["flatten", "scale", "pca", kind]
     assert isinstance(pipe.named_steps["scale"], StandardScaler)
 
@@ -225,7 +245,7 @@ def test_standard_scaling_inserts_a_scaler_before_pca(kind):
 @pytest.mark.parametrize("kind", ["knn", "svm"])
 def test_baselines_fit_stacks_and_predict_class_indices(kind):
     X, y = tiny_data(n=24)
-    pipe = make_baseline(kind, BaselineParams()).fit(X, y)
+    pipe = make_baseline(kind, DEMO.baselines).fit(X, y)
     assert set(pipe.predict(X)) <= set(range(len(CLASSES)))
     np.testing.assert_allclose(pipe.predict_proba(X).sum(axis=1), 1.0)
     if kind == "knn":  # 1-NN on its own training points
@@ -234,7 +254,7 @@ def test_baselines_fit_stacks_and_predict_class_indices(kind):
 
 def test_an_unknown_baseline_is_refused():
     with pytest.raises(ValueError, match="unknown baseline"):
-        make_baseline("forest", BaselineParams())
+        make_baseline("forest", DEMO.baselines)
 
 
 def test_a_saved_cnn_loads_back_with_the_same_predictions(tmp_path):
@@ -246,3 +266,68 @@ def test_a_saved_cnn_loads_back_with_the_same_predictions(tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
     save_cnn(loaded, X.shape[1:3], tmp_path / "again.npz")  # byte-identical: DVC sees no change
     assert (tmp_path / "again.npz").read_bytes() == (tmp_path / "cnn.npz").read_bytes()
+
+
+# --- scikit-learn's estimator contract ------------------------------------------------
+
+SVC_EXPECTED_FAILURES = {
+    "check_class_weight_classifiers": "the calibration, fitted on unweighted held-out folds, undoes an extreme class "
+    "weight: under {0: 1000, 1: 1e-4} the SVM's scores barely vary and the majority class wins",
+}
+
+
+@parametrize_with_checks([CalibratedSVC()], expected_failed_checks=lambda _: SVC_EXPECTED_FAILURES, xfail_strict=True)
+def test_the_calibrated_svc_passes_sklearns_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.parametrize("class_weight, svm_weight", [("balanced", "balanced"), ("none", None), ({0: 2}, {0: 2})])
+def test_the_svm_gets_the_class_weight(class_weight, svm_weight):
+    X, y = np.random.default_rng(0).normal(size=(12, 2)), np.arange(12) % 2
+    assert CalibratedSVC(class_weight=class_weight).fit(X, y).model_.estimator.class_weight == svm_weight
+
+
+# check_estimator feeds 2-D feature matrices (n, d); the CNN takes stacks (n, T, N, N), so its tags say
+# two_d_array=False and check_estimator runs nothing on it. These checks need no data (the get_params /
+# set_params / clone contract, tags, repr) or call predict unfitted only: they apply as they are. The
+# tests after them ask what the data-fed checks ask of fit (returns self, leaves its parameters alone,
+# fitted attributes end in "_", idempotent, picklable) on tiny stacks. Not applicable: n_features_in_
+# (there is no feature axis), 1-D / 2-D / sparse / non-array / NaN / complex / object input, label
+# encoding (y holds class indices and classes_ is always every class) and sample weights (fit takes none).
+CNN_CHECKS = [
+    check_estimator_cloneable,
+    check_estimator_repr,
+    check_estimator_tags_renamed,
+    check_valid_tag_types,
+    check_no_attributes_set_in_init,
+    check_parameters_default_constructible,
+    check_get_params_invariance,
+    check_set_params,
+    check_do_not_raise_errors_in_init_or_set_params,
+    check_mixin_order,
+    check_estimators_unfitted,
+]
+
+
+@pytest.mark.parametrize("check", CNN_CHECKS, ids=lambda check: check.__name__)
+def test_the_cnn_passes_sklearns_checks_that_need_no_feature_matrix(check):
+    check("CNNClassifier", CNNClassifier(**TINY))
+
+
+def test_cnn_fit_returns_the_model_adds_only_fitted_attributes_and_leaves_its_parameters_alone():
+    X, y = tiny_data()
+    model = CNNClassifier(**TINY)
+    params = model.get_params()
+    with pytest.raises(NotFittedError):
+        model.predict(X)
+    assert model.fit(X, y) is model
+    check_is_fitted(model)
+    assert model.get_params() == params
+    assert all(name.endswith("_") for name in set(vars(model)) - set(params))
+
+
+def test_a_refitted_cnn_is_a_fresh_fit_and_survives_pickling():
+    X, y = tiny_data()
+    model = CNNClassifier(**TINY).fit(*tiny_data(seed=1)).fit(X, y)
+    np.testing.assert_array_equal(model.predict_proba(X), clone(model).fit(X, y).predict_proba(X))
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(model)).predict_proba(X), model.predict_proba(X))

@@ -21,6 +21,9 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import SVC
+from sklearn.utils import Tags
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from lmt_stereotype.config import CLASSES, BaselineParams, ClassWeight, CNNParams, Transform
@@ -106,6 +109,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     frequency in the training set, so a class with fewer training recordings is not
     predicted less for that alone. Same ``seed``, same weights and predictions.
     ``loss_curve_`` holds the mean (weighted) training loss of each epoch.
+
+    ``X`` is a stack per recording, (n, T, N, N), not a feature matrix: the estimator's
+    tags say it takes no 2-D input, and it has no ``n_features_in_``. ``classes_`` is
+    always every class index, whichever the training labels hold.
     """
 
     def __init__(
@@ -145,9 +152,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """Stacks as the network's input: transformed, float32, channels-last."""
         return torch.from_numpy(transform_stacks(X, self.transform)).contiguous(memory_format=torch.channels_last)
 
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False  # stacks (n, T, N, N)
+        return tags
+
     @contextmanager
-    def _threads(self) -> Iterator[None]:
-        """Use ``threads`` CPU threads inside, torch's own setting outside."""
+    def torch_threads(self) -> Iterator[None]:
+        """Run torch on ``threads`` CPU threads inside (0: torch's setting), restored on the way out."""
         before = torch.get_num_threads()
         torch.set_num_threads(self.threads or before)
         try:
@@ -156,7 +168,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             torch.set_num_threads(before)
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> CNNClassifier:
-        with self._threads():
+        with self.torch_threads():
             return self._fit(X, y)
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> CNNClassifier:
@@ -187,7 +199,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        with self._threads(), torch.inference_mode():
+        check_is_fitted(self)
+        with self.torch_threads(), torch.inference_mode():
             return torch.softmax(self.module_(self.to_tensor(X)), dim=1).numpy().astype(np.float64)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -241,11 +254,19 @@ class CalibratedSVC(ClassifierMixin, BaseEstimator):
     to 3 stratified folds of the training data (fewer when a class is that small) and
     predicts the most probable class. A class with a single training recording leaves
     nothing to calibrate on; the plain SVM then predicts, with 0/1 probabilities.
-    ``class_weight: balanced`` scales each class's penalty C by its inverse frequency.
+    ``class_weight: balanced`` scales each class's penalty C by its inverse frequency;
+    a dict {class: weight} scales it by that weight (as :class:`~sklearn.svm.SVC`'s does).
+    The weights move the SVM's margin only: the sigmoid calibration is fitted on the
+    unweighted held-out folds, so the probabilities, and the predictions, lean back
+    towards the training class frequencies.
     """
 
     def __init__(
-        self, kernel: str = "rbf", C: float = 1.0, class_weight: ClassWeight = "balanced", random_state: int = 0
+        self,
+        kernel: str = "rbf",
+        C: float = 1.0,
+        class_weight: ClassWeight | dict = "balanced",
+        random_state: int = 0,
     ):
         self.kernel = kernel
         self.C = C
@@ -253,7 +274,9 @@ class CalibratedSVC(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> CalibratedSVC:
-        weight = "balanced" if self.class_weight == "balanced" else None
+        X, y = validate_data(self, X, y)
+        check_classification_targets(y)
+        weight = None if self.class_weight == "none" else self.class_weight
         svm = SVC(kernel=self.kernel, C=self.C, class_weight=weight, random_state=self.random_state)
         self.classes_, counts = np.unique(y, return_counts=True)
         if counts.min() >= 2:
@@ -263,12 +286,15 @@ class CalibratedSVC(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False)
         if isinstance(self.model_, CalibratedClassifierCV):
             return self.model_.predict_proba(X)
         return (self.model_.predict(X)[:, None] == self.classes_[None, :]).astype(float)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.model_.predict(X)
+        check_is_fitted(self)
+        return self.model_.predict(validate_data(self, X, reset=False))
 
 
 def _flatten(X: np.ndarray, transform: Transform) -> np.ndarray:
