@@ -39,7 +39,7 @@ from lmt_stereotype.parallel import available_cores, process_pool
 def cross_validate(make, stacks: Stacks, folds) -> tuple[dict[str, float], float]:
     """Metrics of one cross-validation and its wall time."""
     start = time.perf_counter()
-    result = FoldedModel(make(), stacks.X).run(stacks.y, folds)
+    result = FoldedModel(make(), stacks.X).cross_validate(stacks.y, folds)
     seconds = time.perf_counter() - start
     return classification_metrics(stacks.y, result.y_pred), seconds
 

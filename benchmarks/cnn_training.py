@@ -107,7 +107,7 @@ def main() -> None:
         report[f"share_of_matmul_peak_{name}"] = gflops / report["matmul_gflops"]
 
     start = time.perf_counter()
-    result = FoldedModel(CNNClassifier.from_params(params.cnn), stacks.X).run(stacks.y, folds)
+    result = FoldedModel(CNNClassifier.from_params(params.cnn), stacks.X).cross_validate(stacks.y, folds)
     report["loco_cv_s"] = time.perf_counter() - start
     report["loco_folds"] = len(folds)
     report["loco_accuracy"] = result.accuracy

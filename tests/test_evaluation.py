@@ -238,7 +238,7 @@ def test_stratified_kfold_is_reproducible_for_a_seed(stacks):
 
 def test_nothing_is_fitted_on_the_held_out_cage(stacks):
     folds = leave_one_cage_out(stacks.cage)
-    result = FoldedModel(knn("standard"), stacks.X).run(stacks.y, folds)
+    result = FoldedModel(knn("standard"), stacks.X).cross_validate(stacks.y, folds)
     flat = stacks.X.reshape(len(stacks.X), -1).astype(np.float32)
     assert len(result.models) == len(folds)
     for fold, model in zip(folds, result.models):
@@ -257,7 +257,7 @@ def test_nothing_is_fitted_on_the_held_out_cage(stacks):
 
 def test_without_scaling_pca_centres_on_the_training_cages_only(stacks):
     folds = leave_one_cage_out(stacks.cage)
-    result = FoldedModel(knn(), stacks.X).run(stacks.y, folds)
+    result = FoldedModel(knn(), stacks.X).cross_validate(stacks.y, folds)
     flat = stacks.X.reshape(len(stacks.X), -1)
     for fold, model in zip(folds, result.models):
         pca = model.named_steps["pca"]
@@ -269,7 +269,7 @@ def test_without_scaling_pca_centres_on_the_training_cages_only(stacks):
 def test_folded_model_predicts_exactly_like_refitting_the_whole_pipeline_per_fold(stacks, kind, scaling):
     pipeline = make_baseline(kind, varied(DEMO.baselines, scaling=scaling))
     folds = leave_one_cage_out(stacks.cage)
-    result = FoldedModel(pipeline, stacks.X).run(stacks.y, folds)
+    result = FoldedModel(pipeline, stacks.X).cross_validate(stacks.y, folds)
     y_pred = np.full(len(stacks.y), -1)
     proba = np.zeros((len(stacks.y), len(CLASSES)))
     for fold in folds:
@@ -285,9 +285,9 @@ def test_folded_model_predicts_exactly_like_refitting_the_whole_pipeline_per_fol
 def test_folded_model_refits_only_the_classifier_for_new_labels(stacks):
     folds = leave_one_cage_out(stacks.cage)
     folded = FoldedModel(knn("standard"), stacks.X)
-    first = folded.run(stacks.y, folds)
+    first = folded.cross_validate(stacks.y, folds)
     permuted = design_permutation(stacks.y, stacks.cage, np.random.default_rng(1))
-    result = folded.run(permuted, folds)
+    result = folded.cross_validate(permuted, folds)
     for fold, before, after in zip(folds, first.models, result.models):
         fresh = clone(knn("standard")).fit(stacks.X[fold.train], permuted[fold.train])
         np.testing.assert_array_equal(result.fold_predictions[fold.name], fresh.predict(stacks.X[fold.test]))
@@ -310,7 +310,7 @@ def test_a_recording_tested_by_several_folds_gets_their_probabilities_averaged()
 
 def test_each_cage_gets_the_model_of_the_first_fold_that_held_it_out(stacks):
     folds = make_folds("balanced", stacks.cage, FAST.model_copy(update={"matchings": 2}), stacks.y)
-    result = FoldedModel(knn(), stacks.X).run(stacks.y, folds)
+    result = FoldedModel(knn(), stacks.X).cross_validate(stacks.y, folds)
     models = held_out_models(result, stacks.cage)
     assert sorted(models) == sorted(set(stacks.cage))
     for cage, model in models.items():

@@ -88,7 +88,15 @@ def test_draw_cage_leaves_an_image_drawn_before_it_unchanged(ax):
 def test_mouse_figure_writes_a_png(tmp_path):
     stops = synthetic_stops()
     open_before = plt.get_fignums()
-    path = mouse_figure(stops, stack_of(stops), LAYOUT, ARENA, PARAMS.interval_s, "cage01, mouse 1", tmp_path / "f.png")
+    path = mouse_figure(
+        stops,
+        stack_of(stops),
+        layout=LAYOUT,
+        arena_size_cm=ARENA,
+        interval_s=PARAMS.interval_s,
+        title="cage01, mouse 1",
+        path=tmp_path / "f.png",
+    )
     assert path == tmp_path / "f.png"
     data = path.read_bytes()
     assert data.startswith(b"\x89PNG") and 20_000 < len(data) < 5_000_000
@@ -100,7 +108,9 @@ def test_histogram_panel_is_the_stack_summed_over_time_on_the_cage():
     stops = synthetic_stops()
     stack = stack_of(stops)
     fig = plt.figure()
-    _, spots, histogram = mouse_axes(fig, stops, stack, LAYOUT, ARENA, PARAMS.interval_s, "t")
+    _, spots, histogram = mouse_axes(
+        fig, stops, stack, layout=LAYOUT, arena_size_cm=ARENA, interval_s=PARAMS.interval_s, title="t"
+    )
     (image,) = histogram.images
     np.testing.assert_array_equal(image.get_array(), stack.sum(axis=0))
     assert image.get_extent() == [0, ARENA, ARENA, 0]  # row 0 (y = 0) at the top, like the stack
@@ -117,6 +127,8 @@ def test_time_is_in_hours_for_recordings_of_3_h_or_more(interval_s, unit):
     params = PARAMS.model_copy(update={"interval_s": interval_s})
     stack = stop_histograms(stops["start_s"], stops["x_cm"], stops["y_cm"], params, ARENA)
     fig = plt.figure()
-    over_time, _, _ = mouse_axes(fig, stops, stack, LAYOUT, ARENA, interval_s, "t")
+    over_time, _, _ = mouse_axes(
+        fig, stops, stack, layout=LAYOUT, arena_size_cm=ARENA, interval_s=interval_s, title="t"
+    )
     assert over_time.get_xlabel() == f"time ({unit})"
     plt.close(fig)

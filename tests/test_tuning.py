@@ -14,7 +14,7 @@ from helpers.params import DEMO, varied
 from lmt_stereotype.evaluation import FEMALE, cage_sexes, make_folds
 from lmt_stereotype.tuning import (
     Objective,
-    fixed_setting,
+    fixed_trial_params,
     inner_folds,
     n_finished,
     nested_cross_validate,
@@ -84,10 +84,10 @@ def test_nested_cross_validation_predicts_each_cage_with_settings_tuned_without_
     assert result.accuracy > 0.5  # the planted quadrants are easy
 
 
-def test_the_fixed_setting_is_the_first_trial(storage):
+def test_the_fixed_settings_are_the_first_trial(storage):
     X, y, cages = tiny_cohort()
     study = tune(X, y, cages, CNN, TUNING, storage, "first")
-    assert study.trials[0].params == fixed_setting(CNN)
+    assert study.trials[0].params == fixed_trial_params(CNN)
     assert len(study.trials) == 2 and study.trials[1].params != study.trials[0].params
 
 
@@ -111,7 +111,7 @@ def test_an_interrupted_study_resumes_from_its_storage(storage, monkeypatch):
     study = tune(X, y, cages, CNN, tuning, storage, "resumable")
     assert n_finished(study) == 3  # 1 kept + 2 new, not 3 new
     assert [t.state for t in study.trials].count(optuna.trial.TrialState.FAIL) == 1
-    assert study.trials[0].params == fixed_setting(CNN)
+    assert study.trials[0].params == fixed_trial_params(CNN)
 
 
 def test_a_changed_cohort_or_search_space_gets_a_new_study_name():
@@ -188,19 +188,19 @@ def test_flat_tuning_is_tagged_selection_biased_and_never_promoted(tmp_path):
     assert len(study.trials[0].intermediate_values) == 3  # scored on the 3 balanced folds themselves
 
 
-def test_a_fixed_setting_outside_the_search_space_is_named():
+def test_fixed_settings_outside_the_search_space_are_named():
     cnn = CNN.model_copy(update={"epochs": 10, "transform": "raw", "channels": (64, 4)})
     tuning = TUNING.model_copy(update={"space": varied(DEMO.tuning.space, epochs=(20, 60), transform=("log1p",))})
     problems = outside_space(cnn, tuning)
     assert len(problems) == 3 and "cnn.epochs = 10" in problems[0] and "tuning.space.transform" in problems[1]
-    assert outside_space(DEMO.cnn, DEMO.tuning) == []  # the defaults: the paper's setting is in the space
+    assert outside_space(DEMO.cnn, DEMO.tuning) == []  # the defaults: the paper's settings are in the space
 
 
 def test_studies_run_in_parallel_processes_pick_exactly_what_one_process_picks(tmp_path, monkeypatch):
     from cohort import tiny_project
 
     from lmt_stereotype.config import load_params
-    from lmt_stereotype.tuning import run_studies
+    from lmt_stereotype.tuning_workers import run_studies
 
     trials = {}
     for processes in (1, 2):

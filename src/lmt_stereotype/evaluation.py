@@ -252,16 +252,16 @@ class FoldedModel:
         head, train = self._fitted[key]
         return head, train, head.transform(self._X[fold.test])
 
-    def run(self, y: np.ndarray, folds: list[Fold], progress: bool = False, desc: str = "") -> CVResult:
+    def cross_validate(self, y: np.ndarray, folds: list[Fold], progress: bool = False, desc: str = "") -> CVResult:
         """Fit on each fold's training part with labels ``y``; predict its test part.
 
         With one BLAS thread: PCA's sums then come out the same whatever the machine's core
         count, and permutation workers running side by side do not fight over the cores.
         """
         with threadpool_limits(1, user_api="blas"):
-            return self._run(np.asarray(y), folds, progress, desc)
+            return self._cross_validate(np.asarray(y), folds, progress, desc)
 
-    def _run(self, y: np.ndarray, folds: list[Fold], progress: bool, desc: str) -> CVResult:
+    def _cross_validate(self, y: np.ndarray, folds: list[Fold], progress: bool, desc: str) -> CVResult:
         fold_proba, models, curves = [], [], {}
         for fold in tqdm(folds, desc=desc, disable=not progress, unit="fold", leave=False):
             head, X_train, X_test = self._inputs(fold)
@@ -368,7 +368,7 @@ WORKERS_WORTH_S = 15.0
 
 
 def _null_accuracies(folded: FoldedModel, split: Split, labelings: list[np.ndarray]) -> list[float]:
-    return [folded.run(y, split(y)).accuracy for y in labelings]
+    return [folded.cross_validate(y, split(y)).accuracy for y in labelings]
 
 
 def permutation_null(
@@ -455,7 +455,7 @@ def bias_warning(metrics: dict[str, float], confidence: float) -> str | None:
 def above_chance(metrics: dict[str, float], confidence: float) -> tuple[bool, str]:
     """Whether cross-validated accuracy is significantly above chance, and the evidence, in words.
 
-    The permutation p-value where there is one (the fixed setting, the baselines); else
+    The permutation p-value where there is one (the CNN's fixed settings, the baselines); else
     (the nested-tuned CNN: each permutation would be a whole nested tuning) the cage
     bootstrap interval, whose lower end must lie above chance.
     """
@@ -544,17 +544,17 @@ def evaluate(
     split = partial(make_folds, scheme, stacks.cage, params)
     folds = split(stacks.y)
     folded = FoldedModel(make_estimator(), stacks.X)
-    result = folded.run(stacks.y, folds, progress=progress, desc=f"{model} {scheme}")
+    result = folded.cross_validate(stacks.y, folds, progress=progress, desc=f"{model} {scheme}")
     n_permutations = 0 if scheme == "kfold" else n_permutations
     null = permutation_null(
         folded, stacks.y, stacks.cage, split, n_permutations, params.seed, progress, f"{model} permutations", workers
     )
-    evaluation = report(model, scheme, stacks, folds, result, params, null)
+    evaluation = build_evaluation(model, scheme, stacks, folds, result, params, null)
     evaluation.tags.update(tags or {})
     return evaluation
 
 
-def report(
+def build_evaluation(
     model: str,
     scheme: str,
     stacks: Stacks,
@@ -563,7 +563,8 @@ def report(
     params: EvaluationParams,
     null: np.ndarray,
 ) -> Evaluation:
-    """Everything reported about out-of-fold predictions, whichever way they were made."""
+    """The :class:`Evaluation` of out-of-fold predictions: everything reported about them, whichever
+    way they were made."""
     y = stacks.y
     metrics = summarise(result, stacks.cage, params, null)
     return Evaluation(

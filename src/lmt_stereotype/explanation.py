@@ -45,7 +45,7 @@ def map_extent(grid: int, arena_cm: float, kernel: int = 1, pool: int = 1) -> tu
 
 def branch_activations(classifier: CNNClassifier, X: np.ndarray) -> list[np.ndarray]:
     """Each branch's output (after ReLU and pooling, what the linear layer sees) per recording: (n, C, H, W)."""
-    with classifier._threads(), torch.inference_mode():
+    with classifier.torch_threads(), torch.inference_mode():
         x = classifier.to_tensor(X)
         return [branch(x).numpy() for branch in classifier.module_.branches]
 
@@ -142,7 +142,7 @@ def centred_logits(module: torch.nn.Module):
 def integrated_gradients(classifier: CNNClassifier, X: np.ndarray, steps: int = 32) -> np.ndarray:
     """Integrated Gradients of every class's centred logit w.r.t. each (transformed) stack, from an empty
     cage (no stops): (classes, n, T, N, N)."""
-    with classifier._threads():
+    with classifier.torch_threads():
         x = classifier.to_tensor(X).contiguous()
         ig = IntegratedGradients(centred_logits(classifier.module_))
         return np.stack(
@@ -164,7 +164,7 @@ def logit_contributions(classifier: CNNClassifier, X: np.ndarray) -> list[np.nda
     throws away where a channel's weight lies.
     """
     out = []
-    with classifier._threads():
+    with classifier.torch_threads():
         x = classifier.to_tensor(X).contiguous()
         forward = centred_logits(classifier.module_)
         for branch in classifier.module_.branches:
@@ -178,7 +178,7 @@ def logit_contributions(classifier: CNNClassifier, X: np.ndarray) -> list[np.nda
 def grad_cam(classifier: CNNClassifier, X: np.ndarray) -> list[np.ndarray]:
     """Grad-CAM of every class's centred logit on each branch's convolution: (classes, n, H, W) per branch."""
     out = []
-    with classifier._threads():
+    with classifier.torch_threads():
         x = classifier.to_tensor(X).contiguous()
         forward = centred_logits(classifier.module_)
         for branch in classifier.module_.branches:
@@ -252,13 +252,24 @@ class _Explainer:
     def contrast(self, values: np.ndarray) -> Contrast:
         return contrast(values, self.y, self.cages, **self.test)
 
-    def figure(self, means, differ: Contrast, index: int, extent, title: str, note: str, label: str, name: str) -> Path:
+    def figure(
+        self, means, differ: Contrast, *, index: int, extent, title: str, note: str, label: str, name: str
+    ) -> Path:
+        """``means`` (classes, H, W) as ``name``, with the spots of map ``index`` of ``differ``."""
         shape = means.shape[-2:]
         spots = [spot_positions(differ.spots[c][index], extent, shape) for c in range(len(CLASSES))]
         path = self.folder / name
-        caption = note + _rule(self.params.explain)
-        arena = self.params.lmt.arena_size_cm
-        class_maps_figure(means, extent, self.params.cage_layout, arena, title, caption, label, path, spots)
+        class_maps_figure(
+            means,
+            extent,
+            layout=self.params.cage_layout,
+            arena_size_cm=self.params.lmt.arena_size_cm,
+            title=title,
+            caption=note + _rule(self.params.explain),
+            label=label,
+            path=path,
+            spots=spots,
+        )
         return path
 
 
@@ -284,7 +295,18 @@ def explain_model(classifier: CNNClassifier, stacks: Stacks, params: Params, fol
         for ch in range(acts.shape[1]):
             title = f"{kernel}x{kernel} branch, channel {ch}: mean activation per class ({what})"
             name = f"activation_k{kernel}_ch{ch:02d}.png"
-            files.append(draw.figure(means[:, ch], differ, ch, extent, title, ACTIVATION_NOTE, "mean activation", name))
+            files.append(
+                draw.figure(
+                    means[:, ch],
+                    differ,
+                    index=ch,
+                    extent=extent,
+                    title=title,
+                    note=ACTIVATION_NOTE,
+                    label="mean activation",
+                    name=name,
+                )
+            )
     ig = integrated_gradients(classifier, X, params.explain.ig_steps)
     ig_space = ig.sum(axis=2)
     arrays |= {"ig_space": own_class_means(ig_space, y), "ig_time": own_class_means(ig.sum(axis=(3, 4)), y)}
@@ -293,7 +315,14 @@ def explain_model(classifier: CNNClassifier, stacks: Stacks, params: Params, fol
     extent = map_extent(grid, arena)
     files.append(
         draw.figure(
-            arrays["ig_space"], differ, 0, extent, title, ATTRIBUTION_NOTE, "attribution", "integrated_gradients.png"
+            arrays["ig_space"],
+            differ,
+            index=0,
+            extent=extent,
+            title=title,
+            note=ATTRIBUTION_NOTE,
+            label="attribution",
+            name="integrated_gradients.png",
         )
     )
     branch_maps = {
@@ -313,7 +342,16 @@ def explain_model(classifier: CNNClassifier, stacks: Stacks, params: Params, fol
             differ = draw.contrast(values[:, :, None])
             heading = f"{title.format(k=kernel)} ({what})"
             files.append(
-                draw.figure(means, differ, 0, extent, heading, ATTRIBUTION_NOTE + note, label, f"{name}_k{kernel}.png")
+                draw.figure(
+                    means,
+                    differ,
+                    index=0,
+                    extent=extent,
+                    title=heading,
+                    note=ATTRIBUTION_NOTE + note,
+                    label=label,
+                    name=f"{name}_k{kernel}.png",
+                )
             )
     hours, dark = light_phases(X.shape[1], params.explain)
     path = folder / "time_importance.png"
@@ -354,7 +392,14 @@ def explain_held_out(fold_models: dict[str, CNNClassifier], stacks: Stacks, para
     )
     differ = draw.contrast(ig_space[:, :, None])
     path = draw.figure(
-        arrays["ig_space"], differ, 0, map_extent(grid, arena), title, note, "attribution", "integrated_gradients.png"
+        arrays["ig_space"],
+        differ,
+        index=0,
+        extent=map_extent(grid, arena),
+        title=title,
+        note=note,
+        label="attribution",
+        name="integrated_gradients.png",
     )
     hours, dark = light_phases(X.shape[1], params.explain)
     time_path = folder / "time_importance.png"
@@ -370,8 +415,15 @@ def mouse_sample_figure(stacks: Stacks, k: int, params: Params, path: Path) -> P
     stops = read_table(params.data.stops / f"{recording}.parquet")
     title = f"{recording}, animal {animal} ({cls})"
     mine = stops[stops["animal_id"] == animal]
-    layout, arena = params.cage_layout, params.lmt.arena_size_cm
-    return mouse_figure(mine, stacks.X[k], layout, arena, stacks.interval_s, title, path)
+    return mouse_figure(
+        mine,
+        stacks.X[k],
+        layout=params.cage_layout,
+        arena_size_cm=params.lmt.arena_size_cm,
+        interval_s=stacks.interval_s,
+        title=title,
+        path=path,
+    )
 
 
 def mouse_figures(stacks: Stacks, params: Params, folder: Path) -> list[Path]:

@@ -146,6 +146,7 @@ def mouse_axes(
     fig: plt.Figure,
     stops: pd.DataFrame,
     stack: np.ndarray,
+    *,
     layout: CageLayout,
     arena_size_cm: float,
     interval_s: float,
@@ -216,6 +217,7 @@ def mouse_axes(
 def mouse_figure(
     stops: pd.DataFrame,
     stack: np.ndarray,
+    *,
     layout: CageLayout,
     arena_size_cm: float,
     interval_s: float,
@@ -224,7 +226,7 @@ def mouse_figure(
 ) -> Path:
     """One mouse's stops and histogram map (see :func:`mouse_axes`) saved as an image at ``path``."""
     fig = plt.figure(figsize=(15, 4.6), layout="constrained")
-    mouse_axes(fig, stops, stack, layout, arena_size_cm, interval_s, title)
+    mouse_axes(fig, stops, stack, layout=layout, arena_size_cm=arena_size_cm, interval_s=interval_s, title=title)
     _save(fig, path)
     return Path(path)
 
@@ -235,6 +237,7 @@ PANEL = {0: (0, 0), 1: (0, 1), 2: (1, 0), 3: (1, 1)}  # the paper's Figure 3: AM
 def class_maps_figure(
     maps: np.ndarray,
     extent: tuple[float, float, float, float],
+    *,
     layout: CageLayout,
     arena_size_cm: float,
     title: str,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +33,9 @@ PAPER_CONFUSION = np.array([[22, 2, 0, 0], [9, 8, 1, 6], [0, 4, 20, 0], [0, 0, 0
 """The paper's Table 1 (rows: labels, columns: predictions, AM JM AF JF), leave-one-cage-out."""
 PAPER_ACCURACY = {"cnn": (0.771, 0.917, 0.625), "knn": (0.62, None, None), "svm": (0.72, None, None)}
 """The paper's accuracy, female and male accuracy per model (12 cages, 96 recordings of 3 days)."""
-FIGURES = {
-    "activation_k3.png": ("explain/final/activation_k3.png", "Class-averaged activation maps, 3×3 branch"),
-    "activation_k9.png": ("explain/final/activation_k9.png", "Class-averaged activation maps, 9×9 branch"),
+ACTIVATION = re.compile(r"activation_k(\d+)\.png")
+"""The final model's overview of one branch, as ``explain`` names it: ``activation_k{kernel size}.png``."""
+ATTRIBUTION_FIGURES = {
     "integrated_gradients.png": (
         "explain/held_out/integrated_gradients.png",
         "Where the held-out models look: Integrated Gradients per class, each cage scored by the model"
@@ -45,7 +46,27 @@ FIGURES = {
         "When they look: attribution per hour, dark phases shaded",
     ),
 }
-"""Report figure -> (its source under the reports folder, caption)."""
+"""Report figure -> (its source under the reports folder, caption), after the activation maps."""
+
+
+def activation_caption(kernel: int) -> str:
+    return f"Class-averaged activation maps, {kernel}×{kernel} branch"
+
+
+def explain_figures(reports: Path) -> dict[str, tuple[Path, str]]:
+    """The ``explain`` figures the page shows, in order, as report figure -> (its source, caption):
+    the final model's activation maps of each branch it has (as many as ``cnn.kernel_sizes``
+    had when it was trained), smallest kernel first, then :data:`ATTRIBUTION_FIGURES`. Only
+    those ``explain`` wrote: none before it ran."""
+    branches = []
+    for path in (reports / "explain" / "final").glob("activation_k*.png"):
+        if match := ACTIVATION.fullmatch(path.name):
+            branches.append((int(match[1]), path))
+    figures = {path.name: (path, activation_caption(kernel)) for kernel, path in sorted(branches)}
+    for name, (source, caption) in ATTRIBUTION_FIGURES.items():
+        if (reports / source).exists():
+            figures[name] = (reports / source, caption)
+    return figures
 
 
 @dataclass(frozen=True)
@@ -201,8 +222,18 @@ img{max-width:100%}.note{font-size:.9em;color:#444}
 .row{display:flex;gap:1em}.row figure{flex:1;min-width:0}"""
 
 
-def render_html(inputs: ReportInputs, params: Params, provenance: dict[str, str], figures: dict[str, Path]) -> str:
-    """The page: cohort, results table, confusion matrices beside Table 1, explanations."""
+def render_html(
+    inputs: ReportInputs,
+    params: Params,
+    provenance: dict[str, str],
+    figures: dict[str, Path],
+    captions: dict[str, str] | None = None,
+) -> str:
+    """The page: cohort, results table, confusion matrices beside Table 1, explanations.
+
+    ``figures`` holds ``confusion_matrices.png`` and the explanation figures in ``captions``
+    (figure -> caption, in order: :func:`explain_figures`); the activation maps of every
+    branch stand side by side."""
     table = results_table(inputs)
     chance = inputs.metrics["cnn"]["balanced"]["chance_level"]
     threshold = inputs.metrics["cnn"]["balanced"].get("significance_threshold")
@@ -240,8 +271,9 @@ def render_html(inputs: ReportInputs, params: Params, provenance: dict[str, str]
         "their row. Left: the paper's Table 1.</figcaption></figure>",
         "<h2>What the network looks at</h2>",
     ]
-    shown = [(name, caption) for name, (_, caption) in FIGURES.items() if name in figures]
-    for row in [shown[:2], *([f] for f in shown[2:])]:  # the two branches' maps side by side
+    shown = [(name, caption) for name, caption in (captions or {}).items() if name in figures]
+    maps = [(name, caption) for name, caption in shown if ACTIVATION.fullmatch(name)]
+    for row in [maps, *([f] for f in shown if f not in maps)]:  # every branch's maps side by side
         sections.append("<div class='row'>")
         for name, caption in row:
             sections.append(
@@ -265,12 +297,12 @@ def write_report(params: Params, folder: Path, provenance: dict[str, str]) -> Pa
     figures = {"confusion_matrices.png": folder / "confusion_matrices.png"}
     panels = {"Paper, Table 1": PAPER_CONFUSION} | {f"{MODELS[m]} (ours)": inputs.confusion[m] for m in MODELS}
     confusion_panels_figure(panels, figures["confusion_matrices.png"])
-    for name, (source_path, _) in FIGURES.items():
-        src = params.data.reports / source_path
-        if src.exists():
-            shutil.copyfile(src, folder / name)
-            figures[name] = folder / name
+    shown = explain_figures(params.data.reports)
+    for name, (source, _) in shown.items():
+        shutil.copyfile(source, folder / name)
+        figures[name] = folder / name
     results_table(inputs).to_csv(folder / "results.csv", index=False)
     page = folder / "index.html"
-    page.write_text(render_html(inputs, params, provenance, figures))
+    captions = {name: caption for name, (_, caption) in shown.items()}
+    page.write_text(render_html(inputs, params, provenance, figures, captions))
     return page

@@ -4,12 +4,18 @@ The accuracy reported for a tuned CNN must not have seen its test cages, so each
 fold of the schemes in ``tuning.schemes`` (the balanced one by default) gets its own
 study, whose trials are scored by cage-balanced folds of that fold's training cages
 only; the final model's study then tunes on every cage. The other schemes train the
-``cnn`` section's fixed setting.
+``cnn`` section's fixed settings.
 Studies live in an Optuna RDB storage (SQLite by default, PostgreSQL for many
-workers, local or remote, see :func:`run_workers`): a study interrupted half-way
-resumes where it stopped, and its name carries a fingerprint of the data and the
-search, so a changed cohort or search space never resumes a stale study. A quicker
-flat mode tunes on the balanced cross-validation score itself; its score is selection-biased.
+workers, local or remote, see :mod:`lmt_stereotype.tuning_workers`): a study
+interrupted half-way resumes where it stopped, and its name carries a fingerprint of
+the data and the search, so a changed cohort or search space never resumes a stale
+study. A quicker flat mode tunes on the balanced cross-validation score itself; its
+score is selection-biased.
+
+Vocabulary: a CNN's **settings** are the keyword arguments of
+:class:`~lmt_stereotype.models.CNNClassifier` (``channels`` a tuple, one width per
+branch); a trial's **trial parameters** are Optuna's point of the search space, one
+``channels_k{k}`` per branch (:func:`cnn_settings` turns one into the other).
 """
 
 from __future__ import annotations
@@ -19,10 +25,8 @@ import json
 import os
 import socket
 import warnings
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
-from multiprocessing import active_children, get_context
 from typing import Any
 
 import numpy as np
@@ -36,19 +40,18 @@ from lmt_stereotype.evaluation import (
     Evaluation,
     Fold,
     balanced_cage_folds,
+    build_evaluation,
     cage_sexes,
     evaluate,
     make_folds,
     out_of_fold,
-    report,
 )
 from lmt_stereotype.histograms import Stacks
 from lmt_stereotype.models import CNNClassifier
-from lmt_stereotype.parallel import available_cores, pool_size
 from lmt_stereotype.tracking import rooted
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # trial results go to MLflow and the reports
-# A fixed setting outside the space is still tried as it is; `outside_space` says so once, in words.
+# Fixed settings outside the space are still tried as they are; `outside_space` says so once, in words.
 warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range", category=UserWarning)
 
 SEARCHED = ("lr", "momentum", "weight_decay", "epochs", "batch_size", "transform")
@@ -88,14 +91,14 @@ def suggest(trial: optuna.Trial, tuning: TuningParams, kernel_sizes: tuple[int, 
     }
 
 
-def setting(trial_params: dict[str, Any], kernel_sizes: tuple[int, ...]) -> dict[str, Any]:
+def cnn_settings(trial_params: dict[str, Any], kernel_sizes: tuple[int, ...]) -> dict[str, Any]:
     """Trial parameters as :class:`~lmt_stereotype.models.CNNClassifier` settings."""
     widths = tuple(trial_params[f"channels_k{k}"] for k in kernel_sizes)
     return {**{k: trial_params[k] for k in SEARCHED}, "channels": widths}
 
 
-def fixed_setting(cnn: CNNParams) -> dict[str, Any]:
-    """The ``cnn`` section's own setting (the paper's) as trial parameters: always a trial of a study."""
+def fixed_trial_params(cnn: CNNParams) -> dict[str, Any]:
+    """The ``cnn`` section's own settings (the paper's) as trial parameters: always a trial of a study."""
     widths = {f"channels_k{k}": c for k, c in zip(cnn.kernel_sizes, cnn.channels)}
     return {**{name: getattr(cnn, name) for name in SEARCHED}, **widths}
 
@@ -116,8 +119,10 @@ def outside_space(cnn: CNNParams, tuning: TuningParams) -> list[str]:
     return problems
 
 
-def study_name(base: str, X: np.ndarray, y: np.ndarray, cages: np.ndarray, cnn: CNNParams, tuning: TuningParams) -> str:
-    """``base`` plus a fingerprint of the recordings, labels, fixed settings and search space."""
+def study_name(
+    prefix: str, X: np.ndarray, y: np.ndarray, cages: np.ndarray, cnn: CNNParams, tuning: TuningParams
+) -> str:
+    """``prefix`` plus a fingerprint of the recordings, labels, fixed settings and search space."""
     digest = hashlib.sha256()
     for array in (np.ascontiguousarray(X), np.asarray(y), np.asarray(cages).astype(str)):
         digest.update(array.tobytes())
@@ -126,11 +131,11 @@ def study_name(base: str, X: np.ndarray, y: np.ndarray, cages: np.ndarray, cnn: 
         "tuning": tuning.model_dump(mode="json", exclude=NOT_TUNING["tuning"]),
     }
     digest.update(json.dumps(settings, sort_keys=True).encode())
-    return f"{base}-{digest.hexdigest()[:12]}"
+    return f"{prefix}-{digest.hexdigest()[:12]}"
 
 
 class Objective:
-    """Mean inner-fold accuracy of a trial's setting; reported fold by fold so a pruner can stop it early."""
+    """Mean inner-fold accuracy of a trial's settings; reported fold by fold so a pruner can stop it early."""
 
     def __init__(
         self,
@@ -146,12 +151,12 @@ class Objective:
         self.folds = folds if folds is not None else inner_folds(self.cages, y, tuning.inner_folds, tuning.seed)
 
     def __call__(self, trial: optuna.Trial) -> float:
-        chosen = setting(suggest(trial, self.tuning, self.cnn.kernel_sizes), self.cnn.kernel_sizes)
+        settings = cnn_settings(suggest(trial, self.tuning, self.cnn.kernel_sizes), self.cnn.kernel_sizes)
         trial.set_user_attr("cages", sorted(map(str, np.unique(self.cages))))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         scores = []
         for step, fold in enumerate(self.folds):
-            model = CNNClassifier.from_params(self.cnn).set_params(**chosen)
+            model = CNNClassifier.from_params(self.cnn).set_params(**settings)
             model.fit(self.X[fold.train], self.y[fold.train])
             scores.append(float(np.mean(model.predict(self.X[fold.test]) == self.y[fold.test])))
             trial.report(float(np.mean(scores)), step)
@@ -165,13 +170,13 @@ PENDING = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
 
 
 def open_study(name: str, tuning: TuningParams, storage: str, cnn: CNNParams, worker: int = 0) -> optuna.Study:
-    """Create or resume the study ``name``, making sure the fixed setting is (or will be) one of its trials.
+    """Create or resume the study ``name``, making sure the fixed settings are (or will be) one of its trials.
 
     The sampler's seed is ``tuning.seed`` offset by the trials already in the study and
     by the ``worker`` index, so a fresh single-process study is reproducible while a
     resumed study or a second worker does not draw the same settings again. A worker that
     dies without a word leaves its trial RUNNING; the storage's heartbeat marks it failed
-    after a minute and it is tried again with the same setting.
+    after a minute and it is tried again with the same settings.
     """
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we rely on them knowingly
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -191,7 +196,7 @@ def open_study(name: str, tuning: TuningParams, storage: str, cnn: CNNParams, wo
     )
     offset = len(study.get_trials(deepcopy=False)) + 10_000 * worker
     study.sampler = optuna.samplers.TPESampler(seed=tuning.seed + offset)
-    fixed = fixed_setting(cnn)
+    fixed = fixed_trial_params(cnn)
     if not any(
         t.state in FINISHED + PENDING and t.system_attrs.get("fixed_params", t.params) == fixed
         for t in study.get_trials(deepcopy=False)
@@ -232,21 +237,21 @@ def tune(
     return study
 
 
-def best_setting(study: optuna.Study, cnn: CNNParams) -> dict[str, Any]:
+def best_settings(study: optuna.Study, cnn: CNNParams) -> dict[str, Any]:
     """The best finished trial's CNN settings."""
-    return setting(study.best_trial.params, cnn.kernel_sizes)
+    return cnn_settings(study.best_trial.params, cnn.kernel_sizes)
 
 
-def outer_base(params: Params, scheme: str) -> str:
+def nested_study_prefix(params: Params, scheme: str) -> str:
     """Name prefix of the studies nested in ``scheme``'s outer folds (train and tune must agree)."""
     return f"{params.tuning.study}-{scheme}"
 
 
 def fold_study_name(
-    base: str, fold: Fold, X: np.ndarray, y: np.ndarray, cages: np.ndarray, cnn: CNNParams, tuning: TuningParams
+    prefix: str, fold: Fold, X: np.ndarray, y: np.ndarray, cages: np.ndarray, cnn: CNNParams, tuning: TuningParams
 ) -> str:
     """The study that tunes on ``fold``'s training recordings."""
-    return study_name(f"{base}-{fold.name}", X[fold.train], y[fold.train], np.asarray(cages)[fold.train], cnn, tuning)
+    return study_name(f"{prefix}-{fold.name}", X[fold.train], y[fold.train], np.asarray(cages)[fold.train], cnn, tuning)
 
 
 def nested_cross_validate(
@@ -258,22 +263,23 @@ def nested_cross_validate(
     tuning: TuningParams,
     storage: str,
     progress: bool = False,
-    base: str | None = None,
+    prefix: str | None = None,
 ) -> tuple[CVResult, dict[str, optuna.Study]]:
-    """Tune on each outer fold's training cages, refit the best setting there, predict its test cages.
+    """Tune on each outer fold's training cages, refit the best settings there, predict its test cages.
 
     The accuracy of these out-of-fold predictions is unbiased by the tuning: no trial of
     a fold's study saw that fold's test recordings. Studies already finished (by
-    ``lmt-stereotype tune`` workers, or an earlier run) are only read.
+    ``lmt-stereotype tune`` workers, or an earlier run) are only read. The studies are
+    named ``prefix`` (default ``tuning.study``) plus the fold's name and a fingerprint.
     """
     y = np.asarray(y)
     cages = np.asarray(cages)
     studies, models, fold_proba = {}, [], []
     for fold in tqdm(outer, desc="nested tuning", disable=not progress, unit="fold"):
-        name = fold_study_name(base or tuning.study, fold, X, y, cages, cnn, tuning)
+        name = fold_study_name(prefix or tuning.study, fold, X, y, cages, cnn, tuning)
         train_X, train_y = X[fold.train], y[fold.train]
         studies[fold.name] = study = tune(train_X, train_y, cages[fold.train], cnn, tuning, storage, name)
-        model = CNNClassifier.from_params(cnn).set_params(**best_setting(study, cnn)).fit(train_X, train_y)
+        model = CNNClassifier.from_params(cnn).set_params(**best_settings(study, cnn)).fit(train_X, train_y)
         fold_proba.append(model.predict_proba(X[fold.test]))
         models.append(model)
     result = out_of_fold(y, outer, fold_proba)
@@ -291,7 +297,7 @@ def evaluate_tuned(stacks: Stacks, scheme: str, params: Params, progress: bool =
     """The CNN under one scheme, tuned inside each outer fold; reported like every other model.
 
     Its permutation p-value is left undefined (NaN): each permutation would be a whole
-    nested tuning. The fixed-setting CNN (``tuning.mode: off``) has one.
+    nested tuning. The CNN with fixed settings (``tuning.mode: off``) has one.
     """
     folds = make_folds(scheme, stacks.cage, params.evaluation, stacks.y)
     storage = rooted(params.tuning.storage)
@@ -304,14 +310,14 @@ def evaluate_tuned(stacks: Stacks, scheme: str, params: Params, progress: bool =
         params.tuning,
         storage,
         progress,
-        base=outer_base(params, scheme),
+        prefix=nested_study_prefix(params, scheme),
     )
-    evaluation = report("cnn", scheme, stacks, folds, result, params.evaluation, np.array([]))
+    evaluation = build_evaluation("cnn", scheme, stacks, folds, result, params.evaluation, np.array([]))
     evaluation.tags["tuning"] = "nested"
     for fold, study in studies.items():
         evaluation.trials[fold] = trial_records(study)
-        chosen = {f"best_{k}": v for k, v in study.best_trial.params.items() if isinstance(v, int | float)}
-        evaluation.fold_metrics[fold].update({"inner_accuracy_best": study.best_value, **chosen})
+        best = {f"best_{k}": v for k, v in study.best_trial.params.items() if isinstance(v, int | float)}
+        evaluation.fold_metrics[fold].update({"inner_accuracy_best": study.best_value, **best})
     return evaluation
 
 
@@ -319,9 +325,9 @@ def evaluate_cnn(stacks: Stacks, scheme: str, params: Params, progress: bool = F
     """The CNN under one scheme, made as ``params`` say.
 
     Nested mode tunes it inside each outer fold of the schemes in ``tuning.schemes`` and
-    trains the ``cnn`` setting in the others (no p-value there: a full cross-validation per
+    trains the ``cnn`` settings in the others (no p-value there: a full cross-validation per
     permutation); flat mode applies the flat study's choice everywhere; with tuning off,
-    the ``cnn`` setting gets ``cnn.n_permutations`` permutations in the balanced scheme.
+    the ``cnn`` settings get ``cnn.n_permutations`` permutations in the balanced scheme.
     """
     tuning = params.tuning
     if tuning.mode == "nested" and scheme in tuning.schemes:
@@ -343,7 +349,7 @@ class StudySpec:
 
 
 def final_study(stacks: Stacks, params: Params) -> StudySpec:
-    """The study that chooses the final model's setting on every recording.
+    """The study that chooses the final model's settings on every recording.
 
     Nested mode scores its trials on cage-balanced folds of all the cages; flat mode on
     the balanced scheme's folds themselves, so its best score is the reported one,
@@ -351,27 +357,29 @@ def final_study(stacks: Stacks, params: Params) -> StudySpec:
     """
     everything = Fold("all", np.arange(len(stacks.y)), np.array([], dtype=np.int64))
     flat = params.tuning.mode == "flat"
-    base = f"{params.tuning.study}-{'flat' if flat else 'final'}"
-    name = fold_study_name(base, everything, stacks.X, stacks.y, stacks.cage, params.cnn, params.tuning)
+    prefix = f"{params.tuning.study}-{'flat' if flat else 'final'}"
+    name = fold_study_name(prefix, everything, stacks.X, stacks.y, stacks.cage, params.cnn, params.tuning)
     folds = make_folds("balanced", stacks.cage, params.evaluation, stacks.y) if flat else None
     return StudySpec(name, everything.train, folds)
 
 
-def _run(
+def run_study(
     spec: StudySpec, stacks: Stacks, params: Params, cnn: CNNParams | None = None, worker: int = 0
 ) -> optuna.Study:
+    """:func:`tune` ``spec``'s study on its recordings of ``stacks`` (``cnn`` instead of ``params.cnn``:
+    the same search on other threads), as worker ``worker``."""
     i, storage = spec.index, rooted(params.tuning.storage)
     cnn = cnn or params.cnn
     return tune(stacks.X[i], stacks.y[i], stacks.cage[i], cnn, params.tuning, storage, spec.name, spec.folds, worker)
 
 
 def evaluate_flat(stacks: Stacks, scheme: str, params: Params, progress: bool = False) -> Evaluation:
-    """The CNN with the setting that scored best on the balanced folds, cross-validated under ``scheme``.
+    """The CNN with the settings that scored best on the balanced folds, cross-validated under ``scheme``.
 
-    Quick, and biased upwards: the setting was chosen by the very score reported. Its runs
+    Quick, and biased upwards: the settings were chosen by the very score reported. Its runs
     are tagged selection-biased and its model is never promoted to champion.
     """
-    best = best_setting(_run(final_study(stacks, params), stacks, params), params.cnn)
+    best = best_settings(run_study(final_study(stacks, params), stacks, params), params.cnn)
 
     def make() -> CNNClassifier:
         return CNNClassifier.from_params(params.cnn).set_params(**best)
@@ -384,13 +392,13 @@ def fit_final(stacks: Stacks, params: Params) -> tuple[CNNClassifier, optuna.Stu
     """The model to deploy: tuned on every cage, then fitted on every recording.
 
     Its expected accuracy is the cross-validation's, not this study's best value, which
-    has seen every cage. Without tuning it is the ``cnn`` section's setting.
+    has seen every cage. Without tuning it has the ``cnn`` section's settings.
     """
     model = CNNClassifier.from_params(params.cnn)
     study = None
     if params.tuning.enabled:
-        study = _run(final_study(stacks, params), stacks, params)
-        model.set_params(**best_setting(study, params.cnn))
+        study = run_study(final_study(stacks, params), stacks, params)
+        model.set_params(**best_settings(study, params.cnn))
     return model.fit(stacks.X, stacks.y), study
 
 
@@ -399,112 +407,8 @@ def study_plan(stacks: Stacks, params: Params) -> list[StudySpec]:
     plan = []
     if params.tuning.mode == "nested":
         for scheme in params.tuning.schemes:
+            prefix = nested_study_prefix(params, scheme)
             for fold in make_folds(scheme, stacks.cage, params.evaluation, stacks.y):
-                name = fold_study_name(
-                    outer_base(params, scheme), fold, stacks.X, stacks.y, stacks.cage, params.cnn, params.tuning
-                )
+                name = fold_study_name(prefix, fold, stacks.X, stacks.y, stacks.cage, params.cnn, params.tuning)
                 plan.append(StudySpec(name, fold.train))
     return [*plan, final_study(stacks, params)]
-
-
-def _work(params: Params, worker: int, threads: int, progress: bool) -> None:
-    """One worker: take part in every study of the plan until each holds its trials."""
-    stacks = Stacks.load(params.data.stacks)
-    cnn = params.cnn.model_copy(update={"threads": threads})
-    for spec in tqdm(
-        study_plan(stacks, params), desc=f"tuning (pid {os.getpid()})", disable=not progress, unit="study"
-    ):
-        _run(spec, stacks, params, cnn, worker)
-
-
-def _finish_study(params: Params, spec: StudySpec) -> None:
-    """One study, start to end, in this process."""
-    _run(spec, Stacks.load(params.data.stacks), params)
-
-
-def _wait_all(futures: list, progress: bool = False, desc: str = "") -> None:
-    """Wait for every future; on the first failure, or Ctrl-C, stop the other processes at once.
-
-    A trial cut short stays RUNNING in the storage until its heartbeat lapses (60 s),
-    then it is retried: the study resumes where it stopped.
-    """
-    with tqdm(total=len(futures), desc=desc, disable=not progress, unit="study") as bar:
-        pending = set(futures)
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                bar.update(len(done))
-                failed = [f for f in done if f.exception()]
-                if failed:
-                    raise failed[0].exception()
-        except BaseException:  # do not let the others run on to the end of the plan
-            for future in pending:
-                future.cancel()
-            for child in active_children():
-                child.terminate()
-            raise
-
-
-def run_studies(params: Params, processes: int = 0, progress: bool = False) -> None:
-    """Finish every unfinished study of the plan, ``processes`` studies at a time (0: one per core).
-
-    Each study runs from its first trial to its last in one process, so its sampler's
-    draws, its trials and the setting it picks are the same whatever the number of
-    processes: with ``cnn.threads`` fixed (params.yaml: 1), ``train`` gives identical
-    numbers on any machine, only sooner on more cores. The studies nested in the 12
-    outer folds are independent, so on 2 cores they finish about 1.6x sooner than one
-    after the other with both cores per fit.
-    """
-    stacks = Stacks.load(params.data.stacks)
-    storage = rooted(params.tuning.storage)
-    todo = []
-    for spec in study_plan(stacks, params):
-        try:
-            study = optuna.load_study(study_name=spec.name, storage=storage)
-        except KeyError:  # not created yet
-            todo.append(spec)
-            continue
-        if n_finished(study) < params.tuning.n_trials:
-            todo.append(spec)
-    threads = params.cnn.threads or available_cores()
-    n = pool_size(len(todo), max(1, available_cores() // threads) if processes == 0 else processes)
-    if n <= 1:
-        for spec in tqdm(todo, desc="tuning", disable=not progress, unit="study"):
-            _run(spec, stacks, params)
-        return
-    with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
-        _wait_all([pool.submit(_finish_study, params, spec) for spec in todo], progress, f"tuning ({n} processes)")
-
-
-def run_workers(params: Params, n_workers: int, progress: bool = False) -> list[dict[str, Any]]:
-    """Run the plan's studies with ``n_workers`` local processes sharing the Optuna storage.
-
-    Workers on other machines pointed at the same (PostgreSQL) storage join the same
-    studies; ``train`` then only reads them. Each local worker gets an equal share of the
-    cores unless ``cnn.threads`` fixes its threads. Returns one summary row per study.
-    """
-    stacks = Stacks.load(params.data.stacks)
-    storage = rooted(params.tuning.storage)
-    plan = study_plan(stacks, params)
-    for spec in plan:  # created (and the fixed setting enqueued) once, before workers race for it
-        open_study(spec.name, params.tuning, storage, params.cnn)
-    threads = params.cnn.threads or max(1, available_cores() // n_workers)
-    if n_workers == 1:
-        _work(params, 0, threads, progress)
-    else:
-        with ProcessPoolExecutor(n_workers, mp_context=get_context("spawn")) as pool:
-            _wait_all([pool.submit(_work, params, worker, threads, progress) for worker in range(n_workers)])
-    rows = []
-    for spec in plan:
-        study = optuna.load_study(study_name=spec.name, storage=storage)
-        done = study.get_trials(deepcopy=False, states=FINISHED)
-        rows.append(
-            {
-                "study": spec.name,
-                "n_recordings": len(spec.index),
-                "n_finished": len(done),
-                "best_value": study.best_value if done else float("nan"),
-                "workers": len({t.user_attrs.get("worker") for t in done}),
-            }
-        )
-    return rows
