@@ -36,7 +36,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from lmt_stereotype.config import LMTGeometry, Params, StopParams
+from lmt_stereotype.config import load_params
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.lmt import COVERING_INDEX, LMTDatabase
 from lmt_stereotype.parallel import available_cores
@@ -45,6 +45,7 @@ from lmt_stereotype.simulation.cohort import _plan_cohort, _write_planned
 from lmt_stereotype.stops import recording_stops
 
 NAIVE_MAX_HOURS = 6
+PAPER = load_params(Path(__file__).resolve().parents[1] / "configs" / "paper.yaml")
 BARE_SQL = f"SELECT count(*), sum(MASS_X), sum(MASS_Y) FROM DETECTION INDEXED BY {COVERING_INDEX}"
 NAIVE_SQL = "SELECT ANIMALID, FRAMENUMBER, MASS_X, MASS_Y FROM DETECTION WHERE ANIMALID IS NOT NULL"
 
@@ -54,7 +55,7 @@ def recording(out: Path, hours: int) -> tuple[Path, float | None]:
 
     Returns its path and the seconds spent writing it (None when reused).
     """
-    params = Params()
+    params = PAPER
     path = out / f"lmt_{hours}h.sqlite"
     n_frames = round(hours * 3600 * params.lmt.fps)
     try:
@@ -97,13 +98,13 @@ def bare_scan_per_animal(path: Path) -> tuple:
 
 def ingest(path: Path, threads: int = 0) -> dict:
     """What the pipeline does with one recording (0 threads: one per core)."""
-    stops, _ = recording_stops(path, LMTGeometry(), StopParams(), threads or available_cores())
+    stops, _ = recording_stops(path, PAPER.lmt, PAPER.stops, threads or available_cores())
     return {"stops": len(stops)}
 
 
 def naive(path: Path) -> dict:
     """lmt-analysis' way: every row into a dict keyed by frame, then speed frame by frame in Python."""
-    g = LMTGeometry()
+    g = PAPER.lmt
     with connect(path) as con:
         rows = con.execute(NAIVE_SQL).fetchall()
     tracks: dict[int, dict[int, tuple[float, float]]] = {}

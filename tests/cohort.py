@@ -64,7 +64,8 @@ def tiny_project(folder: Path, sections: dict | None = None) -> Path:
     X, y, cages = tiny_cohort()
     n = len(y)
     ids = [f"r{k:02d}" for k in range(n)]
-    Stacks(X, np.array(CLASSES)[y], cages, np.array(ids), np.arange(n) % 4 + 1, np.array(ids), 60.0).save(
+    labels, animals = np.array(CLASSES)[y], np.arange(n) % 4 + 1
+    Stacks(X, labels, cages, np.array(ids), animals, np.array(ids), 60.0, np.full(n, 10.0), 3600.0).save(
         folder / "data/processed/stacks.npz"
     )
     evaluation = {"schemes": ["balanced"], "matchings": 1, "n_bootstrap": 100, "chance_permutations": 100}

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.params import DEMO
 
-from lmt_stereotype.config import LMTGeometry
 from lmt_stereotype.schema import INDEXES, TRACKER_ANIMAL_COLUMNS, create_tables
 
 FPS = 30
-GEOMETRY = LMTGeometry()
+GEOMETRY = DEMO.lmt
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -54,9 +54,9 @@ def assert_refused(proc: subprocess.CompletedProcess, *names: object, code: int 
 
 
 def stops_of(db: Path, tmp_path: Path) -> tuple[pd.DataFrame, list[str]]:
-    """`lmt-stereotype stops DB --out`: the table it wrote and what it said besides its summary line."""
+    """`lmt-stereotype stop-table DB --out`: the table it wrote and what it said besides its summary line."""
     out = tmp_path / f"{db.stem}-stops.parquet"
-    proc = cli("stops", str(db), "--out", str(out), "-p", str(PARAMS), cwd=tmp_path)
+    proc = cli("stop-table", str(db), "--out", str(out), "-p", str(PARAMS), cwd=tmp_path)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     return pd.read_parquet(out), [line for line in proc.stderr.strip().splitlines() if not line.startswith("stops: ")]
 
@@ -124,7 +124,7 @@ def test_a_bad_recording_is_refused_with_exit_code_2_naming_the_file_and_the_pro
     make, problem = REFUSED_RECORDINGS[case]
     path = make(tmp_path)
     out = tmp_path / "stops.csv"
-    proc = cli("stops", str(path), "--out", str(out), "-p", str(PARAMS), cwd=tmp_path, timeout=60)
+    proc = cli("stop-table", str(path), "--out", str(out), "-p", str(PARAMS), cwd=tmp_path, timeout=60)
     assert_refused(proc, path, problem)
     assert proc.stderr.strip().count("\n") == 0  # one line
     assert not out.exists()
@@ -173,7 +173,7 @@ def unreadable(tmp_path) -> Path:
 
 
 def test_an_unreadable_recording_is_refused_with_exit_code_2(unreadable, tmp_path):
-    proc = cli("stops", str(unreadable), "-p", str(PARAMS), cwd=tmp_path, preexec_fn=_without_root_powers)
+    proc = cli("stop-table", str(unreadable), "-p", str(PARAMS), cwd=tmp_path, preexec_fn=_without_root_powers)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr == f"error: {unreadable}: cannot be read (permission denied)\n"  # one line, ours
 
@@ -344,7 +344,7 @@ def test_a_recording_longer_than_the_window_is_truncated_and_logged(quirky):
     project, proc = quirky
     assert "b lasts 20 s: truncated, stops after the first 8 s are left out" in proc.stderr
     assert _stack(project, "b:1").sum() == 2
-    counts = json.loads((project / "reports/preprocess.json").read_text())
+    counts = json.loads((project / "reports/histograms.json").read_text())
     assert counts["n_stops_after_window"] == 1 and counts["n_stops_in_window"] == 4
 
 

@@ -71,6 +71,8 @@ def tiny_stacks(seed: int = 0, n_cages: int = N_CAGES) -> Stacks:
         animal_id=np.array(animal_id, dtype=np.int64),
         sample=np.array(sample),
         interval_s=1.0,
+        start_hour=np.full(n, 10.0),
+        seconds_per_hour=3600.0,
     )
 
 

@@ -8,17 +8,19 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from lmt_stereotype.config import CLASSES, ExplainParams
+from lmt_stereotype.config import CLASSES
 from lmt_stereotype.explanation import (
     branch_activations,
     class_means,
     contrast,
     grad_cam,
     integrated_gradients,
-    light_phases,
+    interval_clock,
     logit_contributions,
     map_extent,
 )
+from lmt_stereotype.figures import clock_label
+from lmt_stereotype.histograms import Stacks
 from lmt_stereotype.models import CNNClassifier
 
 AF = CLASSES.index("AF")
@@ -138,10 +140,28 @@ def test_a_randomly_initialised_network_gives_clearly_different_attributions(pla
     assert similarity["ig_map"][1] > 0.5  # another training run's map is alike: the measure can say "alike"
 
 
-def test_light_phases_follow_the_clock():
-    hours, dark = light_phases(24, ExplainParams(recording_start_hour=10, interval_hours=1, lights_on=(8, 20)))
-    assert hours[0] == 10 and hours[-1] == 33
-    assert dark.sum() == 12 and dark[10] and not dark[9]  # 20:00 is dark, 19:00 is light
+def clocked_stacks(n_intervals: int, interval_s: float, seconds_per_hour: float, start_hour) -> Stacks:
+    n = len(start_hour)
+    ids = np.array([f"r{k}" for k in range(n)])
+    X = np.zeros((n, n_intervals, 2, 2), dtype=np.float32)
+    labels, cages = np.array(["AM"] * n), np.array(["c1"] * n)
+    return Stacks(
+        X, labels, cages, ids, np.ones(n, dtype=np.int64), ids, interval_s, np.array(start_hour), seconds_per_hour
+    )
+
+
+def test_the_demo_s_time_plot_shades_the_simulator_s_dark_phases_at_their_clock_times():
+    """The demo's 12 intervals of 180 s, on a simulated clock of 30 s per hour starting at 10:00: an interval
+    is 6 hours, a day 4 intervals, dark from 20:00 to 08:00."""
+    hours, dark = interval_clock(clocked_stacks(12, 180.0, 30.0, [10.0] * 8), (8, 20))
+    assert [clock_label(h) for h in hours[:5]] == ["10:00", "16:00", "22:00", "04:00", "10:00"]
+    assert dark == [(20.0, 32.0), (44.0, 56.0), (68.0, 80.0)]  # one dark phase every 4 intervals
+
+
+def test_a_real_recording_s_intervals_are_hours_from_its_first_frame_s_clock_time():
+    hours, dark = interval_clock(clocked_stacks(24, 3600.0, 3600.0, [21.5, 21.5]), (7, 19))
+    assert clock_label(hours[0]) == "21:30" and clock_label(hours[-1]) == "20:30"
+    assert dark == [(21.5, 31.0), (43.0, 45.5)]
 
 
 def test_attributions_unrelated_to_the_labels_mark_no_spot():

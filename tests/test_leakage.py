@@ -60,6 +60,6 @@ def test_cage_fingerprints_leak_into_kfold_but_not_into_whole_cage_folds(fingerp
 
 
 def test_the_null_cohorts_final_model_is_challenger_with_the_reason_recorded(fingerprints):
-    final = json.loads((fingerprints / "reports/cnn/final.json").read_text())
+    final = json.loads((fingerprints / "reports/registered_model.json").read_text())
     assert final["alias"] == "challenger"
     assert final["reason"].startswith("not significantly above chance (cage-bootstrap interval")

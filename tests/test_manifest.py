@@ -34,7 +34,7 @@ def test_animal_by_id_or_rfid_and_gaps_filled_from_animal(cohort):
     df = resolve(read_manifest(path), path, GEOMETRY)
     assert df["animal_id"].tolist() == [1, 2]
     assert df["label"].tolist() == ["AF", "JM"]
-    assert df["y"].tolist() == [2, 1]
+    assert df["manifest_row"].tolist() == [2, 3]  # as a spreadsheet numbers them
     assert df["sample"].tolist() == ["rec:1", "rec:2"]
 
 

@@ -101,7 +101,7 @@ def store(tmp_path_factory) -> Store:
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
-    final = json.loads((folder / "reports/cnn/final.json").read_text())
+    final = json.loads((folder / "reports/registered_model.json").read_text())
     version = client.get_model_version(REGISTERED, final["version"])
     return Store(
         folder,

@@ -43,10 +43,27 @@ def test_the_pipeline_writes_one_stack_per_mouse_recording(demo):
     assert stacks.X.shape == (len(manifest), 12, 30, 30) == (4 * 2 * 4, 12, 30, 30)
     assert sorted(set(stacks.label)) == ["AF", "AM", "JF", "JM"]
     assert len(set(stacks.cage)) == 4
-    counts = json.loads((demo / "reports/preprocess.json").read_text())
+    counts = json.loads((demo / "reports/histograms.json").read_text())
     assert counts["n_stops_in_window"] == stacks.X.sum()
     summary = pd.read_csv(demo / "data/interim/stops/recordings.csv")
     assert len(summary) == 8 and summary["covering_index"].all()
+
+
+def test_stops_resolves_the_cohort_once_and_histograms_never_opens_the_raw_recordings(demo, tmp_path):
+    samples = pd.read_csv(demo / "data/interim/samples.csv", dtype={"rfid": str})
+    manifest = pd.read_csv(demo / "data/raw/manifest.csv", dtype=str)
+    assert samples["recording"].tolist() == manifest["recording"].tolist()
+    assert {"animal_id", "rfid", "cage", "sex", "age", "label", "start_hour", "seconds_per_hour"} <= set(samples)
+    assert samples["rfid"].str.startswith("0000041").all()  # read as text: leading zeros kept
+    assert (samples["start_hour"] == 10.0).all() and (
+        samples["seconds_per_hour"] == 30.0
+    ).all()  # the simulator's clock
+    project = tmp_path / "project"
+    shutil.copytree(demo, project, ignore=shutil.ignore_patterns("raw"))
+    assert not (project / "data/raw").exists()
+    cli("histograms", cwd=project)
+    again = Stacks.load(project / "data/processed/stacks.npz")
+    assert np.array_equal(again.X, Stacks.load(demo / "data/processed/stacks.npz").X)
 
 
 def test_reading_recordings_in_one_process_or_several_gives_the_same_stops(demo, tmp_path):
@@ -134,7 +151,7 @@ def test_dvc_repro_runs_the_stages_and_leaves_a_clean_status(tmp_path):
     assert status.returncode == 0, status.stdout
     metrics = json.loads(run("dvc", "metrics", "show", "--json").stdout)
     shown = next(iter(metrics.values()))["data"]
-    assert "n_stops_in_window" in shown["reports/preprocess.json"]["data"]
+    assert "n_stops_in_window" in shown["reports/histograms.json"]["data"]
     for model in ("cnn", "knn", "svm"):  # the comparison, side by side under the same keys, balanced first
         assert list(shown[f"reports/{model}.json"]["data"]) == ["balanced", "loco", "kfold"]
         assert 0 <= shown[f"reports/{model}.json"]["data"]["balanced"]["accuracy"] <= 1

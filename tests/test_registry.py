@@ -10,12 +10,13 @@ import pytest
 from cohort import TINY_CNN, tiny_cohort
 from helpers.params import DEMO, varied
 
-from lmt_stereotype.config import CLASSES, Params
+from lmt_stereotype.config import CLASSES
 from lmt_stereotype.models import CNNClassifier
 from lmt_stereotype.registry import (
     fingerprint,
     load_classifier,
     log_model,
+    promote,
     promotion,
     register,
     registered_already,
@@ -23,7 +24,9 @@ from lmt_stereotype.registry import (
 )
 
 REGISTRY = varied(DEMO.registry, model_name="registry-test", metric="balanced_accuracy")
-PARAMS = Params.model_validate({"cnn": TINY_CNN, "histograms": {"n_intervals": 2, "interval_s": 60, "grid": 10}})
+PARAMS = DEMO.model_copy(
+    update={"cnn": varied(DEMO.cnn, **TINY_CNN), "histograms": varied(DEMO.histograms, n_intervals=2, interval_s=60)}
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,8 @@ def log_and_register(
         info = log_model(classifier, PARAMS, X[:1])
     metrics = {"accuracy": value, "balanced_accuracy": value}
     tags = {"tuning": "nested", "cv_scheme": "balanced"}
-    return register(info.model_uri, REGISTRY, metrics, tags, "a test model", significant, selection_biased)
+    version = register(info.model_uri, REGISTRY, metrics, tags, "a test model")
+    return promote(REGISTRY, version, significant, selection_biased)
 
 
 def champion() -> str:
@@ -152,7 +156,8 @@ def test_the_same_model_trained_again_is_found_by_its_fingerprint_not_registered
     with mlflow.start_run():
         info = log_model(classifier, PARAMS, X[:1])
     metrics = {"accuracy": 0.2, "balanced_accuracy": 0.2}
-    new = register(info.model_uri, REGISTRY, metrics, {"fingerprint": digest}, "fingerprinted", AT_CHANCE)
+    version = register(info.model_uri, REGISTRY, metrics, {"fingerprint": digest}, "fingerprinted")
+    new = promote(REGISTRY, version, AT_CHANCE)
     again = registered_already(
         REGISTRY.model_name, fingerprint(load_classifier(mlflow.pyfunc.load_model(info.model_uri)), {})
     )

@@ -107,7 +107,7 @@ def test_the_same_seed_and_inputs_give_identical_stops_stacks_models_and_metrics
         "data/interim/stops/cage01_adult.parquet",
         "data/processed/stacks.npz",
         "models/cnn/final.npz",
-        "reports/preprocess.json",
+        "reports/histograms.json",
         "reports/cnn.json",
         "reports/knn.json",
         "reports/svm.json",
@@ -191,7 +191,7 @@ def test_ctrl_c_in_tuning_keeps_the_previous_model_and_the_rerun_resumes_the_stu
             "mlflow": {"experiment": "reliability-tuning"},
         },
     )
-    for previous in ("models/cnn/final.npz", "reports/cnn.json", "reports/cnn/final.json"):  # a former run's
+    for previous in ("models/cnn/final.npz", "reports/cnn.json", "reports/registered_model.json"):  # a former run's
         (tmp_path / previous).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / previous).write_text(f"previous {previous}\n")
     before = digests(tmp_path, *OUTPUTS)
@@ -242,7 +242,7 @@ def test_a_full_disk_while_writing_an_output_is_one_line_and_keeps_the_previous_
     db = write_lmt(tmp_path / "r.sqlite", {1: (np.arange(len(x)), x, y)})
     out = tmp_path / "stops.csv"
     out.write_text("previous\n")
-    args = ("stops", str(db), "--out", str(out), "-p", str(Path(__file__).parents[1] / "params.yaml"))
+    args = ("stop-table", str(db), "--out", str(out), "-p", str(Path(__file__).parents[1] / "params.yaml"))
     proc = cli(*args, cwd=tmp_path, preexec_fn=small_disk(4096))
     assert proc.returncode == 3 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.params import DEMO, varied
 
 from lmt_stereotype import simulation
-from lmt_stereotype.config import HistogramParams, LMTGeometry, Params, SimulateParams
+from lmt_stereotype.config import Params
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.lmt import LMTDatabase
 from lmt_stereotype.manifest import read_manifest, resolve
@@ -37,10 +38,9 @@ FORMAT_INDEXES = {
 
 
 def tiny_params(seed: int = 0, n_cages: int = 2, **effects: float) -> Params:
-    return Params(
-        simulate=SimulateParams(seed=seed, n_cages=n_cages, effects=effects or SimulateParams().effects),
-        histograms=HistogramParams(interval_s=TINY.interval_s, n_intervals=TINY.n_intervals),
-    )
+    simulation = varied(DEMO.simulate, seed=seed, n_cages=n_cages, effects=varied(DEMO.simulate.effects, **effects))
+    histograms = varied(DEMO.histograms, interval_s=TINY.interval_s, n_intervals=TINY.n_intervals)
+    return DEMO.model_copy(update={"simulate": simulation, "histograms": histograms})
 
 
 def write_tiny_cohort(out: Path, params: Params) -> Path:
@@ -147,7 +147,7 @@ def test_animal_table_takes_the_first_k_columns(tmp_path, k):
     columns = [r[1] for r in query(db, "PRAGMA table_info(ANIMAL)")]
     expected = list(animal_layout(k))  # the tracker's own order for 4
     assert columns == expected
-    with LMTDatabase(db, LMTGeometry()) as lmt:
+    with LMTDatabase(db, DEMO.lmt) as lmt:
         animals = lmt.animals()
     assert [a.id for a in animals] == [1, 2, 3, 4]
     assert len({a.rfid for a in animals}) == 4 and all(len(a.rfid) == 12 for a in animals)
@@ -168,7 +168,7 @@ def test_mice_are_slow_in_planted_stops_and_fast_in_between(tmp_path):
     db = one_recording(tmp_path / "rec.sqlite")
     stops = query(db, "SELECT IDANIMALA, STARTFRAME, ENDFRAME FROM EVENT WHERE NAME = 'Stop'")
     in_stop, between = [], []
-    with LMTDatabase(db, LMTGeometry()) as lmt:
+    with LMTDatabase(db, DEMO.lmt) as lmt:
         for animal in lmt.animals():
             chunks = list(lmt.iter_track(animal.id))
             frame = np.concatenate([c.frame for c in chunks])
@@ -210,7 +210,7 @@ def test_manifest_follows_the_cohort_design(cohort):
 
 
 def test_manifest_resolves_against_the_recordings(cohort):
-    resolved = resolve(read_manifest(cohort), cohort, LMTGeometry())
+    resolved = resolve(read_manifest(cohort), cohort, DEMO.lmt)
     truth = json.loads((cohort.parent / "simulation.json").read_text())
     classes = {(r["recording"], m["animal_id"]): m["class"] for r in truth["recordings"] for m in r["mice"]}
     assert dict(zip(zip(resolved.recording, resolved.animal_id), resolved.label)) == classes
@@ -261,7 +261,7 @@ def test_strength_zero_turns_every_effect_off():
 
 
 def test_every_animal_and_event_variant_appears_in_the_default_cohort():
-    recordings = _plan_cohort(Params())[0]
+    recordings = _plan_cohort(DEMO)[0]
     assert {r.animal_columns for r in recordings} == set(range(3, 10))
     assert {r.event_metadata for r in recordings} == {True, False}
     assert {r.key_by_rfid for r in recordings if r.age == "adult"} == {True, False}

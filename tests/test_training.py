@@ -163,11 +163,11 @@ def new_recordings(tmp_path_factory) -> Path:
 
 
 def registered(folder: Path) -> str:
-    return json.loads((folder / "reports/cnn/final.json").read_text())["model_uri"]
+    return json.loads((folder / "reports/registered_model.json").read_text())["model_uri"]
 
 
 def test_train_registers_the_final_model_with_its_expected_accuracy_and_the_reason_for_its_alias(planted):
-    final = json.loads((planted / "reports/cnn/final.json").read_text())
+    final = json.loads((planted / "reports/registered_model.json").read_text())
     assert final["model_uri"] == f"models:/lmt-stereotype-cnn/{final['version']}"
     balanced = metrics(planted, "cnn")["balanced"]
     assert final["value"] == balanced["balanced_accuracy"]

@@ -164,7 +164,7 @@ def test_two_workers_share_one_postgresql_study_and_train_only_reads_it(tmp_path
             version = client.get_model_version_by_alias("workers-test", "champion")
             assert client.get_run(version.run_id).info.artifact_uri.startswith("mlflow-artifacts:")  # the server's
             assert any((tmp_path / "mlartifacts").rglob("MLmodel"))  # stored where the server keeps artifacts
-    assert (tmp_path / "reports/cnn/final.json").exists() and (tmp_path / "reports/tuning_studies.csv").exists()
+    assert (tmp_path / "reports/registered_model.json").exists() and (tmp_path / "reports/tuning_studies.csv").exists()
 
 
 def test_flat_tuning_is_tagged_selection_biased_and_never_promoted(tmp_path):
@@ -178,7 +178,7 @@ def test_flat_tuning_is_tagged_selection_biased_and_never_promoted(tmp_path):
     }
     tiny_project(tmp_path, {"tuning": tuning, "registry": {"model_name": "flat-test"}})
     cli("train", cwd=tmp_path)
-    final = json.loads((tmp_path / "reports/cnn/final.json").read_text())
+    final = json.loads((tmp_path / "reports/registered_model.json").read_text())
     assert (final["name"], final["version"], final["alias"]) == ("flat-test", "1", "challenger")  # even the first
     runs = mlflow.search_runs(experiment_names=["lmt-stereotype"], filter_string="tags.tuning = 'flat'")
     assert len(runs) > 0 and (runs["tags.selection_biased"] == "true").all()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -34,6 +35,7 @@ class DataPaths(_Section):
     raw: Path
     manifest: Path
     stops: Path
+    samples: Path
     stacks: Path
     models: Path
     reports: Path
@@ -77,11 +79,16 @@ class RoomParams(_Section):
     """The animal room's light cycle, drawn behind every plot over time (and planted by the simulator)."""
 
     lights_on: tuple[float, float] = Field(description="lights on from, until (clock hours, 0-24)")
+    timezone: str = Field(description="IANA time zone of the recording PC's clock (FRAME.TIMESTAMP)")
 
     @model_validator(mode="after")
     def _hours(self) -> RoomParams:
         if not all(0 <= h <= 24 for h in self.lights_on):
             raise ValueError(f"room.lights_on {list(self.lights_on)} must be clock hours between 0 and 24")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"room.timezone {self.timezone!r} is not a time zone (e.g. Europe/Paris, UTC)") from None
         return self
 
 
@@ -152,7 +159,7 @@ class CNNParams(_Section):
     seed: int
     threads: int = Field(ge=0, description="torch CPU threads per fit; 0 = all cores (results then vary with them)")
     n_permutations: int = Field(
-        ge=0, description="label permutations for the fixed setting's balanced-scheme p-value (each a full CV)"
+        ge=0, description="label permutations for the fixed settings' balanced-scheme p-value (each a full CV)"
     )
 
     @model_validator(mode="after")
@@ -241,13 +248,13 @@ class TuningParams(_Section):
     """Optuna search of the CNN's settings: ``off``, ``nested`` inside the cage folds, or ``flat``."""
 
     mode: Literal["off", "nested", "flat"] = Field(
-        description="off: the cnn setting; nested: tuned inside each outer fold; flat: tuned on the balanced "
+        description="off: the cnn settings; nested: tuned inside each outer fold; flat: tuned on the balanced "
         "CV score itself (selection-biased, never promoted)"
     )
     schemes: tuple[Scheme, ...] = Field(
-        description="schemes whose CNN is tuned inside each outer fold; the others train the cnn setting"
+        description="schemes whose CNN is tuned inside each outer fold; the others train the cnn settings"
     )
-    n_trials: int = Field(gt=0, description="trials per study, the paper's setting being the first")
+    n_trials: int = Field(gt=0, description="trials per study, the paper's settings being the first")
     inner_folds: int = Field(ge=2, description="cage-balanced folds inside each outer training set")
     storage: str = Field(description="Optuna RDB URL; relative SQLite paths: project root")
     study: str
@@ -307,6 +314,14 @@ class Params(_Section):
                 f"tuning.schemes {missing} are not among evaluation.schemes {list(self.evaluation.schemes)}"
             )
         return self
+
+
+class StackParams(_Section):
+    """What turns a recording into a stack: kept with a registered model, so that it keeps its meaning."""
+
+    lmt: LMTGeometry
+    stops: StopParams
+    histograms: HistogramParams
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:

@@ -14,6 +14,7 @@ the pooling.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +22,15 @@ import numpy as np
 import torch
 from captum.attr import IntegratedGradients, LayerGradCam, LayerGradientXActivation
 
+from lmt_stereotype.clock import dark_spans, interval_start_hours
 from lmt_stereotype.config import CLASSES, ExplainParams, Params
 from lmt_stereotype.evaluation import design_permutation
 from lmt_stereotype.figures import channel_grid_figure, class_maps_figure, mouse_figure, time_importance_figure
 from lmt_stereotype.files import read_table, save_npz
 from lmt_stereotype.histograms import Stacks
 from lmt_stereotype.models import CNNClassifier
+
+log = logging.getLogger(__name__)
 
 
 def map_extent(grid: int, arena_cm: float, kernel: int = 1, pool: int = 1) -> tuple[float, float, float, float]:
@@ -206,13 +210,28 @@ def spot_positions(spots: list[tuple[int, int]], extent: tuple[float, float, flo
     return [(left + (s[-1] + 0.5) * (right - left) / w, top + (s[-2] + 0.5) * (bottom - top) / h) for s in spots]
 
 
-def light_phases(n_intervals: int, params: ExplainParams) -> tuple[np.ndarray, np.ndarray]:
-    """Clock hour at which each interval starts, and whether the lights are off then."""
-    hours = params.recording_start_hour + np.arange(n_intervals) * params.interval_hours
-    clock = hours % 24
-    on, off = params.lights_on
-    lit = (clock >= on) & (clock < off) if on <= off else (clock >= on) | (clock < off)
-    return hours, ~lit
+def interval_clock(stacks: Stacks, lights_on: tuple[float, float]) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Clock hour (counting on past 24) at which each interval starts, and the dark stretches between.
+
+    Interval 0 starts at the recordings' first frame (their median clock hour, with a
+    warning when they started at different times: each stack counts from its own first
+    frame); an interval spans ``interval_s / seconds_per_hour`` clock hours (the
+    simulator's day runs faster than a real one, :mod:`~lmt_stereotype.clock`).
+    """
+    starts = stacks.start_hour[np.isfinite(stacks.start_hour)]
+    start = float(np.median(starts)) if len(starts) else 0.0
+    if len(starts) and np.ptp(starts) * stacks.seconds_per_hour > stacks.interval_s / 2:
+        log.warning(
+            "recordings start between %.1f h and %.1f h: the time plots place interval 0 at %.1f h, but each "
+            "stack counts from its own first frame",
+            starts.min(),
+            starts.max(),
+            start,
+        )
+    n_intervals = stacks.X.shape[1]
+    hours = interval_start_hours(start, n_intervals, stacks.interval_s, stacks.seconds_per_hour)
+    end = hours[-1] + stacks.interval_s / stacks.seconds_per_hour
+    return hours, dark_spans(float(hours[0]), float(end), lights_on)
 
 
 def _rule(params: ExplainParams) -> str:
@@ -353,10 +372,10 @@ def explain_model(classifier: CNNClassifier, stacks: Stacks, params: Params, fol
                     name=f"{name}_k{kernel}.png",
                 )
             )
-    hours, dark = light_phases(X.shape[1], params.explain)
+    hours, dark = interval_clock(stacks, params.room.lights_on)
     path = folder / "time_importance.png"
     title = f"When it matters: Integrated Gradients per interval ({what})"
-    time_importance_figure(arrays["ig_time"], hours, dark, title, path)
+    time_importance_figure(arrays["ig_time"], hours=hours, dark=dark, title=title, path=path)
     save_npz(folder / "maps.npz", **arrays)
     return [*files, path, folder / "maps.npz"]
 
@@ -401,10 +420,10 @@ def explain_held_out(fold_models: dict[str, CNNClassifier], stacks: Stacks, para
         label="attribution",
         name="integrated_gradients.png",
     )
-    hours, dark = light_phases(X.shape[1], params.explain)
+    hours, dark = interval_clock(stacks, params.room.lights_on)
     time_path = folder / "time_importance.png"
     title = "When it matters: Integrated Gradients per interval, held-out recordings"
-    time_importance_figure(arrays["ig_time"], hours, dark, title, time_path)
+    time_importance_figure(arrays["ig_time"], hours=hours, dark=dark, title=title, path=time_path)
     save_npz(folder / "maps.npz", **arrays)
     return [*files, path, time_path, folder / "maps.npz"]
 

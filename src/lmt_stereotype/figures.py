@@ -305,21 +305,32 @@ def channel_grid_figure(
     _save(fig, path)
 
 
+def clock_label(hour: float) -> str:
+    """``"22:00"`` for 22.0 or 46.0, ``"04:30"`` for 28.5."""
+    minutes = round(hour * 60) % (24 * 60)
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
 def time_importance_figure(
-    importance: np.ndarray, hours: np.ndarray, dark: np.ndarray, title: str, path: Path | str
+    importance: np.ndarray,
+    *,
+    hours: np.ndarray,
+    dark: list[tuple[float, float]],
+    title: str,
+    path: Path | str,
 ) -> None:
-    """Attribution per time interval and class, with the dark phases shaded."""
+    """Attribution per interval and class on the room's clock (``hours``: each interval's start, counting
+    on past 24), with the ``dark`` stretches shaded where they fell."""
     fig, ax = plt.subplots(figsize=(8, 3.8), constrained_layout=True)
     width = hours[1] - hours[0] if len(hours) > 1 else 1.0
-    for k in np.flatnonzero(dark):
-        ax.axvspan(
-            hours[k], hours[k] + width, color="0.85", lw=0, label="lights off" if k == np.flatnonzero(dark)[0] else None
-        )
+    for k, (start, end) in enumerate(dark):
+        ax.axvspan(start, end, color="0.85", lw=0, label="lights off" if k == 0 else None)
     for c, cls in enumerate(CLASSES):
         ax.plot(hours + width / 2, importance[c], marker="o", ms=3, label=cls)
     ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_xlim(hours[0], hours[-1] + width)
     ticks = hours[:: max(1, len(hours) // 12)]
-    ax.set_xticks(ticks, [f"{h % 24:02.0f}:00" for h in ticks])
+    ax.set_xticks(ticks, [clock_label(h) for h in ticks])
     ax.set_xlabel("interval start (clock time)")
     ax.set_ylabel("attribution summed over the cage")
     ax.set_title(title, fontsize=10)

@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lmt_stereotype.config import CLASSES, HistogramParams, LMTGeometry
+from lmt_stereotype.config import CLASSES, HistogramParams
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.files import read_table, save_npz
-from lmt_stereotype.manifest import read_manifest, resolve
+from lmt_stereotype.manifest import read_samples
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ class Stacks:
     animal_id: np.ndarray
     sample: np.ndarray
     interval_s: float
+    start_hour: np.ndarray  # clock hour of each recording's first frame (room time, :mod:`~lmt_stereotype.clock`)
+    seconds_per_hour: float  # seconds of recording per hour of the room's clock (3600; the simulator's fewer)
 
     @property
     def y(self) -> np.ndarray:
@@ -79,11 +81,15 @@ class Stacks:
             animal_id=self.animal_id.astype(np.int64),
             sample=self.sample.astype(str),
             interval_s=np.float64(self.interval_s),
+            start_hour=np.asarray(self.start_hour, dtype=np.float64),
+            seconds_per_hour=np.float64(self.seconds_per_hour),
             classes=np.array(CLASSES),
         )
 
     @classmethod
     def load(cls, path: Path | str) -> Stacks:
+        if not Path(path).exists():
+            raise InputError(path, "no histogram stacks; run `lmt-stereotype histograms` first")
         with np.load(path, allow_pickle=False) as z:
             return cls(
                 X=z["X"],
@@ -93,13 +99,15 @@ class Stacks:
                 animal_id=z["animal_id"],
                 sample=z["sample"],
                 interval_s=float(z["interval_s"]),
+                start_hour=z["start_hour"],
+                seconds_per_hour=float(z["seconds_per_hour"]),
             )
 
 
 def build_stacks(
     samples: pd.DataFrame, stops_by_recording: dict[str, pd.DataFrame], params: HistogramParams, arena_size_cm: float
 ) -> Stacks:
-    """One stack per row of a resolved manifest (see :func:`lmt_stereotype.manifest.resolve`)."""
+    """One stack per row of a sample table (a resolved manifest, :func:`lmt_stereotype.manifest.resolve`)."""
     X = np.zeros((len(samples), params.n_intervals, params.grid, params.grid), dtype=np.float32)
     for k, row in enumerate(samples.itertuples(index=False)):
         stops = stops_by_recording[row.recording_id]
@@ -115,19 +123,27 @@ def build_stacks(
         animal_id=samples["animal_id"].to_numpy(dtype=np.int64),
         sample=samples["sample"].to_numpy(dtype=str),
         interval_s=params.interval_s,
+        start_hour=samples["start_hour"].to_numpy(dtype=np.float64),
+        seconds_per_hour=float(samples["seconds_per_hour"].iloc[0]),
     )
 
 
 def build_cohort_stacks(
-    manifest_path: Path, stops_dir: Path, out_path: Path, geometry: LMTGeometry, params: HistogramParams
+    samples_path: Path,
+    stops_dir: Path,
+    out_path: Path,
+    arena_size_cm: float,
+    params: HistogramParams,
+    manifest: Path,
 ) -> dict[str, float]:
-    """Stacks for every mouse-recording of the manifest, saved to ``out_path``; returns counts.
+    """Stacks for every mouse-recording of the sample table (written by ``stops``), saved to ``out_path``.
 
-    A recording shorter than the stack's window gets empty trailing intervals (warned);
-    stops after the window are left out (logged and counted); a mouse-recording without
-    a single stop is an error naming its manifest row.
+    Reads only what ``stops`` wrote, never the raw recordings. A recording shorter than
+    the stack's window gets empty trailing intervals (warned); stops after the window
+    are left out (logged and counted); a mouse-recording without a single stop is an
+    error naming its row of ``manifest``. Returns counts.
     """
-    samples = resolve(read_manifest(manifest_path), manifest_path, geometry)
+    samples = read_samples(samples_path)
     summary = read_table(stops_dir / "recordings.csv").set_index("recording_id")
     window_s = params.n_intervals * params.interval_s
     stops = {}
@@ -147,14 +163,14 @@ def build_cohort_stacks(
             )
         elif duration > window_s:
             log.info("%s lasts %.0f s: truncated, stops after the first %.0f s are left out", rid, duration, window_s)
-    for i, row in zip(samples.index, samples.itertuples(index=False)):
+    for row in samples.itertuples(index=False):
         if not (stops[row.recording_id]["animal_id"] == row.animal_id).any():
             raise InputError(
-                manifest_path,
-                f"row {i + 2}: animal {row.animal} of {row.recording} has no stop at all (no valid detection, "
-                "or it never held still): its stack would be empty; check its tracking or remove the row",
+                manifest,
+                f"row {row.manifest_row}: animal {row.animal} of {row.recording} has no stop at all (no valid "
+                "detection, or it never held still): its stack would be empty; check its tracking or remove the row",
             )
-    stacks = build_stacks(samples, stops, params, geometry.arena_size_cm)
+    stacks = build_stacks(samples, stops, params, arena_size_cm)
     stacks.save(out_path)
     n_stops = sum(int(stops[r]["animal_id"].isin(g["animal_id"]).sum()) for r, g in samples.groupby("recording_id"))
     n_in_window = int(stacks.X.sum())

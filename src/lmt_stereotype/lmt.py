@@ -22,7 +22,8 @@ What a recording gets (each case is in ``tests/test_corpus.py``):
   cannot store a NaN REAL, it stores NULL) or infinite coordinate or frame number are
   missing detections, like junk (MASS_X below ``min_mass_x_px``); coordinates outside
   the arena are kept as measured (the histograms clip them to the border tile);
-  FRAME.TIMESTAMP is never used, so a clock going backwards changes nothing;
+  FRAME.TIMESTAMP is used only for the clock time of the first frame (the time of day of
+  interval 0), never for timing, so a clock going backwards later changes nothing;
 - read, with a warning naming the recording and animal: an animal with no valid
   detection at all (so no stops), which is every animal when only anonymous detections
   are left; an empty ANIMAL table.
@@ -204,6 +205,15 @@ class LMTDatabase:
                 if lo is not None:
                     return int(lo), int(hi)
         raise InputError(self.path, "no frames: FRAME and DETECTION are empty")
+
+    def start_ms(self) -> int | None:
+        """Wall clock of the first frame (FRAME.TIMESTAMP, epoch ms), None when the file has none."""
+        if "TIMESTAMP" not in self._columns.get("FRAME", set()):
+            return None
+        first, _ = self.frame_range()
+        rows = self._query("SELECT TIMESTAMP FROM FRAME WHERE FRAMENUMBER = ?", (first,))
+        value = rows[0][0] if rows else None
+        return int(value) if isinstance(value, int | float) and value == value else None
 
     def iter_track(self, animal_id: int) -> Iterator[TrackChunk]:
         """Stream one animal's valid detections in frame order, ``chunk_rows`` at a time.

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lmt_stereotype.config import CLASSES, LMTGeometry
+from lmt_stereotype.config import LMTGeometry
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.lmt import Animal, LMTDatabase
 
@@ -107,6 +107,32 @@ def read_manifest(path: Path | str) -> pd.DataFrame:
     return df
 
 
+SAMPLE_COLUMNS = {
+    "sample": str,
+    "recording": str,
+    "recording_id": str,
+    "manifest_row": "int64",
+    "animal": str,
+    "animal_id": "int64",
+    "rfid": str,
+    "cage": str,
+    "sex": str,
+    "age": str,
+    "label": str,
+    "start_hour": "float64",
+    "seconds_per_hour": "float64",
+}
+"""The sample table ``stops`` writes (one row per mouse-recording) and every later stage reads."""
+
+
+def read_samples(path: Path | str) -> pd.DataFrame:
+    """The sample table, with its text columns kept as text (an RFID keeps its leading zeros)."""
+    try:
+        return pd.read_csv(path, dtype=SAMPLE_COLUMNS, keep_default_na=False, na_values={"start_hour": [""]})
+    except FileNotFoundError:
+        raise InputError(path, "no sample table; run `lmt-stereotype stops` first") from None
+
+
 def _match_animal(animals: list[Animal], key: str) -> Animal | None:
     by_id = [a for a in animals if key.isdigit() and a.id == int(key)]
     by_rfid = [a for a in animals if a.rfid is not None and a.rfid == key]
@@ -171,6 +197,6 @@ def resolve(manifest: pd.DataFrame, manifest_path: Path, geometry: LMTGeometry) 
                 ", ".join(str(i + 2) for i in rows.index),
             )
     out["label"] = [class_label(s, a) for s, a in zip(out["sex"], out["age"])]
-    out["y"] = [CLASSES.index(lbl) for lbl in out["label"]]
+    out["manifest_row"] = out.index + 2
     out["sample"] = [f"{r}:{a}" for r, a in zip(out["recording_id"], out["animal_id"])]
     return out

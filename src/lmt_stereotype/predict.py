@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lmt_stereotype.config import LMTGeometry, Params
+from lmt_stereotype.config import LMTGeometry, StackParams
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.histograms import stop_histograms
 from lmt_stereotype.lmt import LMTDatabase
@@ -23,7 +23,7 @@ from lmt_stereotype.parallel import available_cores
 from lmt_stereotype.stops import recording_stops
 
 
-def load_model(uri: str) -> tuple[Any, Params]:
+def load_model(uri: str) -> tuple[Any, StackParams]:
     """The registered pyfunc at ``uri`` and the parameters it was trained with; a clear error when there is none."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -41,7 +41,7 @@ def load_model(uri: str) -> tuple[Any, Params]:
     return model, params
 
 
-def recording_stacks(db: Path, params: Params) -> tuple[pd.DataFrame, np.ndarray]:
+def recording_stacks(db: Path, params: StackParams) -> tuple[pd.DataFrame, np.ndarray]:
     """One stack per identified animal of ``db`` (rows: animal_id, rfid, name, n_stops in the window)."""
     window_s = params.histograms.n_intervals * params.histograms.interval_s
     stops, summary = recording_stops(db, params.lmt, params.stops, threads=available_cores())

@@ -26,11 +26,10 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
-from lmt_stereotype.config import CLASSES, Params, RegistryParams
+from lmt_stereotype.config import CLASSES, Params, RegistryParams, StackParams
 from lmt_stereotype.models import CNNClassifier, load_cnn, model_settings, save_cnn
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-STACK_SECTIONS = ("lmt", "stops", "histograms")
 REQUIREMENTS = ("torch", "numpy", "pandas", "scikit-learn", "pydantic", "pyyaml", "pyarrow", "tqdm", "typer")
 PACKAGE = Path(__file__).parent
 
@@ -63,7 +62,7 @@ mlflow.models.set_model(StopClassifier())
 def log_model(classifier: CNNClassifier, params: Params, example: np.ndarray) -> Any:
     """Log the fitted CNN to the active run as a pyfunc with signature, input example and stack metadata."""
     dumped = params.model_dump(mode="json")
-    metadata = {"classes": list(CLASSES), **{s: dumped[s] for s in STACK_SECTIONS}}
+    metadata = {"classes": list(CLASSES), **{s: dumped[s] for s in StackParams.model_fields}}
     example = np.asarray(example[:1], dtype=np.float32)
     signature = infer_signature(example, prediction_frame(np.full((1, len(CLASSES)), 1 / len(CLASSES))))
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,49 +140,55 @@ def promotion(
 
 
 def register(
-    model_uri: str,
-    cfg: RegistryParams,
-    metrics: dict[str, float],
-    tags: dict[str, Any],
-    description: str,
-    significant: tuple[bool, str],
-    selection_biased: bool = False,
-) -> Registration:
-    """Register ``model_uri`` as a new version of ``cfg.model_name`` and give it the alias :func:`promotion` decides.
+    model_uri: str, cfg: RegistryParams, metrics: dict[str, float], tags: dict[str, Any], description: str
+) -> str:
+    """Register ``model_uri`` as a new version of ``cfg.model_name``; its version, with no alias yet.
 
     ``metrics`` are the version's cross-validated metrics (in the scheme ``tags["cv_scheme"]``),
-    kept as ``cv.*`` tags so a later version can be weighed against it. Two trainings
-    registering at the same instant could both read the old champion; the later alias
-    then wins, so run one ``train`` per registered name at a time.
+    kept as ``cv.*`` tags so that a later version can be weighed against it (:func:`promote`).
     """
-    client = mlflow.MlflowClient()
-    value = float(metrics[cfg.metric])
-    scheme = str(tags.get("cv_scheme", ""))
     version_tags = {
         **{k: _tag_value(v) for k, v in tags.items()},
         **{f"cv.{k}": repr(float(v)) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)},
         "cv.metric": cfg.metric,
-        "cv.scheme": scheme,
+        "cv.scheme": str(tags.get("cv_scheme", "")),
     }
     registered = mlflow.register_model(model_uri, cfg.model_name, tags=version_tags)
+    mlflow.MlflowClient().update_model_version(cfg.model_name, registered.version, description=description)
+    return str(registered.version)
+
+
+def promote(
+    cfg: RegistryParams, version: str, significant: tuple[bool, str], selection_biased: bool = False
+) -> Registration:
+    """Give ``version`` the alias :func:`promotion` decides against the current champion, and say why.
+
+    The reason goes to the version's ``promotion_reason`` tag and the end of its description.
+    Two trainings promoting at the same instant could both read the old champion; the
+    later alias then wins, so run one ``train`` per registered name at a time.
+    """
+    client = mlflow.MlflowClient()
+    candidate = client.get_model_version(cfg.model_name, version)
+    value = float(candidate.tags[f"cv.{cfg.metric}"])
     current = client.get_registered_model(cfg.model_name).aliases.get(CHAMPION)
     champion = client.get_model_version(cfg.model_name, current) if current is not None else None
     champion_tags = {**champion.tags, "version": str(champion.version)} if champion is not None else None
+    scheme = candidate.tags.get("cv.scheme", "")
     alias, reason = promotion(value, cfg.metric, scheme, significant, selection_biased, champion_tags)
-    client.set_model_version_tag(cfg.model_name, registered.version, "promotion_reason", reason)
-    described = f"{description} Registered as {alias}: {reason}."
-    client.update_model_version(cfg.model_name, registered.version, description=described)
-    client.set_registered_model_alias(cfg.model_name, alias, registered.version)
+    client.set_model_version_tag(cfg.model_name, version, "promotion_reason", reason)
+    described = f"{candidate.description} Registered as {alias}: {reason}."
+    client.update_model_version(cfg.model_name, version, description=described)
+    client.set_registered_model_alias(cfg.model_name, alias, version)
     best = float(champion.tags.get(f"cv.{cfg.metric}", "nan")) if champion is not None else None
     return Registration(
         cfg.model_name,
-        str(registered.version),
+        version,
         alias,
         cfg.metric,
         value,
         str(champion.version) if champion is not None else None,
         best,
-        registered.run_id,
+        candidate.run_id,
         reason,
     )
 
@@ -223,7 +228,7 @@ def registered_already(name: str, digest: str) -> Registration | None:
 
 def describe(metrics: dict[str, float], scheme: str, tags: dict[str, Any]) -> str:
     """The model version's description: what it is and how well it is expected to do."""
-    biased = " (selection-biased: the setting was chosen by this score)" if tags.get("selection_biased") else ""
+    biased = " (selection-biased: the settings were chosen by this score)" if tags.get("selection_biased") else ""
     return (
         f"Shallow CNN (two parallel conv branches, one linear layer) classifying AM/JM/AF/JF from stacks of "
         f"stop histograms. Cross-validated ({scheme}){biased}: accuracy {metrics['accuracy']:.3f} "
@@ -253,9 +258,9 @@ def load_classifier(model: mlflow.pyfunc.PyFuncModel) -> CNNClassifier:
     return model.unwrap_python_model().classifier
 
 
-def stack_params(model: mlflow.pyfunc.PyFuncModel) -> Params | None:
+def stack_params(model: mlflow.pyfunc.PyFuncModel) -> StackParams | None:
     """The stop and histogram parameters the model was trained with (from its metadata), if it has them."""
     metadata = model.metadata.metadata or {}
-    if not all(section in metadata for section in STACK_SECTIONS):
+    if not all(section in metadata for section in StackParams.model_fields):
         return None
-    return Params.model_validate({s: metadata[s] for s in STACK_SECTIONS})
+    return StackParams.model_validate({s: metadata[s] for s in StackParams.model_fields})

@@ -103,11 +103,11 @@ def gather(params: Params) -> ReportInputs:
     recordings_csv = params.data.stops / "recordings.csv"
     if not recordings_csv.exists():
         raise InputError(recordings_csv, "missing; run `lmt-stereotype stops` first")
-    final = reports / "cnn" / "final.json"
+    final = reports / "registered_model.json"
     return ReportInputs(
         metrics=metrics,
         confusion=confusion,
-        cohort=_json(reports / "preprocess.json", "histograms"),
+        cohort=_json(reports / "histograms.json", "histograms"),
         recordings=pd.read_csv(recordings_csv),
         registered=json.loads(final.read_text()) if final.exists() else None,
     )

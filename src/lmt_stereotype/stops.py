@@ -231,9 +231,12 @@ def _recording_job(
     """One recording's stops into ``folder``; its summary row."""
     stops, info = recording_stops(path, geometry, params, threads)
     write_table(stops, folder / f"{recording_id}.parquet")
+    with LMTDatabase(path, geometry) as db:
+        start_ms = db.start_ms()
     return {
         "recording_id": recording_id,
         "recording": path.name,
+        "start_ms": start_ms,
         "first_frame": info.first_frame,
         "last_frame": info.last_frame,
         "duration_s": (info.last_frame - info.first_frame + 1) / geometry.fps,

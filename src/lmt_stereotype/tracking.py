@@ -85,6 +85,16 @@ def check_reachable(uri: str, timeout: float = REACH_TIMEOUT_S) -> None:
         )
 
 
+def use_tracking(cfg: MlflowParams) -> str:
+    """Point MLflow at the project's tracking store (checked reachable) without starting a run; its URI."""
+    import mlflow
+
+    uri = tracking_uri(cfg)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
 def _first_reason(exc: BaseException) -> str:
     """The innermost cause's message, e.g. "[Errno 111] Connection refused", not urllib3's nesting."""
     while exc.__context__ is not None or exc.__cause__ is not None:

@@ -20,7 +20,6 @@ Everything derives from ``params.simulate.seed``: same seed, same bytes.
 """
 
 from lmt_stereotype.simulation.behaviour import (
-    LIGHTS_ON,
     PROFILES,
     START_HOUR,
     Profile,
@@ -34,7 +33,6 @@ from lmt_stereotype.simulation.lmt_writer import FIRST_FRAME, simulate_recording
 
 __all__ = [
     "FIRST_FRAME",
-    "LIGHTS_ON",
     "PROFILES",
     "SIMULATOR_VERSION",
     "START_HOUR",

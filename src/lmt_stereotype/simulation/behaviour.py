@@ -4,8 +4,8 @@ Each mouse alternates stops at sites of the cage with travel in between; the sit
 picks depends on the light phase, on its class (the planted effects), on its cage (a
 fingerprint shared by cage mates, the reason for leave-one-cage-out CV) and on itself.
 A recording's ``n_intervals`` intervals of ``interval_s`` each are the hours of its
-day: interval k is hour ``(START_HOUR + k) % 24``, lights on from ``LIGHTS_ON[0]`` to
-``LIGHTS_ON[1]`` (so that the demo compresses a day into 24 intervals of 30 s).
+day: interval k is hour ``(START_HOUR + k) % 24``, lights on as the room's
+``room.lights_on`` says (so that the demo compresses a day into 24 intervals of 30 s).
 
 This module plans paths in cm (:func:`plan_track`, :func:`positions`); it writes nothing.
 :mod:`~lmt_stereotype.simulation.lmt_writer` turns them into LMT rows.
@@ -54,7 +54,6 @@ class SimMouse:
 
 
 START_HOUR = 10  # interval k is hour (START_HOUR + k) % 24 of the day
-LIGHTS_ON = (8, 20)  # lights on (rest phase) from 8:00 to 20:00
 LIGHT_HOUSE_FACTOR = 3.0  # mice rest in the house while lights are on
 
 STOP_MEDIAN_S = {False: 4.0, True: 6.0}  # by lights on; lognormal durations
@@ -167,17 +166,21 @@ def class_site_multipliers(params: Params) -> dict[str, np.ndarray]:
     return out
 
 
-def lights_on(interval: int | np.ndarray) -> bool | np.ndarray:
-    """The interval index is the hour, so that the demo compresses a day into 24 intervals."""
+def lights_on(interval: int | np.ndarray, cycle: tuple[float, float]) -> bool | np.ndarray:
+    """Whether the room's lights (``room.lights_on``: on from, until) are on in an interval.
+
+    The interval index is the hour, so that the demo compresses a day into 24 intervals.
+    """
     hour = (START_HOUR + interval) % 24
-    return (hour >= LIGHTS_ON[0]) & (hour < LIGHTS_ON[1])
+    on, off = cycle
+    return (hour >= on) & (hour < off) if on <= off else (hour >= on) | (hour < off)
 
 
-def _light_phases(n_intervals: int) -> list[tuple[int, bool]]:
+def _light_phases(n_intervals: int, cycle: tuple[float, float]) -> list[tuple[int, bool]]:
     """Runs of intervals with the lights on or off: (end of the run, exclusive; lights on)."""
     runs: list[tuple[int, bool]] = []
     for k in range(n_intervals):
-        light = lights_on(k)
+        light = bool(lights_on(k, cycle))
         if runs and runs[-1][1] == light:
             runs[-1] = (k + 1, light)
         else:
@@ -316,7 +319,7 @@ def plan_track(mouse: SimMouse, params: Params, profile: Profile, rng: np.random
     per_interval = profile.interval_s * fps
     prev = np.clip(_sample_site(sites[0], rng, 1, arena)[0], EDGE_CM, arena - EDGE_CM)
     t, parts = 0, []
-    for stop_interval, light in _light_phases(profile.n_intervals):
+    for stop_interval, light in _light_phases(profile.n_intervals, params.room.lights_on):
         end = min(round(stop_interval * per_interval), n_frames)
         w = np.exp(logw)
         if light:

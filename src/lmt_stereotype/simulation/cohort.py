@@ -46,7 +46,6 @@ from lmt_stereotype.simulation.behaviour import (
     EFFECT_SITES,
     FINGERPRINT_SD_CM,
     LIGHT_HOUSE_FACTOR,
-    LIGHTS_ON,
     PROFILES,
     REST_FLOOR_S,
     REST_MEDIAN_S,
@@ -246,10 +245,14 @@ def _description(params: Params, profile_name: str, plans: list[_RecordingPlan],
             "categorical over sites; weight = base weight x light factor x class effect"
             " x exp(cage preference, shared at both ages) x exp(own preference)"
         ),
-        "clock": {"start_hour": START_HOUR, "seconds_per_hour": profile.interval_s, "lights_on": list(LIGHTS_ON)},
+        "clock": {
+            "start_hour": START_HOUR,
+            "seconds_per_hour": profile.interval_s,
+            "lights_on": list(params.room.lights_on),
+        },
         "day_night": {
             "hour_of_interval_k": f"({START_HOUR} + k) % 24",
-            "lights_on_hours": list(LIGHTS_ON),
+            "lights_on_hours": list(params.room.lights_on),
             "lights_on": f"house weight x{LIGHT_HOUSE_FACTOR}, stops median {STOP_MEDIAN_S[True]} s, house rests"
             f" median max({REST_MEDIAN_S} s x interval_s / 3600, {REST_FLOOR_S} s)",
             "lights_off": f"stops median {STOP_MEDIAN_S[False]} s, more exploring detours",

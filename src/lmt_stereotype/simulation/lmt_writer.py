@@ -189,7 +189,7 @@ def _write_chunk(
 
     fe = f[exists]
     interval = fe / (profile.interval_s * fps)
-    hour, light = START_HOUR + interval, lights_on(np.floor(interval).astype(np.int64))
+    hour, light = START_HOUR + interval, lights_on(np.floor(interval).astype(np.int64), params.room.lights_on)
     m = len(fe)
     con.executemany(
         "INSERT INTO FRAME VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",

@@ -1,0 +1,30 @@
+"""predict: classify every identified mouse of a recording with a registered model.
+
+Stops and stacks are computed with the stops and histograms parameters stored in the
+model, not today's ``params.yaml``, which says only where MLflow is, the registered name
+and the camera geometry (``lmt``) of the recording.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from lmt_stereotype.config import Params
+from lmt_stereotype.files import write_table
+from lmt_stereotype.predict import predict_recording
+from lmt_stereotype.tracking import use_tracking
+
+log = logging.getLogger("lmt_stereotype")
+
+
+def run(params: Params, db: Path, model: str | None = None, out: Path | None = None) -> pd.DataFrame:
+    """The per-mouse table of ``db`` (default model: ``registry.model_name``'s champion), also to ``out``."""
+    use_tracking(params.mlflow)
+    table = predict_recording(db, model or f"models:/{params.registry.model_name}@champion", params.lmt)
+    if out is not None:
+        write_table(table, out)
+        log.info("predict: %d animals -> %s", len(table), out)
+    return table
