@@ -25,13 +25,13 @@ import numpy as np
 
 from lmt_stereotype.config import load_params
 from lmt_stereotype.evaluation import (
-    FEMALE,
     FoldedModel,
     balanced_cage_folds,
     classification_metrics,
     leave_one_cage_out,
 )
 from lmt_stereotype.histograms import Stacks
+from lmt_stereotype.labels import FEMALE
 from lmt_stereotype.models import CNNClassifier, make_baseline
 from lmt_stereotype.parallel import available_cores, process_pool
 

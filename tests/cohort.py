@@ -58,8 +58,8 @@ TINY_CNN = {"channels": [4, 4], "kernel_sizes": [3, 5], "epochs": 20, "lr": 0.01
 def tiny_project(folder: Path, sections: dict | None = None) -> Path:
     """A project folder whose stacks are :func:`tiny_cohort` (no simulation needed) and a tiny CNN,
     evaluated by one matching of balanced folds (3 folds of a male and a female cage)."""
-    from lmt_stereotype.config import CLASSES
     from lmt_stereotype.histograms import Stacks
+    from lmt_stereotype.labels import CLASSES
 
     X, y, cages = tiny_cohort()
     n = len(y)

@@ -14,10 +14,7 @@ from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.dummy import DummyClassifier
 
-from lmt_stereotype.config import CLASSES
 from lmt_stereotype.evaluation import (
-    FEMALE,
-    JUVENILE,
     Fold,
     FoldedModel,
     above_chance,
@@ -42,6 +39,7 @@ from lmt_stereotype.evaluation import (
     write_reports,
 )
 from lmt_stereotype.histograms import Stacks
+from lmt_stereotype.labels import CLASSES, FEMALE, JUVENILE
 from lmt_stereotype.models import make_baseline
 
 N_CAGES, PER_CAGE = 6, 8

@@ -8,7 +8,6 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from lmt_stereotype.config import CLASSES
 from lmt_stereotype.explanation import (
     branch_activations,
     class_means,
@@ -21,6 +20,7 @@ from lmt_stereotype.explanation import (
 )
 from lmt_stereotype.figures import clock_label
 from lmt_stereotype.histograms import Stacks
+from lmt_stereotype.labels import CLASSES
 from lmt_stereotype.models import CNNClassifier
 
 AF = CLASSES.index("AF")

@@ -47,6 +47,8 @@ def test_stacks_round_trip_through_one_file_with_labels_cages_and_ids(tmp_path):
             "cage": ["c1", "c1", "c2"],
             "label": ["AF", "JF", "AM"],
             "sample": ["r1:1", "r1:2", "r2:1"],
+            "start_hour": [10.0, 10.0, 21.5],
+            "seconds_per_hour": [3600.0] * 3,
         }
     )
     stops = {
@@ -66,4 +68,4 @@ def test_stacks_round_trip_through_one_file_with_labels_cages_and_ids(tmp_path):
     np.testing.assert_array_equal(back.X, stacks.X)
     assert back.label.tolist() == ["AF", "JF", "AM"] and back.y.tolist() == [2, 3, 0]
     assert back.cage.tolist() == ["c1", "c1", "c2"] and back.sample.tolist() == ["r1:1", "r1:2", "r2:1"]
-    assert back.interval_s == 10
+    assert back.interval_s == 10 and back.start_hour.tolist() == [10.0, 10.0, 21.5] and back.seconds_per_hour == 3600

@@ -33,7 +33,7 @@ from sklearn.utils.estimator_checks import (
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from lmt_stereotype.config import CLASSES
+from lmt_stereotype.labels import CLASSES
 from lmt_stereotype.models import (
     CalibratedSVC,
     CNNClassifier,

@@ -10,7 +10,7 @@ import pytest
 from cohort import TINY_CNN, tiny_cohort
 from helpers.params import DEMO, varied
 
-from lmt_stereotype.config import CLASSES
+from lmt_stereotype.labels import CLASSES
 from lmt_stereotype.models import CNNClassifier
 from lmt_stereotype.registry import (
     fingerprint,

@@ -11,7 +11,8 @@ import pytest
 from cohort import tiny_cohort
 from helpers.params import DEMO, varied
 
-from lmt_stereotype.evaluation import FEMALE, cage_sexes, make_folds
+from lmt_stereotype.evaluation import cage_sexes, make_folds
+from lmt_stereotype.labels import FEMALE
 from lmt_stereotype.tuning import (
     Objective,
     fixed_trial_params,

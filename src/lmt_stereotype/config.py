@@ -7,6 +7,7 @@ or guesses defaults. A wrong type, an out-of-range value or an unknown key is an
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,10 +16,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lmt_stereotype.errors import InputError
-
-CLASSES: tuple[str, ...] = ("AM", "JM", "AF", "JF")
-"""Class order used everywhere (confusion matrices, model outputs): the paper's Table 1."""
-
 
 RUNTIME_KEYS: tuple[str, ...] = ("lmt.chunk_rows", "cnn.threads", "tuning.storage")
 """Keys that change how fast or where a stage runs, never what it computes: no ``dvc.yaml``
@@ -143,6 +140,16 @@ Transform = Literal["raw", "log1p", "per_recording"]
 raw counts, log(1 + count), or counts divided by the recording's mean count."""
 
 
+def branch_widths(channels: int | Sequence[int], kernel_sizes: Sequence[int]) -> tuple[int, ...]:
+    """Output channels of each CNN branch: one count for all, or one per kernel size (the one rule)."""
+    widths = (channels,) * len(kernel_sizes) if isinstance(channels, int) else tuple(channels)
+    if len(widths) != len(kernel_sizes) or min(widths) < 1:
+        raise ValueError(
+            f"cnn.channels {list(widths)} must give a positive width to each of the kernels {list(kernel_sizes)}"
+        )
+    return widths
+
+
 class CNNParams(_Section):
     """The paper's shallow CNN and how it is trained (paper: cross-entropy, SGD, lr 1e-3)."""
 
@@ -164,11 +171,7 @@ class CNNParams(_Section):
 
     @model_validator(mode="after")
     def _a_width_per_branch(self) -> CNNParams:
-        if len(self.channels) != len(self.kernel_sizes) or min(self.channels) < 1:
-            raise ValueError(
-                f"cnn.channels {list(self.channels)} must give a positive width to each of the kernels "
-                f"{list(self.kernel_sizes)}"
-            )
+        branch_widths(self.channels, self.kernel_sizes)
         if len(set(self.kernel_sizes)) != len(self.kernel_sizes):
             raise ValueError(f"cnn.kernel_sizes {list(self.kernel_sizes)} must be distinct (one branch each)")
         return self

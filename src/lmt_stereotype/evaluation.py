@@ -36,10 +36,11 @@ from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from lmt_stereotype.config import CLASSES, EvaluationParams
+from lmt_stereotype.config import EvaluationParams
 from lmt_stereotype.figures import confusion_figure, loss_figure
 from lmt_stereotype.files import write_json, write_table
 from lmt_stereotype.histograms import Stacks
+from lmt_stereotype.labels import CLASSES, FEMALE, JUVENILE
 from lmt_stereotype.parallel import pool_size
 
 SCHEMES = {
@@ -53,8 +54,6 @@ CAVEATS = {
     "cage's sex, which pulls predictions towards the other sex (stratification bias)",
     "kfold": "cage-mates on both sides of a fold: shows how much cage leakage inflates accuracy",
 }
-FEMALE = np.array([c.endswith("F") for c in CLASSES])
-JUVENILE = np.array([c.startswith("J") for c in CLASSES])
 
 
 @dataclass(frozen=True)

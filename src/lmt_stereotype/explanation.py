@@ -23,11 +23,12 @@ import torch
 from captum.attr import IntegratedGradients, LayerGradCam, LayerGradientXActivation
 
 from lmt_stereotype.clock import dark_spans, interval_start_hours
-from lmt_stereotype.config import CLASSES, ExplainParams, Params
+from lmt_stereotype.config import ExplainParams, Params
 from lmt_stereotype.evaluation import design_permutation
 from lmt_stereotype.figures import channel_grid_figure, class_maps_figure, mouse_figure, time_importance_figure
 from lmt_stereotype.files import read_table, save_npz
 from lmt_stereotype.histograms import Stacks
+from lmt_stereotype.labels import CLASSES
 from lmt_stereotype.models import CNNClassifier
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,9 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Circle as CirclePatch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from lmt_stereotype.config import CLASSES, CageLayout  # noqa: E402
+from lmt_stereotype.config import CageLayout
 from lmt_stereotype.files import atomic_path  # noqa: E402
+from lmt_stereotype.labels import CLASSES  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path | str) -> None:

@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lmt_stereotype.config import CLASSES, HistogramParams
+from lmt_stereotype.config import HistogramParams
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.files import read_table, save_npz
+from lmt_stereotype.labels import CLASSES, class_indices
 from lmt_stereotype.manifest import read_samples
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class Stacks:
     @property
     def y(self) -> np.ndarray:
         """Class indices in the order of :data:`~lmt_stereotype.config.CLASSES`."""
-        return np.array([CLASSES.index(lbl) for lbl in self.label], dtype=np.int64)
+        return class_indices(self.label)
 
     def save(self, path: Path | str) -> None:
         save_npz(

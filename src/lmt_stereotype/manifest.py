@@ -34,6 +34,7 @@ import pandas as pd
 
 from lmt_stereotype.config import LMTGeometry
 from lmt_stereotype.errors import InputError
+from lmt_stereotype.labels import class_label
 from lmt_stereotype.lmt import Animal, LMTDatabase
 
 MANIFEST_COLUMNS = ("recording", "animal", "cage", "sex", "age")
@@ -46,11 +47,6 @@ log = logging.getLogger(__name__)
 def recording_id(recording: str) -> str:
     """A file-name-safe id for a database path given relative to the manifest."""
     return Path(recording).with_suffix("").as_posix().replace("/", "__")
-
-
-def class_label(sex: str, age: str) -> str:
-    """AM, JM, AF or JF."""
-    return ("A" if age == "adult" else "J") + sex
 
 
 def _normalise(value: object, vocabulary: dict[str, str]) -> str | None:

@@ -26,8 +26,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from lmt_stereotype.config import CLASSES, BaselineParams, ClassWeight, CNNParams, Transform
+from lmt_stereotype.config import BaselineParams, ClassWeight, CNNParams, Transform, branch_widths
 from lmt_stereotype.files import save_npz
+from lmt_stereotype.labels import CLASSES
 
 
 def class_weights(y: np.ndarray, kind: ClassWeight, n_classes: int = len(CLASSES)) -> np.ndarray:
@@ -63,14 +64,6 @@ class Branch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.relu(self.conv(x)))
-
-
-def branch_widths(channels: int | Sequence[int], kernel_sizes: Sequence[int]) -> tuple[int, ...]:
-    """Output channels of each branch: one count for all, or one per kernel size."""
-    widths = (channels,) * len(kernel_sizes) if isinstance(channels, int) else tuple(channels)
-    if len(widths) != len(kernel_sizes) or min(widths) < 1:
-        raise ValueError(f"channels {channels} do not give a positive width to each of the kernels {kernel_sizes}")
-    return widths
 
 
 class StopCNN(nn.Module):

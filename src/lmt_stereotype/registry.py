@@ -26,7 +26,8 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
-from lmt_stereotype.config import CLASSES, Params, RegistryParams, StackParams
+from lmt_stereotype.config import Params, RegistryParams, StackParams
+from lmt_stereotype.labels import CLASSES
 from lmt_stereotype.models import CNNClassifier, load_cnn, model_settings, save_cnn
 
 CHAMPION, CHALLENGER = "champion", "challenger"

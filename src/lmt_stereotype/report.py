@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lmt_stereotype.config import CLASSES, Params
+from lmt_stereotype.config import Params
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.evaluation import CAVEATS, SCHEMES, bias_warning
 from lmt_stereotype.figures import confusion_panels_figure
+from lmt_stereotype.labels import CLASSES
 
 MODELS = {"cnn": "CNN", "knn": "PCA + 1-NN", "svm": "PCA + SVM"}
 PAPER_CONFUSION = np.array([[22, 2, 0, 0], [9, 8, 1, 6], [0, 4, 20, 0], [0, 0, 0, 24]])

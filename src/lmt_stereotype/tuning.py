@@ -35,7 +35,6 @@ from tqdm import tqdm
 
 from lmt_stereotype.config import CNNParams, Params, TuningParams
 from lmt_stereotype.evaluation import (
-    FEMALE,
     CVResult,
     Evaluation,
     Fold,
@@ -47,6 +46,7 @@ from lmt_stereotype.evaluation import (
     out_of_fold,
 )
 from lmt_stereotype.histograms import Stacks
+from lmt_stereotype.labels import FEMALE
 from lmt_stereotype.models import CNNClassifier
 from lmt_stereotype.tracking import rooted
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from lmt_stereotype.config import CLASSES, CageLayout, Circle, Params
+from lmt_stereotype.config import CageLayout, Circle, Params
+from lmt_stereotype.labels import CLASSES
 
 
 @dataclass(frozen=True)

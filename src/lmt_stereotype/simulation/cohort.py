@@ -36,9 +36,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from lmt_stereotype.config import CLASSES, CageLayout, Params
+from lmt_stereotype.config import CageLayout, Params
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.files import write_json, write_table
+from lmt_stereotype.labels import CLASSES
 from lmt_stereotype.parallel import available_cores, process_pool
 from lmt_stereotype.schema import animal_layout
 from lmt_stereotype.simulation.behaviour import (
