@@ -72,11 +72,10 @@ def stops(
         int, typer.Option("--workers", "-w", min=0, help="Recordings read at once (0: one per core).")
     ] = 0,
 ) -> None:
-    """Detect every stop of every mouse of the manifest (speed <= threshold held >= min duration).
+    """Detect every stop of every mouse of the manifest, and write the sample table.
 
-    Writes one table of stops per recording (data.stops) and the sample table
-    (data.samples: animal, cage, sex, age, class and clock of every mouse-recording).
-    The results do not depend on --workers.
+    One table of stops per recording (data.stops) and one row per mouse-recording
+    (data.samples). The results do not depend on --workers.
     """
     from lmt_stereotype.stages import stops
 
@@ -106,15 +105,9 @@ def preprocess(
 def train(params_path: ParamsOpt = Path("params.yaml")) -> None:
     """Cross-validate the paper's CNN per cage fold, fit the final model, register it and decide its alias.
 
-    Schemes in evaluation.schemes: balanced (a male and a female cage held out together,
-    the headline), loco (the paper's leave-one-cage-out) and kfold (cages ignored). With
-    tuning.mode nested, Optuna tunes the CNN inside each outer fold of tuning.schemes on
-    that fold's training cages only (flat tunes on the balanced score itself, quicker but
-    selection-biased and never promoted; off trains the cnn section's settings, with a
-    permutation p-value). Writes reports/cnn.json, reports/cnn/SCHEME/ and
-    reports/registered_model.json. The final model becomes champion only if its balanced
-    accuracy is significantly above chance and its registry.metric beats the current
-    champion's.
+    Under each of evaluation.schemes (balanced first), tuned as tuning.mode says; writes
+    reports/cnn.json, reports/cnn/SCHEME/ and reports/registered_model.json. The final
+    model becomes champion only if it is significantly above chance and beats the champion.
     """
     from lmt_stereotype.stages import train
 
@@ -125,8 +118,7 @@ def train(params_path: ParamsOpt = Path("params.yaml")) -> None:
 def baselines(params_path: ParamsOpt = Path("params.yaml")) -> None:
     """Cross-validate PCA + 1-nearest-neighbour and PCA + SVM on the same folds as the CNN.
 
-    Writes reports/knn.json, reports/svm.json and their folders, with the same metric
-    names as the CNN, so MLflow and `dvc metrics show` put the three side by side.
+    Writes reports/knn.json, reports/svm.json and their folders, named as the CNN's.
     """
     from lmt_stereotype.stages import baselines
 
@@ -143,13 +135,10 @@ def explain(
         Path | None, typer.Option(help="With --mouse: the PNG to write [default: mouse_<sample>.png].")
     ] = None,
 ) -> None:
-    """Where and when the classes differ, in figures and arrays under reports/explain/.
+    """Where and when the classes differ: activation maps, attributions, time importance (reports/explain/).
 
-    For the final CNN and for each cage's held-out CNN on the cage it never saw: every
-    channel's class-averaged activation map on the cage (the paper's Figure 3),
-    Integrated Gradients and Grad-CAM per class, attribution per interval on the room's
-    clock with the dark phases shaded, and the paper's Figure 1 for one mouse of each
-    class. Logged to MLflow and attached to the registered model version.
+    For the final CNN and for each cage's held-out CNN on the cage it never saw; logged to
+    MLflow and attached to the registered model version.
     """
     from lmt_stereotype.stages import explain
 
@@ -164,10 +153,7 @@ def explain(
 def report(params_path: ParamsOpt = Path("params.yaml")) -> None:
     """Write the results page a lab reads: reports/report/index.html, one self-contained file.
 
-    The cohort, CNN vs 1-NN vs SVM (accuracy with intervals, balanced, female and male
-    accuracy, permutation p-value, chance), the confusion matrices beside the paper's
-    Table 1, the activation maps and the time importance; their PNGs sit next to it.
-    Built from the other stages' reports only, and logged to MLflow.
+    Built from the other stages' reports only (no retraining), and logged to MLflow.
     """
     from lmt_stereotype.stages import report
 
@@ -181,9 +167,8 @@ def tune(
 ) -> None:
     """Run the Optuna studies `train` needs, with local workers sharing the tuning.storage studies.
 
-    One study per outer cage fold of each tuned scheme and one for the final model. Start
-    this on several machines with one PostgreSQL tuning.storage and they share every
-    study; `train` afterwards only reads the finished studies.
+    Several machines with one PostgreSQL tuning.storage share every study; `train` then
+    only reads them.
     """
     from lmt_stereotype.stages import tune
 
@@ -201,9 +186,8 @@ def predict(
 ) -> None:
     """Classify every identified mouse of a recording with a registered model.
 
-    Stops and stacks are computed with the stops and histograms parameters stored in the
-    model, not today's params.yaml, which says only where MLflow is, the registered name
-    and the camera geometry (lmt) of the recording.
+    Its stops and stacks are made with the parameters stored in the model; params.yaml
+    gives only MLflow's place, the registered name and the camera geometry (lmt).
     """
     from lmt_stereotype.stages import predict
 
