@@ -44,7 +44,7 @@ ATTRIBUTION_FIGURES = {
     ),
     "time_importance.png": (
         "explain/held_out/time_importance.png",
-        "When they look: attribution per hour, dark phases shaded",
+        "When they look: attribution per interval on the room's clock, dark phases shaded where they fell",
     ),
 }
 """Report figure -> (its source under the reports folder, caption), after the activation maps."""
