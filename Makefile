@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 
-.PHONY: run test venv clean
+.PHONY: run test test-fast venv clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: venv
 	ruff check src tests
 	ruff format --check src tests
 	pytest -n auto --dist loadfile
+
+## test-fast: the one-minute loop: the tests not marked slow (no CLI training, servers, browser or hypothesis)
+test-fast: venv
+	pytest -m "not slow" -n auto --dist loadfile
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,20 +1,37 @@
-"""Shared fixtures: hand-built LMT databases with known tracks."""
+"""Shared fixtures (used by name, never imported): the throw-away MLflow store, hand-built LMT
+databases with known tracks, and the trained cohort that training, predict and report tests read.
+Plain helpers live in ``tests/helpers``."""
 
 from __future__ import annotations
 
 import os
-import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.params import DEMO
+from helpers.cohort import PLANTED_EXPERIMENT, cli, simulated_cohort
+from helpers.lmt_files import track, write_lmt
 
-from lmt_stereotype.schema import INDEXES, TRACKER_ANIMAL_COLUMNS, create_tables
+PLANTED_MODULES = ("test_predict.py", "test_report.py", "test_training.py")
+"""The modules that read :func:`planted`: one work unit under ``--dist loadfile``."""
 
-FPS = 30
-GEOMETRY = DEMO.lmt
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile``, except that :data:`PLANTED_MODULES` are one work unit, run by one
+    worker one after the other: a session fixture is built once per worker that needs it, and
+    :func:`planted` takes minutes to build."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class PlantedTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return "the planted cohort's modules" if path.rsplit("/", 1)[-1] in PLANTED_MODULES else path
+
+    return PlantedTogether(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,67 +47,17 @@ def mlflow_store(tmp_path_factory) -> Iterator[str]:
         os.environ["MLFLOW_TRACKING_URI"] = old
 
 
-def cm_to_px(x_cm: np.ndarray, y_cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    ox, oy = GEOMETRY.arena_origin_px
-    return ox + np.asarray(x_cm) * GEOMETRY.px_per_cm, oy + np.asarray(y_cm) * GEOMETRY.px_per_cm
-
-
-def track(segments: Sequence[tuple[str, float, float, float]], start=(10.0, 10.0)) -> tuple[np.ndarray, np.ndarray]:
-    """Positions (cm) per frame from segments ("stay", seconds, _, _) or ("move", seconds, vx, vy) in cm/s."""
-    x, y = [start[0]], [start[1]]
-    for kind, seconds, vx, vy in segments:
-        n = int(round(seconds * FPS))
-        for _ in range(n):
-            if kind == "move":
-                x.append(x[-1] + vx / FPS)
-                y.append(y[-1] + vy / FPS)
-            else:
-                x.append(x[-1])
-                y.append(y[-1])
-    return np.array(x[1:]), np.array(y[1:])
-
-
-def write_lmt(
-    path: Path,
-    tracks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]],
-    *,
-    animal_columns: Sequence[str] = TRACKER_ANIMAL_COLUMNS,
-    animal_values: dict[int, dict[str, str]] | None = None,
-    event_metadata: bool = True,
-    anonymous: int = 0,
-    indexes: bool = True,
-) -> Path:
-    """An LMT database with the tracker's schema; ``tracks[animal_id] = (frames, x_cm, y_cm)``."""
-    con = sqlite3.connect(path)
-    create_tables(con, animal_columns=animal_columns, event_metadata=event_metadata)
-    for aid in tracks:
-        values = {"ID": aid, "RFID": f"00000410{aid:04d}", "NAME": f"mouse{aid}", "GENOTYPE": "WT"}
-        values.update((animal_values or {}).get(aid, {}))
-        cols = [c for c in animal_columns if c in values]
-        con.execute(
-            f"INSERT INTO ANIMAL ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", [values[c] for c in cols]
-        )
-    all_frames = sorted({int(f) for fr, _, _ in tracks.values() for f in fr})
-    con.executemany(
-        "INSERT INTO FRAME (FRAMENUMBER, TIMESTAMP) VALUES (?, ?)",
-        [(f, 1_700_000_000_000 + f * 33) for f in all_frames],
+@pytest.fixture(scope="session")
+def planted(tmp_path_factory) -> Path:
+    """8 cages with the demo's moderate class effects and cage fingerprints, trained (CNN and
+    baselines) and registered through the CLI; its runs in an experiment of their own
+    (:data:`~helpers.cohort.PLANTED_EXPERIMENT`), whatever other tests log meanwhile."""
+    folder = simulated_cohort(
+        tmp_path_factory, "planted", {"seed": 1}, sections={"mlflow": {"experiment": PLANTED_EXPERIMENT}}
     )
-    rows = []
-    for aid, (frames, x, y) in tracks.items():
-        px, py = cm_to_px(x, y)
-        rows += [(int(f), aid, float(a), float(b), "<root/>") for f, a, b in zip(frames, px, py)]
-    rng = np.random.default_rng(0)
-    rows += [
-        (int(rng.choice(all_frames)), None, float(rng.uniform(114, 398)), float(rng.uniform(63, 353)), "<root/>")
-        for _ in range(anonymous)
-    ]
-    rows.sort(key=lambda r: r[0])
-    con.executemany("INSERT INTO DETECTION (FRAMENUMBER, ANIMALID, MASS_X, MASS_Y, DATA) VALUES (?, ?, ?, ?, ?)", rows)
-    if indexes:
-        con.executescript(INDEXES)
-    con.commit()
-    con.close()
-    return path
+    cli("train", cwd=folder)
+    cli("baselines", cwd=folder)
+    return folder
 
 
 @pytest.fixture

@@ -357,6 +357,7 @@ def test_the_balanced_null_redraws_its_folds_for_each_permutation_and_so_centres
     assert fixed.mean() < 0.2
 
 
+@pytest.mark.slow
 def test_below_chance_p_is_small_for_anti_learnt_and_uniform_for_label_free_predictions():
     stacks = tiny_stacks(n_cages=12)
     y, cages = stacks.y, stacks.cage
@@ -598,6 +599,7 @@ def kfold(stacks):
     return evaluate("knn", knn, stacks, "kfold", FAST, n_permutations=19, workers=1)
 
 
+@pytest.mark.slow
 def test_the_permutation_null_is_the_same_whatever_the_number_of_worker_processes(stacks, balanced, monkeypatch):
     from lmt_stereotype import evaluation
 

@@ -114,6 +114,7 @@ def test_grad_cam_of_the_wider_branch_peaks_on_the_planted_region(planted):
     assert overlaps_region(row, col, 5, 1), (row, col)
 
 
+@pytest.mark.slow
 def test_a_randomly_initialised_network_gives_clearly_different_attributions(planted):
     """The model-randomisation sanity check (Adebayo et al. 2018), with Spearman rank correlation."""
     X, y, model = planted

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cohort import cli
-from test_training import cohort, metrics
+from helpers.cohort import cli, metrics, simulated_cohort
+
+pytestmark = pytest.mark.slow  # simulates and trains an 8-cage cohort through the CLI
 
 MODELS = ("cnn", "knn", "svm")
 
@@ -26,7 +27,7 @@ def fingerprints(tmp_path_factory) -> Path:
     other sex (the bias shows in some cohorts and some models, never in the balanced folds:
     seeds 2, 3 and 4 at cage variability 1.5 and 3.0 were tried, benchmarks/README.md)."""
     simulate = {"seed": 2, "cage_variability": 3.0, "mouse_variability": 0.1}
-    folder = cohort(tmp_path_factory, "fingerprints", simulate, strength=0.0)
+    folder = simulated_cohort(tmp_path_factory, "fingerprints", simulate, strength=0.0)
     cli("train", cwd=folder)
     (folder / "baselines.log").write_text(cli("baselines", cwd=folder).stderr)
     return folder

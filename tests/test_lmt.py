@@ -8,22 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import GEOMETRY, track, write_lmt
+from helpers.lmt_files import ANIMAL_VARIANTS, BAD_FILES, GEOMETRY, still_track, write_lmt
 from helpers.params import DEMO
 
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.lmt import LMTDatabase
-from lmt_stereotype.schema import ANIMAL_LAYOUTS
 from lmt_stereotype.stops import recording_stops
-
-ANIMAL_VARIANTS = list(ANIMAL_LAYOUTS)  # 3 to 9 columns
-
-
-def still_track(seconds=3.0, start_frame=0):
-    x, y = track([("move", 1, 15, 0), ("stay", seconds, 0, 0), ("move", 1, 15, 0)])
-    return np.arange(start_frame, start_frame + len(x)), x, y
 
 
 def sha256(path: Path) -> str:
@@ -124,41 +115,6 @@ def test_animals_read_in_threads_give_the_same_stops_in_the_same_order(tmp_path)
 # --- bad files: one clear error naming the file and the problem --------------------------------
 
 
-def _truncated(tmp_path: Path) -> Path:
-    good = write_lmt(tmp_path / "good.sqlite", {1: still_track(60)})
-    data = good.read_bytes()
-    bad = tmp_path / "bad.sqlite"
-    bad.write_bytes(data[: len(data) // 2])
-    return bad
-
-
-def _drop(tmp_path: Path, sql: str) -> Path:
-    db = write_lmt(tmp_path / "r.sqlite", {1: still_track()})
-    con = sqlite3.connect(db)
-    con.executescript(sql)
-    con.close()
-    return db
-
-
-def _file(path: Path, content: bytes) -> Path:
-    path.write_bytes(content)
-    return path
-
-
-BAD_FILES = {
-    "empty file": (lambda t: _file(t / "e.sqlite", b""), "empty file"),
-    "text file": (lambda t: _file(t / "t.sqlite", b"frame,x,y\n1,2,3\n" * 20), "not an SQLite"),
-    "truncated": (_truncated, "truncated"),
-    "missing": (lambda t: t / "nope.sqlite", "not found"),
-    "no DETECTION": (lambda t: _drop(t, "DROP TABLE DETECTION;"), "table DETECTION is missing"),
-    "no ANIMAL": (lambda t: _drop(t, "DROP TABLE ANIMAL;"), "table ANIMAL is missing"),
-    "no MASS_Y": (
-        lambda t: _drop(t, "DROP INDEX detectionFastLoadXYIndex; ALTER TABLE DETECTION DROP COLUMN MASS_Y;"),
-        "lacks column(s) MASS_Y",
-    ),
-}
-
-
 @pytest.mark.parametrize("case", BAD_FILES, ids=list(BAD_FILES))
 def test_bad_file_gives_clear_error(tmp_path, case):
     make, message = BAD_FILES[case]
@@ -178,7 +134,7 @@ def test_cli_bad_file_exit_code_2_without_traceback(tmp_path, case):
             sys.executable,
             "-m",
             "lmt_stereotype",
-            "stops",
+            "stop-table",
             str(path),
             "--out",
             str(tmp_path / "s.csv"),

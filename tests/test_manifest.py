@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import GEOMETRY, track, write_lmt
+from helpers.lmt_files import GEOMETRY, track, write_lmt
 
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.manifest import read_manifest, resolve

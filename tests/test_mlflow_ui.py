@@ -23,8 +23,8 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from cohort import BIN, cli, small_params
-from mlflow_server import running_mlflow
+from helpers.cohort import BIN, cli, small_params
+from helpers.mlflow_server import running_mlflow
 
 CHROMIUM = shutil.which("chromium") or next((p for p in ("/usr/bin/chromium",) if Path(p).exists()), None)
 if CHROMIUM is None:
@@ -33,7 +33,7 @@ elif importlib.util.find_spec("playwright") is None:
     REASON = "playwright not installed (pip install -e '.[dev]'); the MLflow UI test needs it"
 else:
     REASON = None
-pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
 PIPELINE = {
     "cnn": {"epochs": 2, "n_permutations": 0, "kernel_sizes": [3, 5], "channels": [2, 2]},

@@ -12,19 +12,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from cohort import BIN, ROOT, cli, small_params
+from helpers.cohort import BIN, FAST, ROOT, cli, small_params
 
 from lmt_stereotype.config import load_params
 from lmt_stereotype.histograms import Stacks
 from lmt_stereotype.stops import detect_cohort_stops
-
-FAST = {
-    "cnn": {"epochs": 2, "n_permutations": 1, "kernel_sizes": [3, 5], "channels": [4, 4]},
-    "baselines": {"n_permutations": 3},
-    "evaluation": {"kfold_splits": 2, "n_bootstrap": 50, "chance_permutations": 50, "matchings": 1},
-    "tuning": {"mode": "off"},  # 4 cages leave no inner cage folds of both sexes; see test_training.py
-}
-"""Training settings that only exercise the stages (accuracy is tested in test_training.py)."""
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +29,7 @@ def demo(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_the_pipeline_writes_one_stack_per_mouse_recording(demo):
     stacks = Stacks.load(demo / "data/processed/stacks.npz")
     manifest = pd.read_csv(demo / "data/raw/manifest.csv")
@@ -49,6 +42,7 @@ def test_the_pipeline_writes_one_stack_per_mouse_recording(demo):
     assert len(summary) == 8 and summary["covering_index"].all()
 
 
+@pytest.mark.slow
 def test_stops_resolves_the_cohort_once_and_histograms_never_opens_the_raw_recordings(demo, tmp_path):
     samples = pd.read_csv(demo / "data/interim/samples.csv", dtype={"rfid": str})
     manifest = pd.read_csv(demo / "data/raw/manifest.csv", dtype=str)
@@ -66,6 +60,7 @@ def test_stops_resolves_the_cohort_once_and_histograms_never_opens_the_raw_recor
     assert np.array_equal(again.X, Stacks.load(demo / "data/processed/stacks.npz").X)
 
 
+@pytest.mark.slow
 def test_reading_recordings_in_one_process_or_several_gives_the_same_stops(demo, tmp_path):
     params = load_params(demo / "params.yaml")
     manifest = demo / "data/raw/manifest.csv"
@@ -77,6 +72,7 @@ def test_reading_recordings_in_one_process_or_several_gives_the_same_stops(demo,
         assert (tmp_path / "one" / name).read_bytes() == (demo / "data/interim/stops" / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_each_stack_sums_to_its_stops_inside_the_time_window(demo):
     stacks = Stacks.load(demo / "data/processed/stacks.npz")
     window_s = 12 * stacks.interval_s
@@ -96,6 +92,7 @@ def region_share(stacks: Stacks, x0: float, x1: float, y0: float, y1: float) -> 
     return per_tile[:, rows][:, :, cols].sum(axis=(1, 2)) / per_tile.sum(axis=(1, 2))
 
 
+@pytest.mark.slow
 def test_the_demo_cohort_shows_its_planted_effects(demo):
     stacks = Stacks.load(demo / "data/processed/stacks.npz")
     by = lambda share: {c: share[stacks.label == c].mean() for c in ("AM", "JM", "AF", "JF")}  # noqa: E731
@@ -108,6 +105,7 @@ def test_the_demo_cohort_shows_its_planted_effects(demo):
     assert min(centre["JF"], centre["JM"]) > 1.3 * max(centre["AF"], centre["AM"])
 
 
+@pytest.mark.slow
 def test_each_stage_is_an_mlflow_run(demo):
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     runs = mlflow.search_runs(experiment_names=["lmt-stereotype"])
@@ -118,6 +116,7 @@ def test_each_stage_is_an_mlflow_run(demo):
     assert histo["params.histograms.grid"] == "30"
 
 
+@pytest.mark.slow
 def test_simulate_keeps_an_up_to_date_cohort_and_never_overwrites_real_data(demo, tmp_path):
     before = (demo / "data/raw/manifest.csv").stat().st_mtime_ns
     proc = cli("simulate", cwd=demo)
@@ -132,6 +131,7 @@ def test_simulate_keeps_an_up_to_date_cohort_and_never_overwrites_real_data(demo
     assert (real / "manifest.csv").read_text() == "recording,animal,cage,sex,age\n"
 
 
+@pytest.mark.slow
 def test_dvc_repro_runs_the_stages_and_leaves_a_clean_status(tmp_path):
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib
 import pkgutil
 import re
 import shlex
@@ -15,6 +16,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+import lmt_stereotype
 from lmt_stereotype import stages
 from lmt_stereotype.cli import app
 from lmt_stereotype.config import RUNTIME_KEYS, Params, load_params
@@ -137,6 +139,15 @@ def test_no_stage_reruns_when_only_how_fast_or_where_it_runs_changes():
         for key in stage.get("params", []):
             _get(params, key)  # every key exists
             assert not any(runtime == key or runtime.startswith(f"{key}.") for runtime in RUNTIME_KEYS), (name, key)
+
+
+def test_every_module_of_the_package_imports():
+    """Also those only the CLI runs (the stages, predict, report, the tuning workers), which the
+    tests not marked slow (`make test-fast`) would otherwise leave out."""
+    names = {m.name for m in pkgutil.walk_packages(lmt_stereotype.__path__, "lmt_stereotype.")}
+    for name in sorted(names - {"lmt_stereotype.__main__"}):  # __main__ runs the CLI
+        importlib.import_module(name)
+    assert {"lmt_stereotype.stages.train", "lmt_stereotype.predict", "lmt_stereotype.tuning_workers"} <= names
 
 
 def test_every_subcommand_has_readable_help():

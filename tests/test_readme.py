@@ -12,8 +12,9 @@ import re
 import subprocess
 import urllib.request
 
-from cohort import BIN, ROOT
-from mlflow_server import running_mlflow
+import pytest
+from helpers.cohort import BIN, ROOT
+from helpers.mlflow_server import running_mlflow
 
 README = ROOT / "README.md"
 
@@ -29,9 +30,9 @@ RUN_BY = {
         "tests/test_pipeline.py",
         '"mlflow", "run", ".", "-e", "main", "--experiment-name", "lmt-stereotype", "--env-manager", "local"',
     ),
-    "lmt-stereotype predict new_recording.sqlite": ("tests/test_training.py", 'cli("predict", db, cwd=planted)'),
+    "lmt-stereotype predict new_recording.sqlite": ("tests/test_predict.py", 'cli("predict", db, cwd=planted)'),
     "lmt-stereotype predict new_recording.sqlite --model models:/lmt-stereotype-cnn/3 --out predictions.csv": (
-        "tests/test_training.py",
+        "tests/test_predict.py",
         '"--model", registered(planted), "--out"',
     ),
     "pip install -e '.[postgres]'": ("tests/test_readme.py", '"install", "--dry-run"'),
@@ -74,6 +75,7 @@ def test_every_readme_command_is_run_by_a_test_or_by_ci():
         assert text in source, f"{command!r}: {where} does not run it"
 
 
+@pytest.mark.slow
 def test_the_mlflow_ui_command_serves_the_store(tmp_path):
     store = tmp_path / "mlflow.db"
     command = [BIN / "mlflow", "ui", "--backend-store-uri", f"sqlite:///{store}"]  # the port is a free one
@@ -84,6 +86,7 @@ def test_the_mlflow_ui_command_serves_the_store(tmp_path):
     assert store.exists()
 
 
+@pytest.mark.slow
 def test_the_postgres_extra_resolves():
     proc = subprocess.run(
         [

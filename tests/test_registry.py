@@ -7,7 +7,7 @@ from __future__ import annotations
 import mlflow
 import numpy as np
 import pytest
-from cohort import TINY_CNN, tiny_cohort
+from helpers.cohort import TINY_CNN, tiny_cohort
 from helpers.params import DEMO, varied
 
 from lmt_stereotype.labels import CLASSES

@@ -30,9 +30,8 @@ import mlflow
 import numpy as np
 import optuna
 import pytest
-from cohort import BIN, TINY_CNN, small_params, tiny_project
-from conftest import track, write_lmt
-from test_pipeline import FAST
+from helpers.cohort import BIN, FAST, TINY_CNN, small_params, tiny_project
+from helpers.lmt_files import track, write_lmt
 
 from lmt_stereotype.errors import InputError, OutputError, ServiceError
 from lmt_stereotype.tracking import check_reachable
@@ -93,12 +92,14 @@ def demo(tmp_path_factory) -> dict:
     return {"a": a, "b": b, "raw_before": raw_before}
 
 
+@pytest.mark.slow
 def test_a_full_run_leaves_the_raw_recordings_byte_for_byte_as_they_were(demo):
     after = digests(demo["a"], "data/raw")
     assert after == demo["raw_before"] and len(after) == 8 + 2  # 8 recordings, manifest, simulation.json
     assert not [p for p in (demo["a"] / "data/raw").iterdir() if p.name.endswith(("-journal", "-wal", "-shm"))]
 
 
+@pytest.mark.slow
 def test_the_same_seed_and_inputs_give_identical_stops_stacks_models_and_metrics(demo):
     a, b = digests(demo["a"], *OUTPUTS), digests(demo["b"], *OUTPUTS)
     assert a == b
@@ -142,6 +143,7 @@ INTERRUPTED = (
 )
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_preprocessing_keeps_the_previous_outputs_and_a_rerun_completes(demo, tmp_path):
     changed = {**DEMO, "stops": {"min_duration_s": 1.5}, "mlflow": {"experiment": "reliability-interrupt"}}
     project = copy_project(demo["a"], tmp_path, changed)
@@ -179,6 +181,7 @@ def trial_table(storage: str) -> dict[str, list[tuple]]:
     }
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_tuning_keeps_the_previous_model_and_the_rerun_resumes_the_studies(tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     tuning = {"n_trials": 3, "inner_folds": 2, "storage": storage, "space": {"epochs": [15, 25]}}
@@ -268,6 +271,7 @@ except OutputError as exc:
 """
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_writing_the_cohort_stops_keeps_the_previous_folder(demo, tmp_path):
     project = copy_project(demo["a"], tmp_path, DEMO)
     before = digests(project, *OUTPUTS)

@@ -234,6 +234,7 @@ def test_simulation_json_records_the_clock(cohort):
     assert simulation.PROFILES["paper"].interval_s == 3600 and simulation.PROFILES["demo"].interval_s == 30
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_other_seed_other_bytes(cohort, tmp_path):
     again = write_tiny_cohort(tmp_path / "again", tiny_params(seed=0)).parent
     other = write_tiny_cohort(tmp_path / "other", tiny_params(seed=1)).parent
@@ -245,6 +246,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(cohort, tmp_path):
         assert (cohort.parent / name).read_bytes() != (other / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_cages_are_independent_of_each_other(cohort, tmp_path):
     """Adding cages leaves the first ones as they were (each cage has its own random stream)."""
     bigger = write_tiny_cohort(tmp_path / "bigger", tiny_params(n_cages=4)).parent
@@ -267,6 +269,7 @@ def test_every_animal_and_event_variant_appears_in_the_default_cohort():
     assert {r.key_by_rfid for r in recordings if r.age == "adult"} == {True, False}
 
 
+@pytest.mark.slow
 def test_write_simulated_cohort_skips_an_up_to_date_folder(cohort, tmp_path):
     out = tmp_path / "raw"
     params = tiny_params()
@@ -279,6 +282,7 @@ def test_write_simulated_cohort_skips_an_up_to_date_folder(cohort, tmp_path):
         assert simulation.write_simulated_cohort(tiny_params(seed=3), out, progress=False) is True
 
 
+@pytest.mark.slow
 def test_write_simulated_cohort_rewrites_a_simulation_json_without_the_clock(tmp_path):
     out = tmp_path / "raw"
     with pytest.MonkeyPatch.context() as mp:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import GEOMETRY, write_lmt
+from helpers.lmt_files import GEOMETRY, write_lmt
 from helpers.params import DEMO, varied
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,6 +24,8 @@ from lmt_stereotype.config import StopParams
 from lmt_stereotype.histograms import stop_histograms
 from lmt_stereotype.lmt import TrackChunk
 from lmt_stereotype.stops import StopDetector, detect_track_stops, recording_stops
+
+pytestmark = pytest.mark.slow  # hypothesis: hundreds of generated tracks per property
 
 # Reproducible in CI: the same examples on every run, and no example database written.
 FAST = settings(max_examples=300, deadline=None, derandomize=True, database=None)

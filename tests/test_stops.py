@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import FPS, GEOMETRY, track
+from helpers.lmt_files import FPS, GEOMETRY, track
 from helpers.params import DEMO, varied
 
 from lmt_stereotype.lmt import TrackChunk

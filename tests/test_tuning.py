@@ -8,7 +8,7 @@ import mlflow
 import numpy as np
 import optuna
 import pytest
-from cohort import tiny_cohort
+from helpers.cohort import tiny_cohort
 from helpers.params import DEMO, varied
 
 from lmt_stereotype.evaluation import cage_sexes, make_folds
@@ -128,12 +128,13 @@ def test_a_changed_cohort_or_search_space_gets_a_new_study_name():
     assert name == study_name("cnn", X, y, cages, CNN, other_storage)
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_postgresql_study_and_train_only_reads_it(tmp_path, monkeypatch):
     """README's scaling out, on loopback: Optuna and the MLflow tracking server on one PostgreSQL."""
     import psycopg
-    from cohort import BIN, cli, tiny_project
-    from mlflow_server import running_mlflow
-    from postgres import running_postgres
+    from helpers.cohort import BIN, cli, tiny_project
+    from helpers.mlflow_server import running_mlflow
+    from helpers.postgres import running_postgres
 
     with running_postgres(tmp_path) as url:
         with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as con:
@@ -168,8 +169,9 @@ def test_two_workers_share_one_postgresql_study_and_train_only_reads_it(tmp_path
     assert (tmp_path / "reports/registered_model.json").exists() and (tmp_path / "reports/tuning_studies.csv").exists()
 
 
+@pytest.mark.slow
 def test_flat_tuning_is_tagged_selection_biased_and_never_promoted(tmp_path):
-    from cohort import cli, tiny_project
+    from helpers.cohort import cli, tiny_project
 
     tuning = {
         "mode": "flat",
@@ -197,8 +199,9 @@ def test_fixed_settings_outside_the_search_space_are_named():
     assert outside_space(DEMO.cnn, DEMO.tuning) == []  # the defaults: the paper's settings are in the space
 
 
+@pytest.mark.slow
 def test_studies_run_in_parallel_processes_pick_exactly_what_one_process_picks(tmp_path, monkeypatch):
-    from cohort import tiny_project
+    from helpers.cohort import tiny_project
 
     from lmt_stereotype.config import load_params
     from lmt_stereotype.tuning_workers import run_studies

@@ -1,1 +1,3 @@
-"""Helpers the tests share: cohorts, servers, parameters (no fixtures: those live in conftest.py)."""
+"""Helpers the tests share: cohorts and the CLI, hand-built LMT files, servers, parameters.
+
+Plain functions and constants only: fixtures live in conftest.py, used by name."""

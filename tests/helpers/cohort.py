@@ -1,7 +1,8 @@
-"""Helpers to build small simulated cohorts and drive the CLI, shared by the pipeline tests."""
+"""Helpers to build small simulated cohorts, drive the CLI and read what it wrote, shared by the pipeline tests."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +10,27 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+
+FAST = {
+    "cnn": {"epochs": 2, "n_permutations": 1, "kernel_sizes": [3, 5], "channels": [4, 4]},
+    "baselines": {"n_permutations": 3},
+    "evaluation": {"kfold_splits": 2, "n_bootstrap": 50, "chance_permutations": 50, "matchings": 1},
+    "tuning": {"mode": "off"},  # 4 cages leave no inner cage folds of both sexes; see test_training.py
+}
+"""Training settings that only exercise the stages (accuracy is tested in test_training.py)."""
+
+TRAINING = {
+    "cnn": {"epochs": 30, "n_permutations": 0},
+    "baselines": {"n_permutations": 49},
+    "evaluation": {"kfold_splits": 6, "n_bootstrap": 500, "chance_permutations": 500},
+    "tuning": {"mode": "off"},
+}
+"""Training settings under which the models' accuracies are tested (:func:`simulated_cohort`)."""
+
+PLANTED_EXPERIMENT = "planted-cohort"
+"""The MLflow experiment of conftest's ``planted`` cohort."""
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -37,6 +57,24 @@ def _merge(into: dict, changes: dict) -> None:
             _merge(into[key], value)
         else:
             into[key] = value
+
+
+def simulated_cohort(
+    tmp_path_factory, name: str, simulate: dict, sections: dict | None = None, **effects: float
+) -> Path:
+    """8 cages (4 male, 4 female), each recorded juvenile and adult: the paper's design, smaller;
+    simulated and preprocessed through the CLI under :data:`TRAINING` (and ``sections``)."""
+    folder = tmp_path_factory.mktemp(name)
+    small_params(folder, n_cages=8, sections={**TRAINING, "simulate": simulate, **(sections or {})}, **effects)
+    cli("simulate", cwd=folder)
+    cli("preprocess", cwd=folder)
+    return folder
+
+
+def metrics(folder: Path, model: str) -> dict:
+    """``reports/<model>.json`` of a cohort folder (or of a reports folder itself)."""
+    folder = folder / "reports" if (folder / "reports").is_dir() else folder
+    return json.loads((folder / f"{model}.json").read_text())
 
 
 def tiny_cohort(n_cages: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
