@@ -292,6 +292,7 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_an_unreachable_tracking_server_is_one_line_in_seconds_not_minutes_of_retries(tmp_path):
     small_params(tmp_path, n_cages=2)
     uri = f"http://127.0.0.1:{closed_port()}"

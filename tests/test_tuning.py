@@ -69,6 +69,7 @@ def test_nested_tuning_never_shows_a_trial_the_outer_test_cages(storage):
             assert set(trial.user_attrs["cages"]) == set(cages[outer.train])
 
 
+@pytest.mark.slow
 def test_nested_cross_validation_predicts_each_cage_with_settings_tuned_without_it(storage):
     X, y, cages = tiny_cohort()
     outer = make_folds("balanced", cages, BALANCED, y)
