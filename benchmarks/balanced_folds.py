@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from lmt_stereotype.config import load_params
+from lmt_stereotype.design import cage_strata
 from lmt_stereotype.evaluation import (
     FoldedModel,
     balanced_cage_folds,
@@ -31,7 +32,6 @@ from lmt_stereotype.evaluation import (
     leave_one_cage_out,
 )
 from lmt_stereotype.histograms import Stacks
-from lmt_stereotype.labels import FEMALE
 from lmt_stereotype.models import CNNClassifier, make_baseline
 from lmt_stereotype.parallel import available_cores, process_pool
 
@@ -39,16 +39,16 @@ from lmt_stereotype.parallel import available_cores, process_pool
 def cross_validate(make, stacks: Stacks, folds) -> tuple[dict[str, float], float]:
     """Metrics of one cross-validation and its wall time."""
     start = time.perf_counter()
-    result = FoldedModel(make(), stacks.X).cross_validate(stacks.y, folds)
+    result = FoldedModel(make(), stacks.X, len(stacks.classes)).cross_validate(stacks.y, folds)
     seconds = time.perf_counter() - start
-    return classification_metrics(stacks.y, result.y_pred), seconds
+    return classification_metrics(stacks.y, result.y_pred, stacks.target, stacks.groups), seconds
 
 
 def _job(model: str, params, stacks: Stacks, form: str, seed: int, folds) -> dict:
     if model == "cnn":
 
         def make():
-            return CNNClassifier.from_params(params.cnn).set_params(threads=1)
+            return CNNClassifier.from_params(params.cnn, len(stacks.classes)).set_params(threads=1)
     else:
 
         def make():
@@ -60,14 +60,17 @@ def _job(model: str, params, stacks: Stacks, form: str, seed: int, folds) -> dic
 
 def forms(stacks: Stacks, seeds: int) -> list[tuple[str, int, list]]:
     """(form, seed, folds) of every cross-validation to run."""
-    female = FEMALE[stacks.y]
-    n_pairs = min(np.unique(stacks.cage[female]).size, np.unique(stacks.cage[~female]).size)
+    target, y = stacks.target, stacks.y
+    n_pairs = min(len(cages) for cages in cage_strata(target, y, stacks.cage)[0].values())
     out = [("leave-one-cage-out", 0, leave_one_cage_out(stacks.cage))]
     for r in (1, 2, 3):
         out += [
-            (f"pairs, {r} matching(s)", s, balanced_cage_folds(stacks.cage, female, None, r, s)) for s in range(seeds)
+            (f"pairs, {r} matching(s)", s, balanced_cage_folds(stacks.cage, target, y, None, r, s))
+            for s in range(seeds)
         ]
-    out.append((f"leave-pair-out ({n_pairs} matchings)", 0, balanced_cage_folds(stacks.cage, female, None, n_pairs, 0)))
+    out.append(
+        (f"leave-pair-out ({n_pairs} matchings)", 0, balanced_cage_folds(stacks.cage, target, y, None, n_pairs, 0))
+    )
     return out
 
 

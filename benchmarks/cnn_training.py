@@ -99,7 +99,7 @@ def main() -> None:
         rng = np.random.default_rng(0)
         inputs["72x30x30"] = rng.poisson(0.05, size=(len(train), 72, *shape[1:])).astype(np.float32)
     for name, X in inputs.items():
-        seconds = epoch_seconds(X, stacks.y[train], CNNClassifier.from_params(params.cnn))
+        seconds = epoch_seconds(X, stacks.y[train], CNNClassifier.from_params(params.cnn, len(stacks.classes)))
         report[f"epoch_s_{name}"] = seconds
         report[f"recording_epochs_per_s_{name}"] = len(X) / seconds
         gflops = training_gflop(X.shape[1], X.shape[2], params.cnn) * len(X) / seconds
@@ -107,12 +107,14 @@ def main() -> None:
         report[f"share_of_matmul_peak_{name}"] = gflops / report["matmul_gflops"]
 
     start = time.perf_counter()
-    result = FoldedModel(CNNClassifier.from_params(params.cnn), stacks.X).cross_validate(stacks.y, folds)
+    result = FoldedModel(
+        CNNClassifier.from_params(params.cnn, len(stacks.classes)), stacks.X, len(stacks.classes)
+    ).cross_validate(stacks.y, folds)
     report["loco_cv_s"] = time.perf_counter() - start
     report["loco_folds"] = len(folds)
     report["loco_accuracy"] = result.accuracy
 
-    cores, cnn = available_cores(), CNNClassifier.from_params(params.cnn)
+    cores, cnn = available_cores(), CNNClassifier.from_params(params.cnn, len(stacks.classes))
     ways = {
         f"one after the other, {cores} threads": (clone(cnn).set_params(threads=cores), 0),
         "one after the other, 1 thread": (clone(cnn).set_params(threads=1), 0),

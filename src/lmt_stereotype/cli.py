@@ -179,7 +179,11 @@ def tune(
 def predict(
     db: Annotated[Path, typer.Argument(help="An LMT recording (.sqlite).", readable=False)],  # our own message
     model: Annotated[
-        str | None, typer.Option(help="MLflow model URI [default: models:/<registry.model_name>@champion].")
+        str | None,
+        typer.Option(
+            help="MLflow model URI [default: models:/<registry.model_name>@champion; -<target.column> appended "
+            "unless the target is class]."
+        ),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Also write the table (.csv or .parquet).")] = None,
     params_path: ParamsOpt = Path("params.yaml"),

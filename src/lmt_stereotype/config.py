@@ -102,6 +102,27 @@ class Rect(_Section):
     height: float = Field(gt=0)
 
 
+class TargetParams(_Section):
+    """The question asked of the cohort: the manifest column the models learn to predict.
+
+    ``class`` is the paper's four classes (AM, JM, AF, JF from sex and age); ``sex``,
+    ``age`` or any other column of the manifest (``genotype``, ``treatment``, ``rank`` ...)
+    asks its own question. ``classes`` orders the confusion matrices and the models'
+    outputs (``null``: AM JM AF JF for ``class``, M F for ``sex``, adult juvenile for
+    ``age``, else the levels sorted as text).
+    """
+
+    column: str = Field(min_length=1)
+    classes: tuple[str, ...] | None
+    drop_missing: bool = Field(description="leave out (and count) recordings whose target is empty; else an error")
+
+    @model_validator(mode="after")
+    def _two_distinct_classes(self) -> TargetParams:
+        if self.classes is not None and (len(set(self.classes)) < 2 or len(set(self.classes)) < len(self.classes)):
+            raise ValueError(f"target.classes {list(self.classes)} must name two classes or more, each once")
+        return self
+
+
 class CageLayout(_Section):
     """Landmarks in cm from the arena's top-left corner, y pointing down (image convention)."""
 
@@ -122,11 +143,21 @@ class Effects(_Section):
     )
 
 
+class GenotypeParams(_Section):
+    """A planted genotype (ANIMAL.GENOTYPE WT or KO): how it is housed and how strongly KO mice differ."""
+
+    housing: Literal["none", "mixed", "per_cage"] = Field(
+        description="none: no genotype (the demo); mixed: 2 WT + 2 KO per cage; per_cage: one genotype per cage"
+    )
+    strength: float = Field(ge=0, description="KO mice favour the upper feeder (log site weight); 0 = no effect")
+
+
 class SimulateParams(_Section):
     profile: Literal["demo", "paper"]
     seed: int
     n_cages: int = Field(ge=2)
     effects: Effects
+    genotype: GenotypeParams
     cage_variability: float = Field(ge=0, description="sd of the per-cage log site weights")
     mouse_variability: float = Field(ge=0, description="sd of the per-mouse log site weights")
 
@@ -298,6 +329,7 @@ class Params(_Section):
     lmt: LMTGeometry
     stops: StopParams
     histograms: HistogramParams
+    target: TargetParams
     room: RoomParams
     cage_layout: CageLayout
     simulate: SimulateParams
@@ -317,6 +349,15 @@ class Params(_Section):
                 f"tuning.schemes {missing} are not among evaluation.schemes {list(self.evaluation.schemes)}"
             )
         return self
+
+    @property
+    def registry_of_target(self) -> RegistryParams:
+        """The registry settings of this target's model: ``registry.model_name`` for the paper's ``class``,
+        suffixed ``-<column>`` for any other target, so that a genotype model never takes the paper
+        model's champion alias (and ``predict`` its place)."""
+        if self.target.column == "class":
+            return self.registry
+        return self.registry.model_copy(update={"model_name": f"{self.registry.model_name}-{self.target.column}"})
 
 
 class StackParams(_Section):

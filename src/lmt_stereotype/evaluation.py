@@ -2,18 +2,19 @@
 
 Mice of a cage share strong traits, so the unit of generalisation is the cage: every
 scheme but the leaky K-fold holds out whole cages, intervals resample cages, and the
-permutation test shuffles labels only where the design makes them exchangeable (sex
-across cages, age within a cage).
+permutation test shuffles labels only where the design makes them exchangeable
+(:mod:`~lmt_stereotype.design`: sex across cages and age within a cage in the paper).
 
 The headline scheme is ``balanced``. Leaving one single-sex cage out (``loco``, the
 paper's scheme) leaves its sex one cage short in the training set, and a classifier
 that has learnt cage fingerprints more than class traits follows that imbalance and
 calls the held-out cage the other sex: below-chance accuracy on a cohort with nothing
 to learn, and no accuracy at all on one with a weak effect (the stratification bias
-of leave-one-out, Parker, Günter & Bedo 2007). Balanced folds hold out one male and
-one female cage together, so every training set keeps the cohort's balance of sexes.
-A plain stratified K-fold is offered too, to show how much cage leakage inflates
-accuracy.
+of leave-one-out, Parker, Günter & Bedo 2007). Balanced folds hold out one cage of
+each cage-level class together (a male and a female cage in the paper), so every
+training set keeps the cohort's balance; a target that varies within cages gets one
+fold per cage. A plain stratified K-fold is offered too, to show how much cage
+leakage inflates accuracy.
 """
 
 from __future__ import annotations
@@ -30,21 +31,22 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from sklearn.base import BaseEstimator, clone
-from sklearn.metrics import confusion_matrix, f1_score, recall_score
+from sklearn.metrics import confusion_matrix, f1_score, recall_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from lmt_stereotype.config import EvaluationParams
+from lmt_stereotype.design import cage_factors, cage_strata, design_permutation
 from lmt_stereotype.figures import confusion_figure, loss_figure
 from lmt_stereotype.files import write_json, write_table
 from lmt_stereotype.histograms import Stacks
-from lmt_stereotype.labels import CLASSES, FEMALE, JUVENILE
+from lmt_stereotype.labels import Target
 from lmt_stereotype.parallel import pool_size
 
 SCHEMES = {
-    "balanced": "cage-balanced: a male and a female cage held out together",
+    "balanced": "cage-balanced: a cage of each cage-level class held out together",
     "loco": "leave-one-cage-out",
     "kfold": "stratified K-fold, cages ignored",
 }
@@ -74,16 +76,6 @@ def leave_one_cage_out(cages: np.ndarray) -> list[Fold]:
     return [_fold(str(cage), cages, [cage]) for cage in np.unique(cages)]
 
 
-def cage_sexes(cages: np.ndarray, female: np.ndarray) -> dict[str, str]:
-    """Each cage's sex: ``male`` or ``female`` when all its recordings are, ``mixed`` otherwise."""
-    cages, female = np.asarray(cages), np.asarray(female, dtype=bool)
-    sexes = {}
-    for cage in np.unique(cages):
-        members = female[cages == cage]
-        sexes[str(cage)] = "female" if members.all() else "male" if not members.any() else "mixed"
-    return sexes
-
-
 def _deal(order: list[str], n_folds: int, shift: int, cycle: bool) -> list[list[str]]:
     """One stratum's cages into ``n_folds`` folds, fold i taking the cages at positions i + shift (mod n_folds).
 
@@ -99,52 +91,53 @@ def _deal(order: list[str], n_folds: int, shift: int, cycle: bool) -> list[list[
 
 
 def balanced_cage_folds(
-    cages: np.ndarray, female: np.ndarray, n_folds: int | None = None, matchings: int = 1, seed: int = 0
+    cages: np.ndarray,
+    target: Target,
+    y: np.ndarray,
+    n_folds: int | None = None,
+    matchings: int = 1,
+    seed: int = 0,
 ) -> list[Fold]:
-    """Folds of whole cages that keep the cohort's balance of sexes in every training set.
+    """Folds of whole cages that keep the cohort's balance of cage-level classes in every training set.
 
-    Single-sex cages are grouped by sex (the larger group first), each group in a seeded
-    random order. By default (``n_folds`` None) each fold holds out one male and one
-    female cage: a **matching** pairs the i-th male cage with the i-th female cage, and
-    matching r shifts the pairing by r, so ``matchings`` matchings hold out distinct
-    pairs and as many matchings as the smaller sex has cages hold out every male-female
-    pair once (leave-pair-out). Every cage is tested in every matching; a recording tested
-    several times gets its predictions averaged (:func:`out_of_fold`).
+    Cages are grouped by stratum (:func:`~lmt_stereotype.design.cage_strata`: male and female
+    in the paper's design), the larger group first, each group in a seeded random order.
+    By default (``n_folds`` None) each fold holds out one cage of every stratum: a
+    **matching** pairs the i-th cages of the groups, and matching r shifts the pairing
+    by r, so ``matchings`` matchings hold out distinct pairs and as many matchings as the
+    smallest group has cages hold out every male-female pair once (leave-pair-out). Every
+    cage is tested in every matching; a recording tested several times gets its
+    predictions averaged (:func:`out_of_fold`).
 
     The documented rules for other designs:
 
-    - **Unequal numbers** of male and female cages: a matching has as many folds as the
-      larger sex has cages; the smaller sex's cages are reused, one per fold, so each
-      fold still holds out one cage of each sex, every training set has lost one cage of
-      each, and the cohort's imbalance is never tilted against the held-out cage's sex.
-    - **A cage holding both sexes** takes both sexes from a training set alike, so mixed
-      cages are dealt one per fold over the folds (shifted by the matching) beside the
-      single-sex pair; a cohort of mixed cages only gets one fold per cage.
-    - **One sex only** (all cages male, say): one fold per cage, leave-one-cage-out.
+    - **Unequal numbers** of cages per stratum: a matching has as many folds as the
+      largest group has cages; the smaller groups' cages are reused, one per fold, so each
+      fold still holds out one cage of each stratum, every training set has lost one cage
+      of each, and the cohort's imbalance is never tilted against the held-out cage's class.
+    - **Mixed cages** (a cage factor varies within them: a cage holding both sexes) take
+      both levels from a training set alike, so they are dealt one per fold over the
+      folds (shifted by the matching) beside the single-stratum cages.
+    - **One stratum only** (all cages male, or a target that varies within every cage:
+      age, littermates of mixed genotype): one fold per cage, leave-one-cage-out.
 
     With ``n_folds`` k (inner folds of tuning) every group is dealt into k folds instead,
-    so each fold holds about the same number of male and of female cages.
+    so each fold holds about the same number of cages of each stratum.
     """
-    cages, female = np.asarray(cages), np.asarray(female, dtype=bool)
+    cages = np.asarray(cages)
     rng = np.random.default_rng(seed)
-    by_sex: dict[str, list[str]] = {"male": [], "female": [], "mixed": []}
-    for cage, sex in cage_sexes(cages, female).items():
-        by_sex[sex].append(cage)
-    groups = sorted(
-        ([str(c) for c in rng.permutation(by_sex[s])] for s in ("male", "female") if by_sex[s]),
-        key=len,
-        reverse=True,
-    )
-    mixed = [str(c) for c in rng.permutation(by_sex["mixed"])]
-    if len(groups) == 2 and len(groups[1]) < 2:
-        counts = {s: len(by_sex[s]) for s in ("male", "female")}
+    strata, mixed_cages = cage_strata(target, y, cages)
+    groups = sorted(([str(c) for c in rng.permutation(members)] for members in strata.values()), key=len, reverse=True)
+    mixed = [str(c) for c in rng.permutation(mixed_cages)]
+    if len(groups) >= 2 and min(map(len, groups)) < 2:
+        counts = " and ".join(f"{len(members)} {stratum}" for stratum, members in strata.items())
         raise ValueError(
-            f"balanced folds need at least 2 cages of each sex, the cohort has {counts['male']} male and "
-            f"{counts['female']} female cages"
+            f"balanced folds need at least 2 cages of each {'+'.join(cage_factors(target, y, cages))}, "
+            f"the cohort has {counts} cages"
         )
     pairs = n_folds is None
     n = (len(groups[0]) if groups else len(mixed)) if pairs else n_folds
-    n_matchings = min(matchings, len(groups[1])) if pairs and len(groups) == 2 else 1
+    n_matchings = min(matchings, len(groups[-1])) if pairs and len(groups) >= 2 else 1
     folds = []
     for r in range(n_matchings):
         dealt = [_deal(order, n, r if s else 0, cycle=pairs) for s, order in enumerate(groups)]
@@ -162,10 +155,10 @@ def stratified_kfold(y: np.ndarray, n_splits: int, seed: int) -> list[Fold]:
     return [Fold(f"fold{i:02d}", train, test) for i, (train, test) in enumerate(splitter.split(np.zeros(len(y)), y))]
 
 
-def make_folds(scheme: str, cages: np.ndarray, params: EvaluationParams, y: np.ndarray) -> list[Fold]:
-    """The folds of ``scheme`` for labels ``y`` (balanced folds follow the cages' sexes)."""
+def make_folds(scheme: str, cages: np.ndarray, params: EvaluationParams, target: Target, y: np.ndarray) -> list[Fold]:
+    """The folds of ``scheme`` for labels ``y`` of ``target`` (balanced folds follow the cages' strata)."""
     if scheme == "balanced":
-        return balanced_cage_folds(cages, FEMALE[np.asarray(y)], matchings=params.matchings, seed=params.seed)
+        return balanced_cage_folds(cages, target, y, matchings=params.matchings, seed=params.seed)
     if scheme == "loco":
         return leave_one_cage_out(cages)
     return stratified_kfold(y, params.kfold_splits, params.seed)
@@ -177,10 +170,11 @@ class CVResult:
 
     y_true: np.ndarray
     y_pred: np.ndarray
-    proba: np.ndarray  # (n, len(CLASSES)), averaged over the folds that tested a recording
+    proba: np.ndarray  # (n, number of classes), averaged over the folds that tested a recording
     fold: np.ndarray  # the fold(s) that tested each recording, ";"-joined
     folds: list[Fold] = field(default_factory=list)
     fold_predictions: dict[str, np.ndarray] = field(default_factory=dict)  # fold -> its own test predictions
+    fold_proba: dict[str, np.ndarray] = field(default_factory=dict)  # fold -> its own test probabilities
     models: list[BaseEstimator] = field(default_factory=list)  # fitted, one per fold
     loss_curves: dict[str, list[float]] = field(default_factory=dict)  # fold -> per-epoch loss
 
@@ -194,7 +188,7 @@ def out_of_fold(y: np.ndarray, folds: list[Fold], fold_proba: list[np.ndarray]) 
     averaged, then the most probable class (a tie goes to the first fold's choice)."""
     y = np.asarray(y)
     n = len(y)
-    total, times = np.zeros((n, len(CLASSES))), np.zeros(n)
+    total, times = np.zeros((n, fold_proba[0].shape[1])), np.zeros(n)
     first = np.full(n, -1, dtype=np.int64)
     names: list[list[str]] = [[] for _ in range(n)]
     predictions = {}
@@ -210,7 +204,8 @@ def out_of_fold(y: np.ndarray, folds: list[Fold], fold_proba: list[np.ndarray]) 
     proba = total / times[:, None]
     best = proba == proba.max(axis=1, keepdims=True)
     y_pred = np.where(best[np.arange(n), first], first, proba.argmax(axis=1))
-    return CVResult(y, y_pred, proba, np.array([";".join(f) for f in names], dtype=object), list(folds), predictions)
+    fold = np.array([";".join(f) for f in names], dtype=object)
+    return CVResult(y, y_pred, proba, fold, list(folds), predictions, {f.name: p for f, p in zip(folds, fold_proba)})
 
 
 def held_out_models(result: CVResult, cages: np.ndarray) -> dict[str, BaseEstimator]:
@@ -233,8 +228,8 @@ class FoldedModel:
     fold would give.
     """
 
-    def __init__(self, estimator: BaseEstimator, X: np.ndarray):
-        self._X = X
+    def __init__(self, estimator: BaseEstimator, X: np.ndarray, n_classes: int):
+        self._X, self._n_classes = X, n_classes
         if isinstance(estimator, Pipeline) and len(estimator) > 1:
             self._head, self._final = estimator[:-1], estimator[-1]
         else:
@@ -265,7 +260,7 @@ class FoldedModel:
         for fold in tqdm(folds, desc=desc, disable=not progress, unit="fold", leave=False):
             head, X_train, X_test = self._inputs(fold)
             model = clone(self._final).fit(X_train, y[fold.train])
-            proba = np.zeros((len(fold.test), len(CLASSES)))
+            proba = np.zeros((len(fold.test), self._n_classes))
             proba[:, model.classes_] = model.predict_proba(X_test)
             fold_proba.append(proba)
             if hasattr(model, "loss_curve_"):
@@ -279,29 +274,81 @@ class FoldedModel:
 # --- metrics ---------------------------------------------------------------------------
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """The metrics every model reports, under the same names (NaN where a class is absent)."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    present = np.unique(y_true)
-    female = FEMALE[y_true]
-    out = {
-        "accuracy": float(np.mean(y_true == y_pred)),
-        "balanced_accuracy": float(recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
-        "accuracy_female": float(np.mean((y_true == y_pred)[female])) if female.any() else np.nan,
-        "accuracy_male": float(np.mean((y_true == y_pred)[~female])) if (~female).any() else np.nan,
-        "f1_macro": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
-        "accuracy_sex": float(np.mean(FEMALE[y_true] == FEMALE[y_pred])),
-        "accuracy_age": float(np.mean(JUVENILE[y_true] == JUVENILE[y_pred])),
-    }
-    recalls = recall_score(y_true, y_pred, labels=np.arange(len(CLASSES)), average=None, zero_division=0)
-    for k, name in enumerate(CLASSES):
-        out[f"recall_{name}"] = float(recalls[k]) if k in present else np.nan
+def _metric_name(text: str) -> str:
+    """A level as a metric-name part: letters, digits, ``_``, ``-``, ``.``; anything else ``_``."""
+    return "".join(c if c.isalnum() or c in "_-." else "_" for c in str(text))
+
+
+def group_accuracies(correct: np.ndarray, groups: dict[str, np.ndarray], target: Target) -> dict[str, float]:
+    """Accuracy within each level of every grouping column but the target's own: ``accuracy_female`` and
+    ``accuracy_male`` for sex, ``accuracy_<column>_<level>`` otherwise (``""``: level unknown, left out)."""
+    out = {}
+    for column, levels in groups.items():
+        if column == target.column:
+            continue
+        for level in sorted(set(levels) - {""}):
+            name = {"F": "accuracy_female", "M": "accuracy_male"}[level] if column == "sex" else None
+            out[name or f"accuracy_{column}_{_metric_name(level)}"] = float(np.mean(correct[levels == level]))
     return out
 
 
-def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """4 x 4 counts, rows true and columns predicted, in the order AM, JM, AF, JF (the paper's Table 1)."""
-    return confusion_matrix(y_true, y_pred, labels=np.arange(len(CLASSES)))
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, target: Target, groups: dict[str, np.ndarray]
+) -> dict[str, float]:
+    """The metrics every model reports, under the same names (NaN where a class is absent).
+
+    Per-class recall, accuracy within the levels of the other grouping columns
+    (:func:`group_accuracies`: ``groups`` holds each column's level per recording), and
+    for a target made of several factors the accuracy of each (``accuracy_sex``,
+    ``accuracy_age`` for the paper's classes).
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    present = np.unique(y_true)
+    correct = y_true == y_pred
+    out = {
+        "accuracy": float(np.mean(correct)),
+        "balanced_accuracy": float(recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "f1_macro": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+    }
+    out.update(group_accuracies(correct, groups, target))
+    if len(target.factors) > 1:
+        true, predicted = target.factor_levels(y_true), target.factor_levels(y_pred)
+        out.update({f"accuracy_{f}": float(np.mean(true[f] == predicted[f])) for f in target.factors})
+    recalls = recall_score(y_true, y_pred, labels=np.arange(len(target.classes)), average=None, zero_division=0)
+    for k, name in enumerate(target.classes):
+        out[f"recall_{_metric_name(name)}"] = float(recalls[k]) if k in present else np.nan
+    return out
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts, rows true and columns predicted, in the target's class order (the paper's Table 1: AM, JM, AF, JF)."""
+    return confusion_matrix(y_true, y_pred, labels=np.arange(n_classes))
+
+
+def fold_roc_auc(result: CVResult, params: EvaluationParams) -> dict[str, float]:
+    """Two classes: ROC AUC of each fold's own test predictions, averaged over the folds whose test
+    set holds both classes, with a percentile interval over resampled folds.
+
+    Per fold, because pooling the out-of-fold scores of differently fitted models ranks
+    one model's scores against another's, which biases the AUC (Airola et al. 2011).
+    """
+    aucs = [
+        roc_auc_score(result.y_true[fold.test] == 1, result.fold_proba[fold.name][:, 1])
+        for fold in result.folds
+        if len(np.unique(result.y_true[fold.test])) == 2
+    ]
+    if not aucs:
+        return {"roc_auc": np.nan, "roc_auc_ci_low": np.nan, "roc_auc_ci_high": np.nan, "roc_auc_folds": 0.0}
+    aucs = np.array(aucs)
+    picks = np.random.default_rng(params.seed).integers(0, len(aucs), size=(params.n_bootstrap, len(aucs)))
+    tail = (1 - params.confidence) / 2 * 100
+    low, high = np.percentile(aucs[picks].mean(axis=1), [tail, 100 - tail])
+    return {
+        "roc_auc": float(aucs.mean()),
+        "roc_auc_ci_low": float(low),
+        "roc_auc_ci_high": float(high),
+        "roc_auc_folds": float(len(aucs)),
+    }
 
 
 def bootstrap_accuracy_interval(
@@ -325,39 +372,14 @@ def binomial_interval(k: int, n: int, confidence: float) -> tuple[float, float]:
 
 
 def chance_level(y_true: np.ndarray) -> float:
-    """Accuracy of always guessing the most frequent class (0.25 for the balanced design)."""
-    return float(np.bincount(y_true, minlength=len(CLASSES)).max() / len(y_true))
+    """Accuracy of always guessing the most frequent class (0.25 for the paper's balanced design)."""
+    return float(np.bincount(y_true).max() / len(y_true))
 
 
 def significance_threshold(n: int, chance: float, alpha: float) -> float:
     """Smallest accuracy k/n that a guesser at ``chance`` reaches with probability <= alpha."""
     k = int(stats.binom.isf(alpha, n, chance)) + 1
     return k / n
-
-
-def design_permutation(y: np.ndarray, cages: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Labels shuffled where the design makes them exchangeable, and nowhere else.
-
-    Sex is a property of the cage (cages are single-sex), so whole cages swap sex; age
-    varies within a cage, so ages are shuffled among the cage's recordings. Shuffling
-    full labels within cages instead would keep every cage's sex and leave a cage-level
-    classifier's null distribution equal to its score (p = 1 always). In a mixed-sex
-    cage sex is shuffled within the cage.
-    """
-    y, cages = np.asarray(y), np.asarray(cages)
-    female, juvenile = FEMALE[y].copy(), JUVENILE[y].copy()
-    names = np.unique(cages)
-    members = [np.flatnonzero(cages == c) for c in names]
-    single_sex = [idx for idx in members if female[idx].all() or not female[idx].any()]
-    if single_sex:
-        cage_sex = np.array([female[idx[0]] for idx in single_sex])[rng.permutation(len(single_sex))]
-        for idx, sex in zip(single_sex, cage_sex):
-            female[idx] = sex
-    for idx in members:
-        juvenile[idx] = juvenile[idx][rng.permutation(len(idx))]
-        if not (female[idx].all() or not female[idx].any()):
-            female[idx] = female[idx][rng.permutation(len(idx))]
-    return 2 * female.astype(np.int64) + juvenile.astype(np.int64)
 
 
 Split = Callable[[np.ndarray], list[Fold]]
@@ -372,6 +394,7 @@ def _null_accuracies(folded: FoldedModel, split: Split, labelings: list[np.ndarr
 
 def permutation_null(
     folded: FoldedModel,
+    target: Target,
     y: np.ndarray,
     cages: np.ndarray,
     split: Split,
@@ -395,7 +418,7 @@ def permutation_null(
     takes seconds to start, importing torch and scikit-learn). The null is the same either way.
     """
     rng = np.random.default_rng(seed)
-    labelings = [design_permutation(y, cages, rng) for _ in range(n_permutations)]
+    labelings = [design_permutation(target, y, cages, rng) for _ in range(n_permutations)]
     with tqdm(total=n_permutations, desc=desc, disable=not progress, unit="perm") as bar:
         start = time.perf_counter()
         null = _null_accuracies(folded, split, labelings[:1])
@@ -421,7 +444,7 @@ def permutation_p_value(observed: float, null: np.ndarray) -> float:
 
 
 def below_chance_p_value(
-    y_true: np.ndarray, y_pred: np.ndarray, cages: np.ndarray, n_permutations: int, seed: int
+    target: Target, y_true: np.ndarray, y_pred: np.ndarray, cages: np.ndarray, n_permutations: int, seed: int
 ) -> float:
     """One-sided p-value for accuracy *below* chance: how often these very predictions score as
     low or lower against the true labels permuted as the design allows.
@@ -436,7 +459,7 @@ def below_chance_p_value(
     rng = np.random.default_rng(seed)
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     observed = np.mean(y_true == y_pred)
-    null = np.array([np.mean(design_permutation(y_true, cages, rng) == y_pred) for _ in range(n_permutations)])
+    null = np.array([np.mean(design_permutation(target, y_true, cages, rng) == y_pred) for _ in range(n_permutations)])
     return float((1 + np.sum(null <= observed + 1e-12)) / (1 + n_permutations))
 
 
@@ -477,6 +500,7 @@ class Evaluation:
 
     model: str
     scheme: str
+    target: Target
     metrics: dict[str, float]
     confusion: np.ndarray
     predictions: pd.DataFrame
@@ -489,12 +513,13 @@ class Evaluation:
     trials: dict[str, list[dict]] = field(default_factory=dict)  # fold -> tuning trials, when tuned
 
 
-def summarise(result: CVResult, cages: np.ndarray, params: EvaluationParams, null: np.ndarray) -> dict[str, float]:
-    """Metrics plus chance level, the intervals and the p-values above and below chance."""
-    y_true, y_pred = result.y_true, result.y_pred
+def summarise(result: CVResult, stacks: Stacks, params: EvaluationParams, null: np.ndarray) -> dict[str, float]:
+    """Metrics plus chance level, the intervals and the p-values above and below chance (and, for two
+    classes, the per-fold ROC AUC)."""
+    y_true, y_pred, cages, target = result.y_true, result.y_pred, stacks.cage, stacks.target
     n, hits = len(y_true), int(np.sum(y_true == y_pred))
     chance = chance_level(y_true)
-    metrics = classification_metrics(y_true, y_pred)
+    metrics = classification_metrics(y_true, y_pred, target, stacks.groups)
     metrics["accuracy_ci_low"], metrics["accuracy_ci_high"] = bootstrap_accuracy_interval(
         y_true == y_pred, cages, params.n_bootstrap, params.confidence, params.seed
     )
@@ -503,7 +528,11 @@ def summarise(result: CVResult, cages: np.ndarray, params: EvaluationParams, nul
     metrics["significance_threshold"] = significance_threshold(n, chance, 1 - params.confidence)
     metrics["permutation_p_value"] = permutation_p_value(metrics["accuracy"], null)
     metrics["n_permutations"] = float(len(null))
-    metrics["below_chance_p"] = below_chance_p_value(y_true, y_pred, cages, params.chance_permutations, params.seed)
+    metrics["below_chance_p"] = below_chance_p_value(
+        target, y_true, y_pred, cages, params.chance_permutations, params.seed
+    )
+    if len(target.classes) == 2:
+        metrics.update(fold_roc_auc(result, params))
     metrics["n_recordings"] = float(n)
     metrics["n_cages"] = float(len(np.unique(cages)))
     return metrics
@@ -517,11 +546,11 @@ def predictions_table(stacks: Stacks, result: CVResult) -> pd.DataFrame:
             "animal_id": stacks.animal_id,
             "cage": stacks.cage,
             "fold": result.fold,
-            "true": np.array(CLASSES)[result.y_true],
-            "predicted": np.array(CLASSES)[result.y_pred],
+            "true": stacks.target.names(result.y_true),
+            "predicted": stacks.target.names(result.y_pred),
         }
     )
-    for k, name in enumerate(CLASSES):
+    for k, name in enumerate(stacks.classes):
         table[f"p_{name}"] = result.proba[:, k].round(6)
     return table
 
@@ -540,13 +569,22 @@ def evaluate(
     """Cross-validate one model under one scheme, with ``n_permutations`` design permutations
     for its p-value (none under the leaky K-fold, where labels are not exchangeable by cage)
     scored by ``workers`` processes (0: one per core); ``tags`` say how the model was made."""
-    split = partial(make_folds, scheme, stacks.cage, params)
+    split = partial(make_folds, scheme, stacks.cage, params, stacks.target)
     folds = split(stacks.y)
-    folded = FoldedModel(make_estimator(), stacks.X)
+    folded = FoldedModel(make_estimator(), stacks.X, len(stacks.classes))
     result = folded.cross_validate(stacks.y, folds, progress=progress, desc=f"{model} {scheme}")
     n_permutations = 0 if scheme == "kfold" else n_permutations
     null = permutation_null(
-        folded, stacks.y, stacks.cage, split, n_permutations, params.seed, progress, f"{model} permutations", workers
+        folded,
+        stacks.target,
+        stacks.y,
+        stacks.cage,
+        split,
+        n_permutations,
+        params.seed,
+        progress,
+        f"{model} permutations",
+        workers,
     )
     evaluation = build_evaluation(model, scheme, stacks, folds, result, params, null)
     evaluation.tags.update(tags or {})
@@ -565,14 +603,20 @@ def build_evaluation(
     """The :class:`Evaluation` of out-of-fold predictions: everything reported about them, whichever
     way they were made."""
     y = stacks.y
-    metrics = summarise(result, stacks.cage, params, null)
+    metrics = summarise(result, stacks, params, null)
     return Evaluation(
         model=model,
         scheme=scheme,
+        target=stacks.target,
         metrics=metrics,
-        confusion=confusion(y, result.y_pred),
+        confusion=confusion(y, result.y_pred, len(stacks.classes)),
         predictions=predictions_table(stacks, result),
-        fold_metrics={f.name: classification_metrics(y[f.test], result.fold_predictions[f.name]) for f in folds},
+        fold_metrics={
+            f.name: classification_metrics(
+                y[f.test], result.fold_predictions[f.name], stacks.target, stacks.subset(f.test).groups
+            )
+            for f in folds
+        },
         loss_curves=result.loss_curves,
         null=null,
         result=result,
@@ -593,10 +637,18 @@ def write_reports(evaluation: Evaluation, folder: Path) -> list[Path]:
     }
     write_json(evaluation.metrics, files["metrics"])
     write_json(
-        {"classes": list(CLASSES), "rows": "true", "columns": "predicted", "counts": evaluation.confusion},
+        {
+            "target": evaluation.target.column,
+            "classes": list(evaluation.target.classes),
+            "rows": "true",
+            "columns": "predicted",
+            "counts": evaluation.confusion,
+        },
         files["confusion"],
     )
-    confusion_figure(evaluation.confusion, name, evaluation.metrics, files["figure"], evaluation.warning)
+    confusion_figure(
+        evaluation.confusion, evaluation.target.classes, name, evaluation.metrics, files["figure"], evaluation.warning
+    )
     write_table(evaluation.predictions, files["predictions"])
     write_table(
         pd.DataFrame.from_dict(evaluation.fold_metrics, orient="index").rename_axis("fold").reset_index(),

@@ -23,16 +23,16 @@ row: its stack would be empty, a sample with nothing to learn or predict from.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from lmt_stereotype.config import HistogramParams
+from lmt_stereotype.config import HistogramParams, TargetParams
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.files import read_table, save_npz
-from lmt_stereotype.labels import CLASSES, class_indices
+from lmt_stereotype.labels import GROUPING_COLUMNS, Target, sample_labels
 from lmt_stereotype.manifest import read_samples
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,13 @@ def stop_histograms(
 
 @dataclass
 class Stacks:
-    """All mouse-recordings of a cohort: stacks ``X`` (n, T, N, N) with labels and groups."""
+    """All mouse-recordings of a cohort: stacks ``X`` (n, T, N, N) with their target labels and groups."""
 
     X: np.ndarray
-    label: np.ndarray  # "AM", "JM", "AF", "JF"
+    label: np.ndarray  # each recording's class of the target: "AM" ... for class, "KO" for genotype
+    classes: tuple[str, ...]  # the target's classes in output order
+    target_column: str  # the sample table's column the labels come from ("class": sex + age)
+    groups: dict[str, np.ndarray]  # grouping column (sex, age, genotype ...) -> each recording's level ("": unknown)
     cage: np.ndarray
     recording: np.ndarray
     animal_id: np.ndarray
@@ -68,15 +71,36 @@ class Stacks:
     seconds_per_hour: float  # seconds of recording per hour of the room's clock (3600; the simulator's fewer)
 
     @property
+    def target(self) -> Target:
+        return Target(self.target_column, self.classes)
+
+    @property
     def y(self) -> np.ndarray:
-        """Class indices in the order of :data:`~lmt_stereotype.config.CLASSES`."""
-        return class_indices(self.label)
+        """Class indices in the order of :attr:`classes`."""
+        return self.target.indices(self.label)
+
+    def subset(self, index: np.ndarray) -> Stacks:
+        """The recordings at ``index``."""
+        return replace(
+            self,
+            X=self.X[index],
+            label=self.label[index],
+            groups={c: v[index] for c, v in self.groups.items()},
+            cage=self.cage[index],
+            recording=self.recording[index],
+            animal_id=self.animal_id[index],
+            sample=self.sample[index],
+            start_hour=self.start_hour[index],
+        )
 
     def save(self, path: Path | str) -> None:
         save_npz(
             path,
             X=self.X,
             label=self.label.astype(str),
+            classes=np.array(self.classes),
+            target=np.array(self.target_column),
+            **{f"group:{c}": v.astype(str) for c, v in self.groups.items()},
             cage=self.cage.astype(str),
             recording=self.recording.astype(str),
             animal_id=self.animal_id.astype(np.int64),
@@ -84,7 +108,6 @@ class Stacks:
             interval_s=np.float64(self.interval_s),
             start_hour=np.asarray(self.start_hour, dtype=np.float64),
             seconds_per_hour=np.float64(self.seconds_per_hour),
-            classes=np.array(CLASSES),
         )
 
     @classmethod
@@ -95,6 +118,9 @@ class Stacks:
             return cls(
                 X=z["X"],
                 label=z["label"],
+                classes=tuple(str(c) for c in z["classes"]),
+                target_column=str(z["target"]),
+                groups={k.removeprefix("group:"): z[k] for k in z.files if k.startswith("group:")},
                 cage=z["cage"],
                 recording=z["recording"],
                 animal_id=z["animal_id"],
@@ -106,9 +132,16 @@ class Stacks:
 
 
 def build_stacks(
-    samples: pd.DataFrame, stops_by_recording: dict[str, pd.DataFrame], params: HistogramParams, arena_size_cm: float
+    samples: pd.DataFrame,
+    stops_by_recording: dict[str, pd.DataFrame],
+    params: HistogramParams,
+    arena_size_cm: float,
+    target: Target,
 ) -> Stacks:
-    """One stack per row of a sample table (a resolved manifest, :func:`lmt_stereotype.manifest.resolve`)."""
+    """One stack per row of a sample table (:func:`lmt_stereotype.manifest.sample_table`), labelled for ``target``.
+
+    The grouping columns with two levels or more in the cohort go along, for accuracy within their levels.
+    """
     X = np.zeros((len(samples), params.n_intervals, params.grid, params.grid), dtype=np.float32)
     for k, row in enumerate(samples.itertuples(index=False)):
         stops = stops_by_recording[row.recording_id]
@@ -116,9 +149,13 @@ def build_stacks(
         X[k] = stop_histograms(
             mine["start_s"].to_numpy(), mine["x_cm"].to_numpy(), mine["y_cm"].to_numpy(), params, arena_size_cm
         )
+    groups = {c: samples[c].to_numpy(dtype=str) for c in GROUPING_COLUMNS}
     return Stacks(
         X=X,
-        label=samples["label"].to_numpy(dtype=str),
+        label=sample_labels(samples, target.column),
+        classes=target.classes,
+        target_column=target.column,
+        groups={c: levels for c, levels in groups.items() if len(set(levels) - {""}) >= 2},
         cage=samples["cage"].to_numpy(dtype=str),
         recording=samples["recording_id"].to_numpy(dtype=str),
         animal_id=samples["animal_id"].to_numpy(dtype=np.int64),
@@ -129,22 +166,65 @@ def build_stacks(
     )
 
 
+def labelled_samples(samples: pd.DataFrame, params: TargetParams, manifest: Path) -> tuple[pd.DataFrame, Target, int]:
+    """The samples with a label for the target, the target, and how many were left out for lacking one.
+
+    A sample whose label (or, for ``class``, sex or age) neither the manifest nor ANIMAL
+    gives is an error naming its manifest row, unless ``drop_missing``; so is a label
+    outside ``target.classes``, and a cohort holding fewer than two of the classes.
+    """
+    factors = ("sex", "age") if params.column == "class" else (params.column,)
+    absent = [f for f in factors if f not in samples.columns]
+    if absent:
+        known = [c for c in samples.columns if c not in ("sample", "recording_id", "manifest_row", "animal_id")]
+        raise InputError(
+            manifest, f"target.column {params.column!r}: no column {absent[0]!r} (it has {', '.join(known)})"
+        )
+    missing = np.zeros(len(samples), dtype=bool)
+    for factor in factors:
+        empty = (samples[factor] == "").to_numpy()
+        if empty.any() and not params.drop_missing:
+            row = samples[empty].iloc[0]
+            raise InputError(
+                manifest,
+                f"row {row.manifest_row}: no {factor} for animal {row.animal} of {row.recording} (not in the manifest "
+                "nor ANIMAL); fill it, or set target.drop_missing: true to leave such recordings out",
+            )
+        missing |= empty
+    if missing.any():
+        log.warning(
+            "%d mouse-recordings have no %s and are left out (target.drop_missing)", missing.sum(), params.column
+        )
+    kept = samples[~missing].reset_index(drop=True)
+    labels = sample_labels(kept, params.column)
+    try:
+        target = Target.of(params.column, labels, params.classes)
+    except ValueError as exc:
+        raise InputError(manifest, str(exc)) from None
+    if len(set(labels)) < 2:
+        raise InputError(manifest, f"every recording has {params.column} {labels[0]!r}: two classes or more are needed")
+    return kept, target, int(missing.sum())
+
+
 def build_cohort_stacks(
     samples_path: Path,
     stops_dir: Path,
     out_path: Path,
     arena_size_cm: float,
     params: HistogramParams,
+    target_params: TargetParams,
     manifest: Path,
 ) -> dict[str, float]:
-    """Stacks for every mouse-recording of the sample table (written by ``stops``), saved to ``out_path``.
+    """Stacks for every mouse-recording of the sample table (written by ``stops``), labelled for the
+    target and saved to ``out_path``.
 
     Reads only what ``stops`` wrote, never the raw recordings. A recording shorter than
     the stack's window gets empty trailing intervals (warned); stops after the window
     are left out (logged and counted); a mouse-recording without a single stop is an
-    error naming its row of ``manifest``. Returns counts.
+    error naming its row of ``manifest``, and so is one without a label
+    (:func:`labelled_samples`). Returns counts.
     """
-    samples = read_samples(samples_path)
+    samples, target, n_unlabelled = labelled_samples(read_samples(samples_path), target_params, manifest)
     summary = read_table(stops_dir / "recordings.csv").set_index("recording_id")
     window_s = params.n_intervals * params.interval_s
     stops = {}
@@ -171,7 +251,7 @@ def build_cohort_stacks(
                 f"row {row.manifest_row}: animal {row.animal} of {row.recording} has no stop at all (no valid "
                 "detection, or it never held still): its stack would be empty; check its tracking or remove the row",
             )
-    stacks = build_stacks(samples, stops, params, arena_size_cm)
+    stacks = build_stacks(samples, stops, params, arena_size_cm, target)
     stacks.save(out_path)
     n_stops = sum(int(stops[r]["animal_id"].isin(g["animal_id"]).sum()) for r, g in samples.groupby("recording_id"))
     n_in_window = int(stacks.X.sum())
@@ -182,5 +262,6 @@ def build_cohort_stacks(
         "n_stops": n_stops,
         "n_stops_in_window": n_in_window,
         "n_stops_after_window": n_stops - n_in_window,
-        **{f"n_{c}": int((stacks.label == c).sum()) for c in CLASSES},
+        "n_without_target": n_unlabelled,
+        **{f"n_{c}": int((stacks.label == c).sum()) for c in target.classes},
     }

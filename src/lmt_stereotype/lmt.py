@@ -51,7 +51,7 @@ NEEDED_COLUMNS = {
     "DETECTION": ("ANIMALID", "FRAMENUMBER", "MASS_X", "MASS_Y"),
     "ANIMAL": ("ID",),
 }
-OPTIONAL_ANIMAL_COLUMNS = ("RFID", "NAME", "GENOTYPE", "SEX", "AGE", "STRAIN")
+OPTIONAL_ANIMAL_COLUMNS = ("RFID", "NAME", "GENOTYPE", "SEX", "AGE", "STRAIN", "TREATMENT")
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -76,6 +76,7 @@ class Animal:
     sex: str | None = None
     age: str | None = None
     strain: str | None = None
+    treatment: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,18 @@
-"""The cohort manifest: which animal of which recording is which mouse, cage and class.
+"""The cohort manifest: which animal of which recording is which mouse, in which cage, with which labels.
 
 A CSV with one row per mouse-recording and the columns
 
 ``recording``  the LMT database, relative to the manifest's folder
 ``animal``     ANIMAL.ID or RFID of the mouse in that database
 ``cage``       cage (home group) identifier; cross-validation holds out whole cages
-``sex``        M or F (male/female accepted)
-``age``        juvenile or adult (J/A accepted)
 
-Empty ``sex``/``age`` cells are filled from ANIMAL.SEX/AGE when the database has
-them; a manifest value that contradicts ANIMAL is an error.
+and any label columns, all optional: ``sex`` (M or F; male/female accepted), ``age``
+(juvenile or adult; J/A accepted), ``genotype``, ``strain``, ``treatment``
+(:data:`~lmt_stereotype.labels.GROUPING_COLUMNS`) and any other a lab keeps (``rank``,
+``batch`` ...), each a possible ``target.column``. Empty cells of the grouping columns
+are filled from ANIMAL's column of the same name when the database has it; a manifest
+value that contradicts ANIMAL is an error. A label the target needs and neither gives
+is an error of ``histograms``, which applies the target.
 
 Errors name the manifest, the row (as a spreadsheet numbers it: the header is row 1)
 and the problem: a missing column, an empty cell, a recording that is not there, an
@@ -30,16 +33,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from lmt_stereotype.config import LMTGeometry
 from lmt_stereotype.errors import InputError
-from lmt_stereotype.labels import class_label
+from lmt_stereotype.labels import GROUPING_COLUMNS
 from lmt_stereotype.lmt import Animal, LMTDatabase
 
-MANIFEST_COLUMNS = ("recording", "animal", "cage", "sex", "age")
+MANIFEST_COLUMNS = ("recording", "animal", "cage")
+"""The columns every manifest has; any others are labels."""
 _SEX = {"m": "M", "male": "M", "f": "F", "female": "F"}
 _AGE = {"j": "juvenile", "juv": "juvenile", "juvenile": "juvenile", "a": "adult", "adult": "adult"}
+_VOCABULARY = {"sex": _SEX, "age": _AGE}
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +55,14 @@ def recording_id(recording: str) -> str:
     return Path(recording).with_suffix("").as_posix().replace("/", "__")
 
 
-def _normalise(value: object, vocabulary: dict[str, str]) -> str | None:
+def _normalise(value: object, vocabulary: dict[str, str] | None) -> str | None:
+    """A label cell as its canonical text (``?text`` outside a vocabulary); None when empty."""
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return None
     text = str(value).strip()
     if not text:
         return None
-    return vocabulary.get(text.lower(), f"?{text}")
+    return text if vocabulary is None else vocabulary.get(text.lower(), f"?{text}")
 
 
 def read_manifest(path: Path | str) -> pd.DataFrame:
@@ -78,9 +85,15 @@ def read_manifest(path: Path | str) -> pd.DataFrame:
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(path, f"manifest lacks column(s) {', '.join(missing)}")
+    reserved = [c for c in df.columns if c in _DERIVED]
+    if reserved:
+        raise InputError(path, f"column(s) {', '.join(reserved)} are made by lmt-stereotype; rename them")
     if df.empty:
         raise InputError(path, "manifest has no rows")
-    df = df[list(MANIFEST_COLUMNS)].apply(lambda s: s.str.strip())
+    for col in GROUPING_COLUMNS:
+        if col not in df.columns:
+            df[col] = ""
+    df = df.apply(lambda s: s.str.strip())
     for col in ("recording", "animal", "cage"):
         empty = df.index[df[col] == ""]
         if len(empty):
@@ -89,8 +102,10 @@ def read_manifest(path: Path | str) -> pd.DataFrame:
     if dup.any():
         rows = ", ".join(str(i + 2) for i in df.index[dup])
         raise InputError(path, f"rows {rows}: the same animal of a recording is listed twice")
-    for col, vocab in (("sex", _SEX), ("age", _AGE)):
+    for col in GROUPING_COLUMNS:
+        vocab = _VOCABULARY.get(col)
         df[col] = pd.Series([_normalise(v, vocab) for v in df[col]], index=df.index, dtype=object)
+    for col, vocab in _VOCABULARY.items():
         bad = [(i, v) for i, v in zip(df.index, df[col]) if v is not None and v.startswith("?")]
         if bad:
             i, v = bad[0]
@@ -103,30 +118,43 @@ def read_manifest(path: Path | str) -> pd.DataFrame:
     return df
 
 
-SAMPLE_COLUMNS = {
-    "sample": str,
-    "recording": str,
-    "recording_id": str,
-    "manifest_row": "int64",
-    "animal": str,
-    "animal_id": "int64",
-    "rfid": str,
-    "cage": str,
-    "sex": str,
-    "age": str,
-    "label": str,
-    "start_hour": "float64",
-    "seconds_per_hour": "float64",
-}
-"""The sample table ``stops`` writes (one row per mouse-recording) and every later stage reads."""
+SAMPLE_COLUMNS = (
+    "sample",
+    "recording",
+    "recording_id",
+    "manifest_row",
+    "animal",
+    "animal_id",
+    "rfid",
+    "cage",
+    *GROUPING_COLUMNS,
+    "start_hour",
+    "seconds_per_hour",
+)
+"""The sample table ``stops`` writes (one row per mouse-recording) and every later stage reads:
+these columns first, then the manifest's other columns."""
+_DERIVED = {*SAMPLE_COLUMNS, "class", "label"} - {*MANIFEST_COLUMNS, *GROUPING_COLUMNS}
+"""Columns the sample table derives, so a manifest may not hold them."""
+_NUMBERS = {"manifest_row": "int64", "animal_id": "int64", "start_hour": "float64", "seconds_per_hour": "float64"}
+
+
+def sample_table(resolved: pd.DataFrame) -> pd.DataFrame:
+    """The sample table's columns of a resolved manifest, in order, unknown labels as empty text."""
+    extra = [c for c in resolved.columns if c not in SAMPLE_COLUMNS]
+    table = resolved[[*SAMPLE_COLUMNS, *extra]].copy()
+    table[list(GROUPING_COLUMNS)] = table[list(GROUPING_COLUMNS)].fillna("")
+    return table
 
 
 def read_samples(path: Path | str) -> pd.DataFrame:
     """The sample table, with its text columns kept as text (an RFID keeps its leading zeros)."""
     try:
-        return pd.read_csv(path, dtype=SAMPLE_COLUMNS, keep_default_na=False, na_values={"start_hour": [""]})
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise InputError(path, "no sample table; run `lmt-stereotype stops` first") from None
+    return table.astype({c: t for c, t in _NUMBERS.items() if c != "start_hour"}).assign(
+        start_hour=pd.to_numeric(table["start_hour"].replace("", np.nan))
+    )
 
 
 def _match_animal(animals: list[Animal], key: str) -> Animal | None:
@@ -138,12 +166,12 @@ def _match_animal(animals: list[Animal], key: str) -> Animal | None:
 
 
 def resolve(manifest: pd.DataFrame, manifest_path: Path, geometry: LMTGeometry) -> pd.DataFrame:
-    """Match each row to its ANIMAL, fill sex/age gaps from ANIMAL, add ``label`` and ``sample``.
+    """Match each row to its ANIMAL, fill label gaps from ANIMAL's columns, add ``animal_id``, ``rfid``, ``sample``.
 
     Opens each database once (read-only) to read its ANIMAL table.
     """
     root = manifest_path.parent
-    out = manifest.copy().astype({"sex": object, "age": object})
+    out = manifest.copy().astype({c: object for c in GROUPING_COLUMNS})
     animal_ids, rfids = [], []
     for rec, rows in manifest.groupby("recording", sort=False):
         with LMTDatabase(root / rec, geometry) as db:
@@ -159,8 +187,8 @@ def resolve(manifest: pd.DataFrame, manifest_path: Path, geometry: LMTGeometry) 
                 )
             animal_ids.append((i, animal.id))
             rfids.append((i, animal.rfid))
-            for col, vocab, value in (("sex", _SEX, animal.sex), ("age", _AGE, animal.age)):
-                from_db = _normalise(value, vocab)
+            for col in GROUPING_COLUMNS:
+                from_db = _normalise(getattr(animal, col), _VOCABULARY.get(col))
                 if from_db is not None and from_db.startswith("?"):
                     from_db = None  # free text in ANIMAL we cannot read as a label
                 given = out.at[i, col]
@@ -173,26 +201,18 @@ def resolve(manifest: pd.DataFrame, manifest_path: Path, geometry: LMTGeometry) 
                     )
     out["animal_id"] = pd.Series(dict(animal_ids), dtype="int64")
     out["rfid"] = pd.Series(dict(rfids), dtype="string")
-    for col in ("sex", "age"):
-        missing = out.index[out[col].isna()]
-        if len(missing):
-            i = missing[0]
-            raise InputError(
-                manifest_path, f"row {i + 2}: no {col} for animal {out.at[i, 'animal']} (not in manifest nor ANIMAL)"
-            )
     dup = out.duplicated(["recording", "animal_id"], keep=False)
     if dup.any():
         rows = ", ".join(str(i + 2) for i in out.index[dup])
         raise InputError(manifest_path, f"rows {rows}: name the same animal of a recording twice")
     for cage, rows in out.groupby("cage", sort=True):
-        if rows["sex"].nunique() > 1:
+        if rows["sex"].dropna().nunique() > 1:
             log.warning(
                 "%s: cage %s holds both sexes (rows %s): allowed (it is held out whole), but check the labels",
                 manifest_path,
                 cage,
                 ", ".join(str(i + 2) for i in rows.index),
             )
-    out["label"] = [class_label(s, a) for s, a in zip(out["sex"], out["age"])]
     out["manifest_row"] = out.index + 2
     out["sample"] = [f"{r}:{a}" for r, a in zip(out["recording_id"], out["animal_id"])]
     return out

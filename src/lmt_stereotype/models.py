@@ -1,7 +1,7 @@
 """The classifiers: the paper's shallow CNN and the PCA + 1-NN / SVM baselines.
 
 All of them are scikit-learn estimators taking stacks ``X`` of shape (n, T, N, N) and
-class indices ``y`` (order of :data:`~lmt_stereotype.config.CLASSES`), so one
+class indices ``y`` (order of the target's classes, :mod:`~lmt_stereotype.labels`), so one
 cross-validation routine evaluates every model the same way.
 """
 
@@ -28,10 +28,9 @@ from torch import nn
 
 from lmt_stereotype.config import BaselineParams, ClassWeight, CNNParams, Transform, branch_widths
 from lmt_stereotype.files import save_npz
-from lmt_stereotype.labels import CLASSES
 
 
-def class_weights(y: np.ndarray, kind: ClassWeight, n_classes: int = len(CLASSES)) -> np.ndarray:
+def class_weights(y: np.ndarray, kind: ClassWeight, n_classes: int) -> np.ndarray:
     """Per-class loss weights of a training set: ``balanced`` gives each present class n / (k * n_class)
     (scikit-learn's rule: the classes weigh alike, the mean weight per recording stays 1); ``none`` ones."""
     counts = np.bincount(np.asarray(y), minlength=n_classes).astype(np.float64)
@@ -77,7 +76,7 @@ class StopCNN(nn.Module):
         self,
         n_intervals: int,
         grid: int,
-        n_classes: int = len(CLASSES),
+        n_classes: int,
         channels: int | Sequence[int] = 16,
         kernel_sizes: tuple[int, ...] = (3, 9),
         pool: int = 2,
@@ -105,7 +104,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     ``X`` is a stack per recording, (n, T, N, N), not a feature matrix: the estimator's
     tags say it takes no 2-D input, and it has no ``n_features_in_``. ``classes_`` is
-    always every class index, whichever the training labels hold.
+    always every class index of the ``n_classes`` (None: those up to the largest in the
+    training labels), whichever the training labels hold.
     """
 
     def __init__(
@@ -122,6 +122,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         class_weight: ClassWeight = "balanced",
         seed: int = 0,
         threads: int = 0,
+        n_classes: int | None = None,
     ):
         self.channels = channels
         self.kernel_sizes = kernel_sizes
@@ -135,11 +136,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.class_weight = class_weight
         self.seed = seed
         self.threads = threads
+        self.n_classes = n_classes
 
     @classmethod
-    def from_params(cls, params: CNNParams) -> CNNClassifier:
+    def from_params(cls, params: CNNParams, n_classes: int) -> CNNClassifier:
         fields = cls._get_param_names()
-        return cls(**{k: v for k, v in params.model_dump().items() if k in fields})
+        return cls(**{k: v for k, v in params.model_dump().items() if k in fields}, n_classes=n_classes)
 
     def to_tensor(self, X: np.ndarray) -> torch.Tensor:
         """Stacks as the network's input: transformed, float32, channels-last."""
@@ -166,16 +168,17 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> CNNClassifier:
         _, T, N, _ = X.shape
-        self.classes_ = np.arange(len(CLASSES))
+        n_classes = self.n_classes or int(np.max(y)) + 1
+        self.classes_ = np.arange(n_classes)
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
-        model = StopCNN(T, N, len(CLASSES), self.channels, tuple(self.kernel_sizes), self.pool)
+        model = StopCNN(T, N, n_classes, self.channels, tuple(self.kernel_sizes), self.pool)
         model = model.to(memory_format=torch.channels_last)
         optimiser = torch.optim.SGD(
             model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
         )
         inputs, targets = self.to_tensor(X), torch.as_tensor(np.asarray(y), dtype=torch.long)
-        weights = torch.as_tensor(class_weights(y, self.class_weight), dtype=torch.float32)
+        weights = torch.as_tensor(class_weights(y, self.class_weight, n_classes), dtype=torch.float32)
         loss_fn = nn.CrossEntropyLoss(weight=weights, reduction="sum")
         self.loss_curve_: list[float] = []
         model.train()
@@ -202,42 +205,44 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
 def model_settings(classifier: CNNClassifier) -> dict:
     """What defines a CNN, as plain JSON values: its settings with one width per branch, without
-    ``threads`` (the machine's, not the model's)."""
+    ``threads`` (the machine's, not the model's) and ``n_classes`` (the target's, kept beside)."""
     settings = classifier.get_params()
     settings.pop("threads")
+    settings.pop("n_classes")
     settings["channels"] = list(branch_widths(settings["channels"], settings["kernel_sizes"]))
     settings["kernel_sizes"] = list(settings["kernel_sizes"])
     return settings
 
 
-def save_cnn(classifier: CNNClassifier, grid: tuple[int, int], path: Path | str) -> None:
-    """A fitted CNN as one ``.npz``: its settings, the stack size (T, N) and the network's weights.
+def save_cnn(classifier: CNNClassifier, grid: tuple[int, int], classes: Sequence[str], path: Path | str) -> None:
+    """A fitted CNN as one ``.npz``: its settings, the stack size (T, N), its classes and the network's weights.
 
     Plain arrays (no pickle), byte-identical for an identical model, so DVC sees an
     unchanged model as unchanged.
     """
-    header = {"settings": model_settings(classifier), "shape": list(grid), "classes": list(CLASSES)}
+    if len(classes) != len(classifier.classes_):
+        raise ValueError(f"the CNN has {len(classifier.classes_)} outputs, not one per class of {list(classes)}")
+    header = {"settings": model_settings(classifier), "shape": list(grid), "classes": list(classes)}
     weights = {f"weight:{k}": v.contiguous().numpy() for k, v in classifier.module_.state_dict().items()}
     save_npz(path, header=np.array(json.dumps(header, sort_keys=True)), **weights)
 
 
-def load_cnn(path: Path | str) -> CNNClassifier:
-    """A fitted CNN back from :func:`save_cnn`."""
+def load_cnn(path: Path | str) -> tuple[CNNClassifier, tuple[str, ...]]:
+    """A fitted CNN back from :func:`save_cnn`, and the names of its classes in output order."""
     with np.load(path, allow_pickle=False) as z:
         header = json.loads(str(z["header"]))
         weights = {k.removeprefix("weight:"): torch.from_numpy(z[k]) for k in z.files if k.startswith("weight:")}
-    if tuple(header["classes"]) != CLASSES:
-        raise ValueError(f"{path}: the model outputs {header['classes']}, this code expects {list(CLASSES)}")
-    settings = header["settings"]
+    settings, classes = header["settings"], tuple(header["classes"])
     classifier = CNNClassifier(
-        **{**settings, "channels": tuple(settings["channels"]), "kernel_sizes": tuple(settings["kernel_sizes"])}
+        **{**settings, "channels": tuple(settings["channels"]), "kernel_sizes": tuple(settings["kernel_sizes"])},
+        n_classes=len(classes),
     )
     T, N = header["shape"]
-    module = StopCNN(T, N, len(CLASSES), classifier.channels, classifier.kernel_sizes, classifier.pool)
+    module = StopCNN(T, N, len(classes), classifier.channels, classifier.kernel_sizes, classifier.pool)
     module.load_state_dict(weights)
-    classifier.classes_ = np.arange(len(CLASSES))
+    classifier.classes_ = np.arange(len(classes))
     classifier.module_ = module.to(memory_format=torch.channels_last).eval()
-    return classifier
+    return classifier, classes
 
 
 class CalibratedSVC(ClassifierMixin, BaseEstimator):

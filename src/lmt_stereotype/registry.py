@@ -2,9 +2,10 @@
 
 MLflow 3's native PyTorch flavour loads back as a bare graph module: no classes, no
 probabilities, no input transform. The CNN is therefore logged as a pyfunc
-(:class:`StopClassifier`) holding the network's weights and settings, which predicts a
-class and four probabilities per stack, and from which :func:`load_classifier` rebuilds
-the fitted :class:`~lmt_stereotype.models.CNNClassifier` (for activation maps). The
+(:class:`StopClassifier`) holding the network's weights, settings and classes, which
+predicts a class and one probability per class (``p_AM`` ... or ``p_WT``, ``p_KO``) per
+stack, and from which :func:`load_classifier` rebuilds the fitted
+:class:`~lmt_stereotype.models.CNNClassifier` (for activation maps). The
 parameters that turn a recording into stacks travel in the model's metadata, so
 prediction never depends on today's ``params.yaml``.
 """
@@ -27,7 +28,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from lmt_stereotype.config import Params, RegistryParams, StackParams
-from lmt_stereotype.labels import CLASSES
+from lmt_stereotype.histograms import Stacks
 from lmt_stereotype.models import CNNClassifier, load_cnn, model_settings, save_cnn
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -35,21 +36,22 @@ REQUIREMENTS = ("torch", "numpy", "pandas", "scikit-learn", "pydantic", "pyyaml"
 PACKAGE = Path(__file__).parent
 
 
-def prediction_frame(proba: np.ndarray) -> pd.DataFrame:
+def prediction_frame(proba: np.ndarray, classes: tuple[str, ...]) -> pd.DataFrame:
     """Class and class probabilities per stack: the columns every prediction output shares."""
-    frame = pd.DataFrame(proba, columns=[f"p_{c}" for c in CLASSES])
-    frame.insert(0, "predicted", np.asarray(CLASSES)[proba.argmax(axis=1)])
+    frame = pd.DataFrame(proba, columns=[f"p_{c}" for c in classes])
+    frame.insert(0, "predicted", np.asarray(classes)[proba.argmax(axis=1)])
     return frame
 
 
 class StopClassifier(mlflow.pyfunc.PythonModel):
-    """Pyfunc of the CNN: stacks (n, T, N, N) float32 in, ``predicted`` and ``p_AM`` ... ``p_JF`` out."""
+    """Pyfunc of the CNN: stacks (n, T, N, N) float32 in, ``predicted`` and ``p_<class>`` per class out."""
 
     def load_context(self, context: Any) -> None:
-        self.classifier = load_cnn(context.artifacts["cnn"])
+        self.classifier, self.classes = load_cnn(context.artifacts["cnn"])
 
     def predict(self, context: Any, model_input: np.ndarray, params: dict | None = None) -> pd.DataFrame:
-        return prediction_frame(self.classifier.predict_proba(np.asarray(model_input, dtype=np.float32)))
+        proba = self.classifier.predict_proba(np.asarray(model_input, dtype=np.float32))
+        return prediction_frame(proba, self.classes)
 
 
 MODEL_CODE = """\
@@ -60,15 +62,18 @@ mlflow.models.set_model(StopClassifier())
 """
 
 
-def log_model(classifier: CNNClassifier, params: Params, example: np.ndarray) -> Any:
-    """Log the fitted CNN to the active run as a pyfunc with signature, input example and stack metadata."""
+def log_model(classifier: CNNClassifier, params: Params, stacks: Stacks) -> Any:
+    """Log the fitted CNN to the active run as a pyfunc with signature, input example (a stack of
+    ``stacks``), its target and classes, and the parameters that make a stack."""
     dumped = params.model_dump(mode="json")
-    metadata = {"classes": list(CLASSES), **{s: dumped[s] for s in StackParams.model_fields}}
-    example = np.asarray(example[:1], dtype=np.float32)
-    signature = infer_signature(example, prediction_frame(np.full((1, len(CLASSES)), 1 / len(CLASSES))))
+    classes = stacks.classes
+    metadata = {"target": stacks.target_column, "classes": list(classes)}
+    metadata.update({s: dumped[s] for s in StackParams.model_fields})
+    example = np.asarray(stacks.X[:1], dtype=np.float32)
+    signature = infer_signature(example, prediction_frame(np.full((1, len(classes)), 1 / len(classes)), classes))
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "stop_classifier.py").write_text(MODEL_CODE)
-        save_cnn(classifier, example.shape[1:3], Path(tmp) / "cnn.npz")
+        save_cnn(classifier, example.shape[1:3], classes, Path(tmp) / "cnn.npz")
         return mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(tmp) / "stop_classifier.py"),  # models from code: nothing pickled
@@ -174,6 +179,8 @@ def promote(
     current = client.get_registered_model(cfg.model_name).aliases.get(CHAMPION)
     champion = client.get_model_version(cfg.model_name, current) if current is not None else None
     champion_tags = {**champion.tags, "version": str(champion.version)} if champion is not None else None
+    if champion_tags is not None and champion_tags.get("target", "class") != candidate.tags.get("target", "class"):
+        champion_tags = None  # a champion that answers another question is not weighed against
     scheme = candidate.tags.get("cv.scheme", "")
     alias, reason = promotion(value, cfg.metric, scheme, significant, selection_biased, champion_tags)
     client.set_model_version_tag(cfg.model_name, version, "promotion_reason", reason)
@@ -227,15 +234,21 @@ def registered_already(name: str, digest: str) -> Registration | None:
     return None
 
 
-def describe(metrics: dict[str, float], scheme: str, tags: dict[str, Any]) -> str:
+def describe(metrics: dict[str, float], scheme: str, tags: dict[str, Any], stacks: Stacks) -> str:
     """The model version's description: what it is and how well it is expected to do."""
     biased = " (selection-biased: the settings were chosen by this score)" if tags.get("selection_biased") else ""
+    sexes = (
+        f", females {metrics['accuracy_female']:.3f}, males {metrics['accuracy_male']:.3f}"
+        if "accuracy_female" in metrics and "accuracy_male" in metrics
+        else ""
+    )
+    auc = f", ROC AUC {metrics['roc_auc']:.3f} per fold" if math.isfinite(metrics.get("roc_auc", math.nan)) else ""
     return (
-        f"Shallow CNN (two parallel conv branches, one linear layer) classifying AM/JM/AF/JF from stacks of "
-        f"stop histograms. Cross-validated ({scheme}){biased}: accuracy {metrics['accuracy']:.3f} "
-        f"[{metrics['accuracy_ci_low']:.3f}, {metrics['accuracy_ci_high']:.3f}], balanced accuracy "
-        f"{metrics['balanced_accuracy']:.3f}, females {metrics['accuracy_female']:.3f}, males "
-        f"{metrics['accuracy_male']:.3f}, chance {metrics['chance_level']:.2f}. Tuning: {tags.get('tuning')}. "
+        f"Shallow CNN (two parallel conv branches, one linear layer) classifying {stacks.target_column} "
+        f"({'/'.join(stacks.classes)}) from stacks of stop histograms. Cross-validated ({scheme}){biased}: "
+        f"accuracy {metrics['accuracy']:.3f} [{metrics['accuracy_ci_low']:.3f}, {metrics['accuracy_ci_high']:.3f}], "
+        f"balanced accuracy {metrics['balanced_accuracy']:.3f}{sexes}{auc}, chance {metrics['chance_level']:.2f}. "
+        f"Tuning: {tags.get('tuning')}. "
         f"Data version {tags.get('data_version')} ({tags.get('data_source')}), git commit {tags.get('git_commit')}."
     )
 

@@ -213,7 +213,7 @@ def stage_run(stage: str, params: Params, sections: tuple[str, ...] = ()) -> Ite
         mlflow.set_experiment(params.mlflow.experiment)
     nested = mlflow.active_run() is not None
     with _ending(mlflow):
-        run = mlflow.start_run(run_name=stage, nested=nested, tags={"stage": stage})
+        run = mlflow.start_run(run_name=stage, nested=nested, tags={"stage": stage, "target": params.target.column})
         flat = flat_params(params, sections)
         if flat:
             mlflow.log_params(flat)

@@ -34,19 +34,19 @@ import optuna
 from tqdm import tqdm
 
 from lmt_stereotype.config import CNNParams, Params, TuningParams
+from lmt_stereotype.design import cage_strata
 from lmt_stereotype.evaluation import (
     CVResult,
     Evaluation,
     Fold,
     balanced_cage_folds,
     build_evaluation,
-    cage_sexes,
     evaluate,
     make_folds,
     out_of_fold,
 )
 from lmt_stereotype.histograms import Stacks
-from lmt_stereotype.labels import FEMALE
+from lmt_stereotype.labels import Target
 from lmt_stereotype.models import CNNClassifier
 from lmt_stereotype.tracking import rooted
 
@@ -59,22 +59,20 @@ SEARCHED = ("lr", "momentum", "weight_decay", "epochs", "batch_size", "transform
 NOT_TUNING = {"cnn": {"threads", "n_permutations"}, "tuning": {"storage", "n_trials", "study"}}
 
 
-def inner_folds(cages: np.ndarray, y: np.ndarray, n_folds: int, seed: int = 0) -> list[Fold]:
+def inner_folds(cages: np.ndarray, target: Target, y: np.ndarray, n_folds: int, seed: int = 0) -> list[Fold]:
     """Cage-balanced folds over the given recordings (indices into ``cages``): no cage on both
-    sides, and as many male as female cages in each (give or take one), so that a trial is
-    never scored by folds whose training sets lean against their test cages' sex.
+    sides, and about as many cages of each stratum (male and female in the paper) in each,
+    so that a trial is never scored by folds whose training sets lean against their test cages.
 
-    At most as many folds as the smaller sex has cages, so each fold holds out both sexes.
+    At most as many folds as the smallest stratum has cages, so each fold holds out every stratum.
     """
-    female = FEMALE[np.asarray(y)]
-    sexes = list(cage_sexes(cages, female).values())
-    per_sex = [sexes.count(s) for s in ("male", "female") if s in sexes]
-    n = min(n_folds, *per_sex) if per_sex else min(n_folds, len(sexes))
+    strata, mixed = cage_strata(target, y, cages)
+    sizes = [len(members) for members in strata.values()]
+    n = min(n_folds, *sizes) if len(sizes) > 1 else min(n_folds, len(np.unique(cages)))
     if n < 2:
-        raise ValueError(
-            f"tuning needs at least 2 training cages of each sex for its inner folds, got {per_sex or len(sexes)}"
-        )
-    return balanced_cage_folds(cages, female, n_folds=n, seed=seed)
+        counts = ", ".join(f"{len(m)} {s}" for s, m in strata.items()) or f"{len(mixed)} mixed"
+        raise ValueError(f"tuning needs at least 2 training cages of each stratum for its inner folds, got {counts}")
+    return balanced_cage_folds(cages, target, y, n_folds=n, seed=seed)
 
 
 def suggest(trial: optuna.Trial, tuning: TuningParams, kernel_sizes: tuple[int, ...]) -> dict[str, Any]:
@@ -142,13 +140,14 @@ class Objective:
         X: np.ndarray,
         y: np.ndarray,
         cages: np.ndarray,
+        target: Target,
         cnn: CNNParams,
         tuning: TuningParams,
         folds: list[Fold] | None = None,
     ):
-        self.X, self.y, self.cages = X, y, np.asarray(cages)
+        self.X, self.y, self.cages, self.n_classes = X, y, np.asarray(cages), len(target.classes)
         self.cnn, self.tuning = cnn, tuning
-        self.folds = folds if folds is not None else inner_folds(self.cages, y, tuning.inner_folds, tuning.seed)
+        self.folds = folds if folds is not None else inner_folds(self.cages, target, y, tuning.inner_folds, tuning.seed)
 
     def __call__(self, trial: optuna.Trial) -> float:
         settings = cnn_settings(suggest(trial, self.tuning, self.cnn.kernel_sizes), self.cnn.kernel_sizes)
@@ -156,7 +155,7 @@ class Objective:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         scores = []
         for step, fold in enumerate(self.folds):
-            model = CNNClassifier.from_params(self.cnn).set_params(**settings)
+            model = CNNClassifier.from_params(self.cnn, self.n_classes).set_params(**settings)
             model.fit(self.X[fold.train], self.y[fold.train])
             scores.append(float(np.mean(model.predict(self.X[fold.test]) == self.y[fold.test])))
             trial.report(float(np.mean(scores)), step)
@@ -213,6 +212,7 @@ def tune(
     X: np.ndarray,
     y: np.ndarray,
     cages: np.ndarray,
+    target: Target,
     cnn: CNNParams,
     tuning: TuningParams,
     storage: str,
@@ -230,7 +230,7 @@ def tune(
     remaining = tuning.n_trials - n_finished(study)
     if remaining > 0:
         study.optimize(
-            Objective(X, y, cages, cnn, tuning, folds),
+            Objective(X, y, cages, target, cnn, tuning, folds),
             n_trials=remaining,
             callbacks=[optuna.study.MaxTrialsCallback(tuning.n_trials, states=FINISHED)],
         )
@@ -258,6 +258,7 @@ def nested_cross_validate(
     X: np.ndarray,
     y: np.ndarray,
     cages: np.ndarray,
+    target: Target,
     outer: list[Fold],
     cnn: CNNParams,
     tuning: TuningParams,
@@ -278,8 +279,9 @@ def nested_cross_validate(
     for fold in tqdm(outer, desc="nested tuning", disable=not progress, unit="fold"):
         name = fold_study_name(prefix or tuning.study, fold, X, y, cages, cnn, tuning)
         train_X, train_y = X[fold.train], y[fold.train]
-        studies[fold.name] = study = tune(train_X, train_y, cages[fold.train], cnn, tuning, storage, name)
-        model = CNNClassifier.from_params(cnn).set_params(**best_settings(study, cnn)).fit(train_X, train_y)
+        studies[fold.name] = study = tune(train_X, train_y, cages[fold.train], target, cnn, tuning, storage, name)
+        model = CNNClassifier.from_params(cnn, len(target.classes)).set_params(**best_settings(study, cnn))
+        model.fit(train_X, train_y)
         fold_proba.append(model.predict_proba(X[fold.test]))
         models.append(model)
     result = out_of_fold(y, outer, fold_proba)
@@ -299,12 +301,13 @@ def evaluate_tuned(stacks: Stacks, scheme: str, params: Params, progress: bool =
     Its permutation p-value is left undefined (NaN): each permutation would be a whole
     nested tuning. The CNN with fixed settings (``tuning.mode: off``) has one.
     """
-    folds = make_folds(scheme, stacks.cage, params.evaluation, stacks.y)
+    folds = make_folds(scheme, stacks.cage, params.evaluation, stacks.target, stacks.y)
     storage = rooted(params.tuning.storage)
     result, studies = nested_cross_validate(
         stacks.X,
         stacks.y,
         stacks.cage,
+        stacks.target,
         folds,
         params.cnn,
         params.tuning,
@@ -335,7 +338,7 @@ def evaluate_cnn(stacks: Stacks, scheme: str, params: Params, progress: bool = F
     if tuning.mode == "flat":
         return evaluate_flat(stacks, scheme, params, progress)
     n = params.cnn.n_permutations if not tuning.enabled and scheme == "balanced" else 0
-    make = partial(CNNClassifier.from_params, params.cnn)
+    make = partial(CNNClassifier.from_params, params.cnn, len(stacks.classes))
     return evaluate("cnn", make, stacks, scheme, params.evaluation, n, progress, tags={"tuning": "off"})
 
 
@@ -359,7 +362,7 @@ def final_study(stacks: Stacks, params: Params) -> StudySpec:
     flat = params.tuning.mode == "flat"
     prefix = f"{params.tuning.study}-{'flat' if flat else 'final'}"
     name = fold_study_name(prefix, everything, stacks.X, stacks.y, stacks.cage, params.cnn, params.tuning)
-    folds = make_folds("balanced", stacks.cage, params.evaluation, stacks.y) if flat else None
+    folds = make_folds("balanced", stacks.cage, params.evaluation, stacks.target, stacks.y) if flat else None
     return StudySpec(name, everything.train, folds)
 
 
@@ -370,7 +373,10 @@ def run_study(
     the same search on other threads), as worker ``worker``."""
     i, storage = spec.index, rooted(params.tuning.storage)
     cnn = cnn or params.cnn
-    return tune(stacks.X[i], stacks.y[i], stacks.cage[i], cnn, params.tuning, storage, spec.name, spec.folds, worker)
+    target = stacks.target
+    return tune(
+        stacks.X[i], stacks.y[i], stacks.cage[i], target, cnn, params.tuning, storage, spec.name, spec.folds, worker
+    )
 
 
 def evaluate_flat(stacks: Stacks, scheme: str, params: Params, progress: bool = False) -> Evaluation:
@@ -382,7 +388,7 @@ def evaluate_flat(stacks: Stacks, scheme: str, params: Params, progress: bool = 
     best = best_settings(run_study(final_study(stacks, params), stacks, params), params.cnn)
 
     def make() -> CNNClassifier:
-        return CNNClassifier.from_params(params.cnn).set_params(**best)
+        return CNNClassifier.from_params(params.cnn, len(stacks.classes)).set_params(**best)
 
     tags = {"tuning": "flat", "selection_biased": "true"}
     return evaluate("cnn", make, stacks, scheme, params.evaluation, 0, progress, tags=tags)
@@ -394,7 +400,7 @@ def fit_final(stacks: Stacks, params: Params) -> tuple[CNNClassifier, optuna.Stu
     Its expected accuracy is the cross-validation's, not this study's best value, which
     has seen every cage. Without tuning it has the ``cnn`` section's settings.
     """
-    model = CNNClassifier.from_params(params.cnn)
+    model = CNNClassifier.from_params(params.cnn, len(stacks.classes))
     study = None
     if params.tuning.enabled:
         study = run_study(final_study(stacks, params), stacks, params)
@@ -408,7 +414,7 @@ def study_plan(stacks: Stacks, params: Params) -> list[StudySpec]:
     if params.tuning.mode == "nested":
         for scheme in params.tuning.schemes:
             prefix = nested_study_prefix(params, scheme)
-            for fold in make_folds(scheme, stacks.cage, params.evaluation, stacks.y):
+            for fold in make_folds(scheme, stacks.cage, params.evaluation, stacks.target, stacks.y):
                 name = fold_study_name(prefix, fold, stacks.X, stacks.y, stacks.cage, params.cnn, params.tuning)
                 plan.append(StudySpec(name, fold.train))
     return [*plan, final_study(stacks, params)]

@@ -25,20 +25,35 @@ CrossValidate = Callable[[Stacks, str], Evaluation]
 def check_design(params: Params, stacks: Stacks, params_file: Path, tuned: bool = True) -> None:
     """Refuse in one line a cohort that a scheme or (``tuned``) the nested tuning cannot fold.
 
-    Balanced folds need 2 cages of each sex; nested tuning needs 2 cages of each sex
-    inside every outer training set. Fixed ``cnn`` settings outside the search space are
-    worth a warning: they are still tried.
+    The stacks must be labelled for ``params.target``; balanced folds need 2 cages of each
+    stratum (sex in the paper); every training set must hold every class of the cohort;
+    nested tuning needs 2 cages of each stratum inside every outer training set. Fixed
+    ``cnn`` settings outside the search space are worth a warning: they are still tried.
     """
+    target = stacks.target
+    wanted = params.target.classes or target.classes
+    if target.column != params.target.column or tuple(wanted) != target.classes:
+        raise InputError(
+            params.data.stacks,
+            f"labelled for {target.column} {list(target.classes)}, but {params_file} asks for "
+            f"{params.target.column} {list(wanted)}; run `lmt-stereotype histograms` again",
+        )
     nested = tuned and params.tuning.mode == "nested"
     if tuned and params.tuning.enabled:
         for problem in outside_space(params.cnn, params.tuning):
             log.warning("%s: %s; it is still tried as the fixed trial", params_file, problem)
     try:
         for scheme in params.evaluation.schemes:
-            folds = make_folds(scheme, stacks.cage, params.evaluation, stacks.y)
-            if nested and scheme in params.tuning.schemes:
-                for fold in folds:
-                    inner_folds(stacks.cage[fold.train], stacks.y[fold.train], params.tuning.inner_folds)
+            folds = make_folds(scheme, stacks.cage, params.evaluation, target, stacks.y)
+            for fold in folds:
+                lacking = sorted(set(stacks.label) - set(stacks.label[fold.train]))
+                if lacking:
+                    raise ValueError(
+                        f"{scheme} fold {fold.name} leaves no {', '.join(lacking)} recording to train on "
+                        f"(a class held by too few cages)"
+                    )
+                if nested and scheme in params.tuning.schemes:
+                    inner_folds(stacks.cage[fold.train], target, stacks.y[fold.train], params.tuning.inner_folds)
     except ValueError as exc:
         raise InputError(
             params.data.stacks, f"{exc} ({len(set(stacks.cage))} cages); add cages or change {params_file}"

@@ -19,13 +19,14 @@ log = logging.getLogger("lmt_stereotype")
 def run(params: Params) -> dict[str, float]:
     """Build and save the stacks; returns the cohort's counts."""
     h = params.histograms
-    with stage_run("histograms", params, ("histograms",)) as run:
+    with stage_run("histograms", params, ("histograms", "target")) as run:
         counts = build_cohort_stacks(
             params.data.samples,
             params.data.stops,
             params.data.stacks,
             params.lmt.arena_size_cm,
             h,
+            params.target,
             params.data.manifest,
         )
         report = params.data.reports / "histograms.json"

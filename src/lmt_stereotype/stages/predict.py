@@ -21,9 +21,10 @@ log = logging.getLogger("lmt_stereotype")
 
 
 def run(params: Params, db: Path, model: str | None = None, out: Path | None = None) -> pd.DataFrame:
-    """The per-mouse table of ``db`` (default model: ``registry.model_name``'s champion), also to ``out``."""
+    """The per-mouse table of ``db`` (default model: the champion of the target's registered model), also to ``out``."""
     use_tracking(params.mlflow)
-    table = predict_recording(db, model or f"models:/{params.registry.model_name}@champion", params.lmt)
+    default = f"models:/{params.registry_of_target.model_name}@champion"
+    table = predict_recording(db, model or default, params.lmt)
     if out is not None:
         write_table(table, out)
         log.info("predict: %d animals -> %s", len(table), out)

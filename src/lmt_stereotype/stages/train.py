@@ -6,10 +6,11 @@ parallel processes; (2) cross-validate the CNN under each scheme of
 tuned inside each outer fold of ``tuning.schemes``, the ``cnn`` settings elsewhere;
 (3) keep each cage's balanced-scheme held-out model for ``explain``; (4) fit the final
 model on every recording (tuned on every cage when tuning is on); (5) log it and register
-it as a new version of ``registry.model_name``, unless the very same model and evidence
-is registered already; (6) promote it: ``champion`` only when its balanced accuracy is
-significantly above chance and its ``registry.metric`` beats the current champion's,
-``challenger`` otherwise, with the reason in words.
+it as a new version of the target's registered model (``Params.registry_of_target``),
+unless the very same model and evidence is registered already; (6) promote it:
+``champion`` only when its balanced accuracy is significantly above chance and its
+``registry.metric`` beats the current champion's, ``challenger`` otherwise, with the
+reason in words.
 
 Writes ``models/cnn/`` (held-out and final CNNs), ``reports/cnn.json`` and
 ``reports/cnn/<scheme>/`` (metrics, predictions, figures) and
@@ -55,14 +56,15 @@ def run(params: Params, params_file: Path) -> Registration:
             run_studies(params, progress=show_progress())  # in parallel processes; the evaluation then reads them
         evidence = cross_validate_models(stage, params, stacks, {"cnn": (cnn, ("cnn", "tuning"))})["cnn"]["balanced"]
         for cage, model in held_out_models(evidence.result, stacks.cage).items():  # for explain
-            save_cnn(model, stacks.X.shape[1:3], saved / "held_out" / f"{cage}.npz")
+            save_cnn(model, stacks.X.shape[1:3], stacks.classes, saved / "held_out" / f"{cage}.npz")
         final, study = fit_final(stacks, params)
-        save_cnn(final, stacks.X.shape[1:3], saved / "final.npz")
-        tags = {"model_family": "cnn", "final": "true", **evidence.tags, **provenance_tags(params)}
+        save_cnn(final, stacks.X.shape[1:3], stacks.classes, saved / "final.npz")
+        tags = {"model_family": "cnn", "final": "true", "target": stacks.target_column, **evidence.tags}
+        tags.update(provenance_tags(params))
         digest = fingerprint(final, {"metrics": evidence.metrics, "tags": evidence.tags})
         with stage.child("cnn-final", {**tags, "cv_scheme": evidence.scheme, "fingerprint": digest}) as run:
             _log_final(run, params, final, study, evidence, tags)
-            registration = registered_already(params.registry.model_name, digest)
+            registration = registered_already(params.registry_of_target.model_name, digest)
             if registration is None:
                 version = _register(run, params, stacks, final, evidence, {**tags, "fingerprint": digest})
                 registration = _promote(params, version, evidence)
@@ -106,7 +108,7 @@ def _register(
     run: StageRun, params: Params, stacks: Stacks, final: CNNClassifier, evidence: Evaluation, tags: dict
 ) -> str:
     """Log the final model as a pyfunc and register it, its balanced cross-validation as what to expect of it."""
-    info = log_model(final, params, stacks.X[:1])
+    info = log_model(final, params, stacks)
     version_tags = {
         **tags,
         "cv_scheme": evidence.scheme,
@@ -114,12 +116,12 @@ def _register(
         "params": final.get_params(),
         "histograms": params.histograms.model_dump(mode="json"),
     }
-    description = describe(evidence.metrics, SCHEMES[evidence.scheme], tags)
-    return register(info.model_uri, params.registry, evidence.metrics, version_tags, description)
+    description = describe(evidence.metrics, SCHEMES[evidence.scheme], tags, stacks)
+    return register(info.model_uri, params.registry_of_target, evidence.metrics, version_tags, description)
 
 
 def _promote(params: Params, version: str, evidence: Evaluation) -> Registration:
     """``champion`` or ``challenger``, decided on the balanced evidence (never a selection-biased score)."""
     significant = above_chance(evidence.metrics, params.evaluation.confidence)
     biased = evidence.tags.get("selection_biased") == "true"  # a flat-tuned score was chosen by looking
-    return promote(params.registry, version, significant, biased)
+    return promote(params.registry_of_target, version, significant, biased)
