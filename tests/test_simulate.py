@@ -213,7 +213,8 @@ def test_manifest_resolves_against_the_recordings(cohort):
     resolved = resolve(read_manifest(cohort), cohort, DEMO.lmt)
     truth = json.loads((cohort.parent / "simulation.json").read_text())
     classes = {(r["recording"], m["animal_id"]): m["class"] for r in truth["recordings"] for m in r["mice"]}
-    assert dict(zip(zip(resolved.recording, resolved.animal_id), resolved.label)) == classes
+    labels = [("A" if age == "adult" else "J") + sex for sex, age in zip(resolved.sex, resolved.age)]
+    assert dict(zip(zip(resolved.recording, resolved.animal_id), labels)) == classes
     by_rfid = resolved.groupby("rfid").recording.nunique()
     assert (by_rfid == 2).all(), "the same mice (RFIDs) at both ages"
 
@@ -299,3 +300,177 @@ def test_write_simulated_cohort_refuses_a_folder_of_real_recordings(tmp_path):
     (tmp_path / "real.sqlite").write_bytes(b"")
     with pytest.raises(InputError, match="simulation.json"):
         simulation.write_simulated_cohort(tiny_params(), tmp_path, progress=False)
+
+
+# --- a planted genotype ----------------------------------------------------------------
+
+
+def genotype_params(housing: str, strength: float = 0.0, n_cages: int = 2, seed: int = 0) -> Params:
+    params = tiny_params(seed=seed, n_cages=n_cages)
+    genotype = varied(params.simulate.genotype, housing=housing, strength=strength)
+    return params.model_copy(update={"simulate": varied(params.simulate, genotype=genotype)})
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """manifest.csv of a 4-cage cohort (every ANIMAL layout) of mixed genotype, KO mice at the upper feeder x3."""
+    return write_tiny_cohort(tmp_path_factory.mktemp("mixed"), genotype_params("mixed", strength=2.0, n_cages=4))
+
+
+def animal_genotypes(db: Path) -> dict[int, str] | None:
+    """ANIMAL.ID -> GENOTYPE, None if the file's ANIMAL layout has no GENOTYPE."""
+    if "GENOTYPE" not in [r[1] for r in query(db, "PRAGMA table_info(ANIMAL)")]:
+        return None
+    return dict(query(db, "SELECT ID, GENOTYPE FROM ANIMAL"))
+
+
+def test_mixed_housing_has_2_wt_and_2_ko_mice_per_cage_for_life(mixed):
+    truth = json.loads((mixed.parent / "simulation.json").read_text())
+    assert truth["genotype"]["housing"] == "mixed" and truth["genotype"]["site"] == "feeder1"
+    assert truth["genotype"]["site_weight_multiplier"] == {"WT": 1.0, "KO": 3.0}
+    assert truth["genotype"]["region_cm"] == {"shape": "gauss", "x": 46.0, "y": 12.0, "sd": 1.5, "base_weight": 1.5}
+    for cage, mice in truth["genotype"]["genotypes"].items():
+        assert sorted(mice.values()) == ["KO", "KO", "WT", "WT"], cage
+    by_rfid: dict[str, set[str]] = {}
+    layouts_with_column = 0
+    for rec in truth["recordings"]:
+        db = mixed.parent / rec["recording"]
+        genotypes = {m["animal_id"]: m["genotype"] for m in rec["mice"]}
+        assert sorted(genotypes.values()) == ["KO", "KO", "WT", "WT"]
+        written = animal_genotypes(db)
+        assert (written is None) == ("GENOTYPE" not in animal_layout(rec["animal_columns"]))
+        if written is not None:
+            assert written == genotypes, rec["recording"]
+            layouts_with_column += 1
+        names = dict(query(db, "SELECT ID, NAME FROM ANIMAL"))
+        for m in rec["mice"]:
+            by_rfid.setdefault(m["rfid"], set()).add(m["genotype"])
+            assert truth["genotype"]["genotypes"][rec["cage"]][names[m["animal_id"]]] == m["genotype"]
+    assert 0 < layouts_with_column < len(truth["recordings"]), "files with and without ANIMAL.GENOTYPE"
+    assert len(by_rfid) == 16 and all(len(g) == 1 for g in by_rfid.values()), "the same genotype at both ages"
+
+
+def test_mixed_housing_writes_the_genotype_to_the_manifest(mixed):
+    truth = json.loads((mixed.parent / "simulation.json").read_text())
+    manifest = pd.read_csv(mixed, dtype=str, keep_default_na=False)
+    assert list(manifest.columns) == ["recording", "animal", "cage", "sex", "age", "genotype"]
+    rfids = {(r["recording"], m["animal_id"]): m["rfid"] for r in truth["recordings"] for m in r["mice"]}
+    expected = {(r["recording"], m["rfid"]): m["genotype"] for r in truth["recordings"] for m in r["mice"]}
+    animal_columns = {r["recording"]: r["animal_columns"] for r in truth["recordings"]}
+    for row in manifest.itertuples():
+        rfid = row.animal if len(row.animal) == 12 else rfids[(row.recording, int(row.animal))]
+        if row.genotype == "":  # the mouse whose labels are left to ANIMAL, which has them
+            assert row.sex == row.age == "" and "GENOTYPE" in animal_layout(animal_columns[row.recording])
+        else:
+            assert row.genotype == expected[(row.recording, rfid)]
+    assert (manifest.genotype == "").sum() == 3 and (manifest.genotype != "").sum() == 8 * 4 - 3
+    resolved = resolve(read_manifest(mixed), mixed, DEMO.lmt)
+    assert dict(zip(zip(resolved.recording, resolved.rfid), resolved.genotype)) == expected, "blanks from ANIMAL"
+
+
+def test_mixed_housing_draws_the_genotypes_per_cage():
+    recordings = _plan_cohort(genotype_params("mixed", n_cages=12))[0]
+    assert all(sorted(m.genotype for m in r.mice) == ["KO", "KO", "WT", "WT"] for r in recordings)
+    ko = {r.cage: frozenset(m.name for m in r.mice if m.genotype == "KO") for r in recordings}
+    assert len(set(ko.values())) > 1, "not the same mice in every cage"
+    other_seed = {
+        r.cage: frozenset(m.name for m in r.mice if m.genotype == "KO")
+        for r in _plan_cohort(genotype_params("mixed", n_cages=12, seed=1))[0]
+    }
+    assert other_seed != ko
+
+
+@pytest.mark.parametrize("n_cages", [4, 6, 7])
+def test_per_cage_housing_gives_each_cage_one_genotype_and_each_sex_both(n_cages):
+    recordings = _plan_cohort(genotype_params("per_cage", n_cages=n_cages))[0]
+    genotype = {}
+    for r in recordings:
+        assert len({m.genotype for m in r.mice}) == 1, r.cage
+        genotype.setdefault(r.cage, set()).add(r.mice[0].genotype)
+    assert all(len(g) == 1 for g in genotype.values()), "the same genotype at both ages"
+    sex = {r.cage: r.mice[0].sex for r in recordings}
+    for s in ("M", "F"):
+        cages = [c for c in genotype if sex[c] == s]
+        ko = sum(genotype[c] == {"KO"} for c in cages)
+        assert ko == len(cages) // 2 and len(cages) - ko == (len(cages) + 1) // 2, "WT has the extra cage"
+
+
+def test_per_cage_housing_in_the_manifest_and_simulation_json():
+    params = genotype_params("per_cage", strength=1.0, n_cages=4)
+    plans, fingerprints = _plan_cohort(params)
+    manifest = simulation.cohort._manifest(plans, genotype=True)
+    labelled = manifest[manifest.genotype != ""]  # but the mice whose labels are left to ANIMAL
+    assert (labelled.groupby("cage").genotype.nunique() == 1).all() and len(labelled) > len(manifest) - 4
+    truth = simulation.cohort._description(params, "demo", plans, fingerprints)
+    cages = truth["genotype"]["genotypes"]
+    assert all(len(set(mice.values())) == 1 for mice in cages.values())
+    assert sorted(next(iter(mice.values())) for mice in cages.values()) == ["KO", "KO", "WT", "WT"]
+
+
+def test_housing_none_plants_no_genotype(cohort):
+    assert all(m.genotype == "WT" for r in _plan_cohort(DEMO)[0] for m in r.mice), "ANIMAL.GENOTYPE WT, as before"
+    assert "genotype" not in pd.read_csv(cohort, dtype=str).columns
+    truth = json.loads((cohort.parent / "simulation.json").read_text())
+    assert truth["genotype"]["housing"] == "none" and "genotypes" not in truth["genotype"]
+    assert all("genotype" not in m for r in truth["recordings"] for m in r["mice"])
+    for rec in truth["recordings"]:
+        written = animal_genotypes(cohort.parent / rec["recording"])
+        assert written is None or set(written.values()) == {"WT"}
+
+
+@pytest.mark.slow
+def test_genotype_draws_leave_every_other_draw_as_it_was(cohort, tmp_path):
+    """Mixed housing at strength 0 differs from no genotype in ANIMAL.GENOTYPE alone."""
+    planted = write_tiny_cohort(tmp_path / "planted", genotype_params("mixed", strength=0.0)).parent
+    for db in sorted(cohort.parent.glob("*.sqlite")):
+        for table in ("DETECTION", "FRAME", "EVENT", "RFIDEVENT"):
+            sql = f"SELECT * FROM {table} ORDER BY rowid"
+            assert query(db, sql) == query(planted / db.name, sql), (db.name, table)
+        assert query(db, "SELECT ID, RFID FROM ANIMAL") == query(planted / db.name, "SELECT ID, RFID FROM ANIMAL")
+
+
+def upper_feeder_share(params: Params, sex: str, age: str, genotype: str, n_mice: int = 8) -> float:
+    """Share of the planted stops (the simulation's ground truth) at the upper feeder, over ``n_mice`` mice."""
+    profile = simulation.PROFILES["demo"]
+    names = simulation.site_names(params.cage_layout)
+    n_frames = round(profile.n_intervals * profile.interval_s * params.lmt.fps)
+    at_feeder = total = 0
+    for seed in range(n_mice):
+        mouse = simulation.SimMouse(
+            animal_id=1,
+            rfid="000004199901",
+            name="m1",
+            sex=sex,
+            age=age,
+            fingerprint_cm=(30.0, 30.0),
+            site_log_weights=(0.0,) * len(names),
+            genotype=genotype,
+        )
+        track = simulation.behaviour.plan_track(mouse, params, profile, np.random.default_rng(seed), n_frames)
+        stops = track.seg.site[track.seg.kind == simulation.behaviour.STOP]
+        at_feeder += int((stops == names.index(simulation.upper_feeder(params.cage_layout))).sum())
+        total += len(stops)
+    return at_feeder / total
+
+
+@pytest.mark.parametrize(("sex", "age"), [("M", "adult"), ("F", "juvenile")])
+def test_ko_mice_stop_more_often_at_the_upper_feeder(sex, age):
+    params = genotype_params("mixed", strength=2.0)
+    wt, ko = (upper_feeder_share(params, sex, age, g) for g in ("WT", "KO"))
+    assert ko > 1.8 * wt, (wt, ko)
+    off = genotype_params("mixed", strength=0.0)
+    assert upper_feeder_share(off, sex, age, "KO") == upper_feeder_share(off, sex, age, "WT") == pytest.approx(wt)
+
+
+def test_genotype_effect_is_the_same_in_every_class():
+    params = genotype_params("per_cage", strength=0.5)
+    names = simulation.site_names(params.cage_layout)
+    feeder = names.index(simulation.upper_feeder(params.cage_layout))
+    assert simulation.upper_feeder(params.cage_layout) == "feeder1"  # (46, 12), above the other feeder
+    multipliers = simulation.genotype_site_multipliers(params)
+    assert (multipliers["WT"] == 1).all()
+    assert multipliers["KO"][feeder] == 1.5 and np.delete(multipliers["KO"], feeder).tolist() == [1.0] * (
+        len(names) - 1
+    )
+    assert all(m[feeder] == 1 for m in simulation.class_site_multipliers(params).values()), "no class effect there"
+    assert all((m == 1).all() for m in simulation.genotype_site_multipliers(genotype_params("none", 0.5)).values())

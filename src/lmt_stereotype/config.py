@@ -149,7 +149,7 @@ class GenotypeParams(_Section):
     housing: Literal["none", "mixed", "per_cage"] = Field(
         description="none: no genotype (the demo); mixed: 2 WT + 2 KO per cage; per_cage: one genotype per cage"
     )
-    strength: float = Field(ge=0, description="KO mice favour the upper feeder (log site weight); 0 = no effect")
+    strength: float = Field(ge=0, description="KO mice's site weight at the upper feeder times 1 + strength; 0 = none")
 
 
 class SimulateParams(_Section):

@@ -5,14 +5,15 @@ modules, one job each:
 
 - :mod:`~lmt_stereotype.simulation.behaviour`: the behaviour model. Each mouse
   alternates stops at sites of the cage with travel in between; the site it picks
-  depends on the light phase, on its class (the planted effects), on its cage (a
-  fingerprint shared by cage mates, the reason for leave-one-cage-out CV) and on itself.
+  depends on the light phase, on its class (the planted effects), on its genotype (a
+  planted genotype effect, ``simulate.genotype``), on its cage (a fingerprint shared by
+  cage mates, the reason for leave-one-cage-out CV) and on itself.
 - :mod:`~lmt_stereotype.simulation.lmt_writer`: the LMT writer. Databases with the
   tracker's own schema (:mod:`lmt_stereotype.schema`) and every quirk FORMAT.md lists
   (anonymous blobs, duplicated and junk rows, missing head/tail, dropped frames, a clock
   that jumps back, hidden animals, ANIMAL and EVENT variants), so that the reader meets
   what real files hold.
-- :mod:`~lmt_stereotype.simulation.cohort`: the cohort design (cages, ages, variants),
+- :mod:`~lmt_stereotype.simulation.cohort`: the cohort design (cages, ages, genotypes, variants),
   ``manifest.csv`` and ``simulation.json``, whose ``clock`` object records the
   simulator's clock (start hour, seconds per hour, lights-on hours) for later stages.
 
@@ -20,19 +21,23 @@ Everything derives from ``params.simulate.seed``: same seed, same bytes.
 """
 
 from lmt_stereotype.simulation.behaviour import (
+    GENOTYPES,
     PROFILES,
     START_HOUR,
     Profile,
     SimMouse,
     class_site_multipliers,
     effect_coefficients,
+    genotype_site_multipliers,
     site_names,
+    upper_feeder,
 )
 from lmt_stereotype.simulation.cohort import SIMULATOR_VERSION, simulate_cohort, write_simulated_cohort
 from lmt_stereotype.simulation.lmt_writer import FIRST_FRAME, simulate_recording
 
 __all__ = [
     "FIRST_FRAME",
+    "GENOTYPES",
     "PROFILES",
     "SIMULATOR_VERSION",
     "START_HOUR",
@@ -40,8 +45,10 @@ __all__ = [
     "SimMouse",
     "class_site_multipliers",
     "effect_coefficients",
+    "genotype_site_multipliers",
     "simulate_cohort",
     "simulate_recording",
     "site_names",
+    "upper_feeder",
     "write_simulated_cohort",
 ]

@@ -1,8 +1,9 @@
 """The behaviour model: where and when a simulated mouse stops, and how it travels.
 
 Each mouse alternates stops at sites of the cage with travel in between; the site it
-picks depends on the light phase, on its class (the planted effects), on its cage (a
-fingerprint shared by cage mates, the reason for leave-one-cage-out CV) and on itself.
+picks depends on the light phase, on its class (the planted effects), on its genotype
+(KO mice may favour the upper feeder: ``simulate.genotype``), on its cage (a fingerprint
+shared by cage mates, the reason for leave-one-cage-out CV) and on itself.
 A recording's ``n_intervals`` intervals of ``interval_s`` each are the hours of its
 day: interval k is hour ``(START_HOUR + k) % 24``, lights on as the room's
 ``room.lights_on`` says (so that the demo compresses a day into 24 intervals of 30 s).
@@ -18,7 +19,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from lmt_stereotype.config import CageLayout, Circle, Params
-from lmt_stereotype.labels import CLASSES
+from lmt_stereotype.labels import PAPER_CLASSES
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ PROFILES: dict[str, Profile] = {
 
 @dataclass(frozen=True)
 class SimMouse:
-    """One mouse in one recording: identity, class and its site preferences."""
+    """One mouse in one recording: identity, class, genotype and its site preferences."""
 
     animal_id: int
     rfid: str
@@ -48,6 +49,7 @@ class SimMouse:
     age: str  # "juvenile" or "adult"
     fingerprint_cm: tuple[float, float]  # its cage's own favourite spot
     site_log_weights: tuple[float, ...]  # cage + individual log preference, by site_names()
+    genotype: str = "WT"  # "WT" or "KO" (GENOTYPES); ANIMAL.GENOTYPE. KO mice carry the genotype effect
 
     @property
     def label(self) -> str:
@@ -160,10 +162,33 @@ def class_site_multipliers(params: Params) -> dict[str, np.ndarray]:
     """Planted effects: class -> factor on each site's weight, ``1 + strength * effect * coefficient``."""
     eff = params.simulate.effects
     names = site_names(params.cage_layout)
-    out = {cls: np.ones(len(names)) for cls in CLASSES}
+    out = {cls: np.ones(len(names)) for cls in PAPER_CLASSES}
     for effect, coefficients in effect_coefficients(eff.juvenile_male_mix).items():
         for cls, c in coefficients.items():
             out[cls][names.index(EFFECT_SITES[effect])] *= 1 + eff.strength * getattr(eff, effect) * c
+    return out
+
+
+GENOTYPES = ("WT", "KO")
+
+
+def upper_feeder(layout: CageLayout) -> str:
+    """The site of the upper feeder (smallest y; the first on a tie), where KO mice stop more often."""
+    if not layout.feeders:
+        raise ValueError("a genotype effect needs a feeder in cage_layout.feeders (KO mice favour the upper one)")
+    upper = min(range(len(layout.feeders)), key=lambda i: layout.feeders[i].y)
+    return f"feeder{upper + 1}"
+
+
+def genotype_site_multipliers(params: Params) -> dict[str, np.ndarray]:
+    """The planted genotype effect: genotype -> factor on each site's weight. KO mice's weight at the
+    upper feeder is multiplied by ``1 + simulate.genotype.strength``, in both sexes and at both ages
+    alike (so that the genotype is not confounded with the class); WT mice and other sites: 1."""
+    genotype = params.simulate.genotype
+    names = site_names(params.cage_layout)
+    out = {g: np.ones(len(names)) for g in GENOTYPES}
+    if genotype.housing != "none" and genotype.strength > 0:
+        out["KO"][names.index(upper_feeder(params.cage_layout))] *= 1 + genotype.strength
     return out
 
 
@@ -314,6 +339,7 @@ def plan_track(mouse: SimMouse, params: Params, profile: Profile, rng: np.random
     logw = (
         np.log([s.weight for s in sites])
         + np.log(class_site_multipliers(params)[mouse.label])
+        + np.log(genotype_site_multipliers(params)[mouse.genotype])  # 0 for WT mice: draws as without
         + np.asarray(mouse.site_log_weights)
     )
     rest_median_s = max(REST_MEDIAN_S * profile.interval_s / 3600.0, REST_FLOOR_S)

@@ -8,12 +8,23 @@ cohort the recordings take every ANIMAL and EVENT variant, and the manifest name
 animals by ID in some recordings and by RFID in others, and leaves one mouse's sex and
 age to the ANIMAL table where it has them.
 
+A genotype (``simulate.genotype``) may be planted: ``housing: mixed`` makes 2 mice of
+every cage KO and 2 WT (which ones: the cage's own genotype stream), ``per_cage`` makes
+half of the cages of each sex KO and half WT (a cohort stream; with an odd number of
+cages of a sex, WT has the extra one), ``none`` (the demo) leaves every mouse WT as
+before. A mouse keeps its genotype at both ages; KO mice favour the upper feeder by
+``strength`` (:func:`~lmt_stereotype.simulation.behaviour.genotype_site_multipliers`).
+The genotype is written to ANIMAL.GENOTYPE (every layout but the 3-column one has it)
+and, unless housing is ``none``, to the manifest's ``genotype`` column.
+
 Beside the recordings, :func:`simulate_cohort` writes
 
-- ``manifest.csv``: recording, animal, cage, sex, age (what a lab would write);
+- ``manifest.csv``: recording, animal, cage, sex, age (what a lab would write), and
+  genotype when one is planted;
 - ``simulation.json``, last, so that a half-written folder never looks done: what was
-  simulated (profile, sites, planted effects, cage fingerprints, each recording's mice
-  and classes), for people and for :func:`write_simulated_cohort`'s up-to-date check.
+  simulated (profile, sites, planted effects, the genotype of every mouse, cage
+  fingerprints, each recording's mice and classes), for people and for
+  :func:`write_simulated_cohort`'s up-to-date check.
   Its ``clock`` object is the simulator's clock, which later stages need to place
   intervals in the day::
 
@@ -39,7 +50,7 @@ from tqdm import tqdm
 from lmt_stereotype.config import CageLayout, Params
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.files import write_json, write_table
-from lmt_stereotype.labels import CLASSES
+from lmt_stereotype.labels import PAPER_CLASSES
 from lmt_stereotype.parallel import available_cores, process_pool
 from lmt_stereotype.schema import animal_layout
 from lmt_stereotype.simulation.behaviour import (
@@ -58,7 +69,9 @@ from lmt_stereotype.simulation.behaviour import (
     cage_sites,
     class_site_multipliers,
     effect_coefficients,
+    genotype_site_multipliers,
     site_names,
+    upper_feeder,
 )
 from lmt_stereotype.simulation.lmt_writer import simulate_recording
 
@@ -68,6 +81,9 @@ SIMULATOR_VERSION = 1
 MAX_WORKERS = 4  # recordings written at once
 
 AGES = ("juvenile", "adult")
+
+GENOTYPE_STREAM = 0x47454E4F  # ("GENO") entropy of the per_cage genotype draw, apart from any cage's streams
+MIXED_STREAM = 3  # a cage's streams: 0 its mice, 1 and 2 its recordings, 3 its mixed genotypes
 
 
 @dataclass(frozen=True)
@@ -102,16 +118,43 @@ def _fingerprint_spot(rng: np.random.Generator, layout: CageLayout, arena: float
             return tuple(np.round(spot, 2).tolist())
 
 
+def _sex(c: int, n_cages: int) -> str:
+    """The sex of cage ``c`` (0-based): the first half male."""
+    return "M" if c < n_cages / 2 else "F"
+
+
+def _genotypes(params: Params, seed: int) -> list[tuple[str, ...]]:
+    """Each cage's mice's genotypes (mice A to D), from streams of their own, so that the
+    other draws are the same whatever the housing."""
+    sim = params.simulate
+    housing = sim.genotype.housing
+    if housing == "none":
+        return [("WT",) * 4] * sim.n_cages
+    if housing == "mixed":
+        out = []
+        for c in range(sim.n_cages):
+            ko = set(np.random.default_rng([seed, c, MIXED_STREAM]).choice(4, 2, replace=False).tolist())
+            out.append(tuple("KO" if i in ko else "WT" for i in range(4)))
+        return out
+    rng = np.random.default_rng([seed, GENOTYPE_STREAM])  # per_cage: half the cages of each sex KO
+    ko_cages: set[int] = set()
+    for sex in ("M", "F"):
+        cages = [c for c in range(sim.n_cages) if _sex(c, sim.n_cages) == sex]
+        ko_cages |= {cages[i] for i in rng.permutation(len(cages))[: len(cages) // 2].tolist()}  # WT: the extra
+    return [("KO" if c in ko_cages else "WT",) * 4 for c in range(sim.n_cages)]
+
+
 def _plan_cohort(params: Params) -> tuple[list[_RecordingPlan], dict[str, list[float]]]:
     """Cages, their mice and fingerprints, and the per-recording variants; cheap (no tracks)."""
     sim = params.simulate
     seed = sim.seed % 2**64  # SeedSequence wants non-negative entropy
     n_sites = len(site_names(params.cage_layout))
     arena = params.lmt.arena_size_cm
+    genotypes = _genotypes(params, seed)
     plans, fingerprints = [], {}
     for c in range(sim.n_cages):
         rng = np.random.default_rng([seed, c, 0])
-        cage, sex = f"cage{c + 1:02d}", "M" if c < sim.n_cages / 2 else "F"
+        cage, sex = f"cage{c + 1:02d}", _sex(c, sim.n_cages)
         fingerprint = _fingerprint_spot(rng, params.cage_layout, arena)
         fingerprints[cage] = list(fingerprint)
         cage_logw = rng.normal(0, sim.cage_variability, n_sites)
@@ -130,6 +173,7 @@ def _plan_cohort(params: Params) -> tuple[list[_RecordingPlan], dict[str, list[f
                             age=age,
                             fingerprint_cm=fingerprint,
                             site_log_weights=tuple(mouse_logw[i].tolist()),
+                            genotype=genotypes[c][i],
                         )
                         for i in range(4)
                     ),
@@ -167,21 +211,24 @@ def _write_planned(plan: _RecordingPlan, params: Params, profile: Profile, out_d
     )
 
 
-def _manifest(plans: list[_RecordingPlan]) -> pd.DataFrame:
+def _manifest(plans: list[_RecordingPlan], genotype: bool) -> pd.DataFrame:
+    """One row per mouse-recording; a ``genotype`` column if ``genotype``. The unlabelled mouse's
+    labels are left to ANIMAL, which has SEX, AGE and GENOTYPE where it is chosen."""
+    columns = ["recording", "animal", "cage", "sex", "age"] + (["genotype"] if genotype else [])
     rows = []
     for p in plans:
         for m in p.mice:
             blank = m.animal_id == p.unlabelled_id
-            rows.append(
-                {
-                    "recording": p.file,
-                    "animal": m.rfid if p.key_by_rfid else str(m.animal_id),
-                    "cage": p.cage,
-                    "sex": "" if blank else m.sex,
-                    "age": "" if blank else m.age,
-                }
-            )
-    return pd.DataFrame(rows, columns=["recording", "animal", "cage", "sex", "age"])
+            row = {
+                "recording": p.file,
+                "animal": m.rfid if p.key_by_rfid else str(m.animal_id),
+                "cage": p.cage,
+                "sex": "" if blank else m.sex,
+                "age": "" if blank else m.age,
+                "genotype": "" if blank else m.genotype,
+            }
+            rows.append([row[c] for c in columns])
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _region(site: Site) -> dict:
@@ -221,10 +268,11 @@ def _description(params: Params, profile_name: str, plans: list[_RecordingPlan],
             "region_cm": regions[EFFECT_SITES[effect]],
             "size": getattr(eff, effect),
             "class_coefficients": coefficients,
-            "site_weight_multiplier": {c: multipliers[c][names.index(EFFECT_SITES[effect])] for c in CLASSES},
+            "site_weight_multiplier": {c: multipliers[c][names.index(EFFECT_SITES[effect])] for c in PAPER_CLASSES},
         }
         for effect, coefficients in effect_coefficients(eff.juvenile_male_mix).items()
     }
+    planted = params.simulate.genotype.housing != "none"
     return {
         "simulator_version": SIMULATOR_VERSION,
         "simulate": params.simulate.model_dump(mode="json"),
@@ -242,8 +290,9 @@ def _description(params: Params, profile_name: str, plans: list[_RecordingPlan],
             "strength": eff.strength,
             **effects,
         },
+        "genotype": _genotype_description(params, plans, regions),
         "site_choice": (
-            "categorical over sites; weight = base weight x light factor x class effect"
+            "categorical over sites; weight = base weight x light factor x class effect x genotype effect"
             " x exp(cage preference, shared at both ages) x exp(own preference)"
         ),
         "clock": {
@@ -265,10 +314,51 @@ def _description(params: Params, profile_name: str, plans: list[_RecordingPlan],
                 "age": p.age,
                 "animal_columns": p.animal_columns,
                 "event_metadata": p.event_metadata,
-                "mice": [{"animal_id": m.animal_id, "rfid": m.rfid, "class": m.label} for m in p.mice],
+                "mice": [
+                    {
+                        "animal_id": m.animal_id,
+                        "rfid": m.rfid,
+                        "class": m.label,
+                        **({"genotype": m.genotype} if planted else {}),
+                    }
+                    for m in p.mice
+                ],
             }
             for p in plans
         ],
+    }
+
+
+def _genotype_description(params: Params, plans: list[_RecordingPlan], regions: dict) -> dict:
+    """simulation.json's ``genotype``: the planted genotype effect and every mouse's genotype."""
+    genotype = params.simulate.genotype
+    if genotype.housing == "none":
+        return {
+            "housing": "none",
+            "description": "no genotype planted: ANIMAL.GENOTYPE is WT for every mouse, the manifest has no genotype",
+        }
+    site = upper_feeder(params.cage_layout)
+    multipliers = genotype_site_multipliers(params)
+    index = site_names(params.cage_layout).index(site)
+    housing = {
+        "mixed": "2 WT and 2 KO mice in every cage (drawn per cage)",
+        "per_cage": "one genotype per cage, half the cages of each sex KO (WT has the extra one of an odd count)",
+    }[genotype.housing]
+    return {
+        "housing": genotype.housing,
+        "housing_description": housing,
+        "description": "KO mice stop more often at the upper feeder, in both sexes and at both ages alike",
+        "site": site,
+        "region_cm": regions[site],
+        "strength": genotype.strength,
+        "rule": "a KO mouse's weight of the site is multiplied by 1 + strength; WT mice and the other sites: 1",
+        "site_weight_multiplier": {g: multipliers[g][index] for g in multipliers},
+        "genotypes": {
+            p.cage: {m.name: m.genotype for m in sorted(p.mice, key=lambda m: m.name)}
+            for p in plans
+            if p.age == AGES[0]
+        },
+        "genotypes_by": "cage -> mouse (ANIMAL.NAME, the same at both ages) -> genotype; also in recordings' mice",
     }
 
 
@@ -289,7 +379,7 @@ def simulate_cohort(params: Params, out_dir: Path, *, progress: bool = True) -> 
             future.result()
             bar.update()
     manifest = out_dir / "manifest.csv"
-    write_table(_manifest(plans), manifest)
+    write_table(_manifest(plans, params.simulate.genotype.housing != "none"), manifest)
     write_json(_description(params, name, plans, fingerprints), out_dir / "simulation.json")
     return manifest
 

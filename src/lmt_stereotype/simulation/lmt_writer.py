@@ -101,7 +101,7 @@ def _animal_rows(mice: list[SimMouse], animal_columns: tuple[str, ...]) -> tuple
             "ID": m.animal_id,
             "RFID": m.rfid,
             "NAME": m.name,
-            "GENOTYPE": "WT",
+            "GENOTYPE": m.genotype,
             "IND": "",
             "AGE": m.age,
             "SEX": m.sex,
