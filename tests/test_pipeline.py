@@ -47,7 +47,7 @@ def test_stops_resolves_the_cohort_once_and_histograms_never_opens_the_raw_recor
     samples = pd.read_csv(demo / "data/interim/samples.csv", dtype={"rfid": str})
     manifest = pd.read_csv(demo / "data/raw/manifest.csv", dtype=str)
     assert samples["recording"].tolist() == manifest["recording"].tolist()
-    assert {"animal_id", "rfid", "cage", "sex", "age", "label", "start_hour", "seconds_per_hour"} <= set(samples)
+    assert {"animal_id", "rfid", "cage", "sex", "age", "genotype", "start_hour", "seconds_per_hour"} <= set(samples)
     assert samples["rfid"].str.startswith("0000041").all()  # read as text: leading zeros kept
     assert (samples["start_hour"] == 10.0).all() and (
         samples["seconds_per_hour"] == 30.0

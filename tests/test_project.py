@@ -62,6 +62,22 @@ def test_params_yaml_is_the_one_source_of_every_setting_and_the_paper_file_diffe
     assert params.histograms.n_intervals * params.histograms.interval_s == 72 * 30
 
 
+def test_the_genotype_example_differs_from_the_demo_only_in_its_question_and_its_places():
+    raw, raw_genotype = (yaml.safe_load((ROOT / f).read_text()) for f in ("params.yaml", "configs/genotype.yaml"))
+    genotype = load_params(ROOT / "configs/genotype.yaml")
+    assert _keys(raw) == _keys(raw_genotype)
+    differ = {k for k in _keys(raw) if "." in k and _get(raw, k) != _get(raw_genotype, k)}
+    places = {f"data.{k}" for k in raw["data"]} | {"data", "simulate", "simulate.genotype", "target", "mlflow"}
+    assert differ - places == {
+        "target.column",
+        "simulate.genotype.housing",
+        "simulate.genotype.strength",
+        "mlflow.experiment",
+    }
+    assert all(str(getattr(genotype.data, k)).split("/")[1] == "genotype" for k in raw["data"])
+    assert genotype.registry_of_target.model_name == "lmt-stereotype-cnn-genotype"
+
+
 def _get(raw: dict, key: str):
     for part in key.split("."):
         raw = raw[part]

@@ -53,6 +53,17 @@ RUN_BY = {
         '"dvc", "remote", "add", "-d", "storage"',
     ),
     "dvc push": ("tests/test_pipeline.py", 'run("dvc", "push")'),
+    **{
+        f"lmt-stereotype {stage} --params configs/genotype.yaml": (
+            "tests/test_target.py",
+            '"simulate", "stops", "histograms", "train", "baselines", "explain", "report"',
+        )
+        for stage in ("simulate", "stops", "histograms", "train", "baselines", "explain", "report")
+    },
+    "lmt-stereotype predict data/genotype/raw/cage01_adult.sqlite --params configs/genotype.yaml": (
+        "tests/test_target.py",
+        'cli("predict", recording, "--params", CONFIG',
+    ),
 }
 
 

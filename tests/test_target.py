@@ -1,0 +1,113 @@
+"""Any question a lab asks: README's genotype example, end to end through the CLI, on small cohorts.
+
+Two simulated cohorts of 6 cages with 2 WT + 2 KO mice in every cage (genotype varies
+within cages, so the balanced scheme leaves one cage out per fold and permutations shuffle
+genotypes within cages), one with a planted KO effect and one without. With the effect every
+model beats chance; without it none does, and none is significantly below chance.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from helpers.cohort import ROOT, TRAINING, _merge, cli
+
+from lmt_stereotype.evaluation import above_chance
+from lmt_stereotype.histograms import Stacks
+
+pytestmark = pytest.mark.slow  # two cohorts, each simulated, trained and explained through the CLI
+
+CONFIG = "configs/genotype.yaml"
+STAGES = ("simulate", "stops", "histograms", "train", "baselines", "explain", "report")
+MODELS = ("cnn", "knn", "svm")
+
+
+def genotype_example(folder: Path, strength: float) -> Path:
+    """README's genotype example in ``folder``: configs/genotype.yaml with 6 cages, quick training
+    settings and the planted KO effect's ``strength``; every stage run as README runs it."""
+    raw = yaml.safe_load((ROOT / CONFIG).read_text())
+    _merge(raw, TRAINING)
+    _merge(
+        raw,
+        {
+            "simulate": {"n_cages": 6, "genotype": {"strength": strength}},
+            "evaluation": {"schemes": ["balanced"]},
+            "explain": {"n_permutations": 19, "ig_steps": 4},
+        },
+    )
+    (folder / "configs").mkdir()
+    (folder / CONFIG).write_text(yaml.safe_dump(raw))
+    for stage in STAGES:
+        cli(stage, "--params", CONFIG, cwd=folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory) -> Path:
+    return genotype_example(tmp_path_factory.mktemp("genotype-planted"), strength=3.0)
+
+
+@pytest.fixture(scope="module")
+def absent(tmp_path_factory) -> Path:
+    return genotype_example(tmp_path_factory.mktemp("genotype-absent"), strength=0.0)
+
+
+def balanced_metrics(folder: Path, model: str) -> dict[str, float]:
+    return json.loads((folder / f"reports/genotype/{model}.json").read_text())["balanced"]
+
+
+def test_the_stacks_ask_about_the_genotype_and_keep_sex_and_age_as_groups(planted):
+    stacks = Stacks.load(planted / "data/genotype/processed/stacks.npz")
+    assert stacks.target_column == "genotype" and stacks.classes == ("KO", "WT")
+    assert set(stacks.groups) >= {"sex", "age"}
+    for cage in np.unique(stacks.cage):  # 2 KO + 2 WT mice in every cage, at both ages
+        assert sorted(stacks.label[stacks.cage == cage]) == ["KO"] * 4 + ["WT"] * 4
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_planted_genotype_effect_is_found_by_every_model(planted, model):
+    metrics = balanced_metrics(planted, model)
+    significant, evidence = above_chance(metrics, 0.95)
+    assert significant, (model, evidence, metrics["accuracy"])
+    assert metrics["chance_level"] == 0.5 and metrics["roc_auc"] > 0.5
+    assert {"accuracy_female", "accuracy_male", "accuracy_age_adult", "accuracy_age_juvenile"} <= set(metrics)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_without_a_genotype_effect_no_model_beats_chance_nor_falls_below_it(absent, model):
+    metrics = balanced_metrics(absent, model)
+    significant, evidence = above_chance(metrics, 0.95)
+    assert not significant, (model, evidence, metrics["accuracy"])
+    assert metrics["below_chance_p"] > 0.05, (model, metrics["accuracy"])
+
+
+def test_the_registered_genotype_model_predicts_wt_or_ko_through_pyfunc_and_predict(planted, tmp_path):
+    record = json.loads((planted / "reports/genotype/registered_model.json").read_text())
+    assert record["name"] == "lmt-stereotype-cnn-genotype"
+    mlflow.set_tracking_uri(f"sqlite:///{planted / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model(record["model_uri"])
+    assert model.metadata.metadata["target"] == "genotype"
+    stacks = Stacks.load(planted / "data/genotype/processed/stacks.npz")
+    frame = model.predict(stacks.X[:8])
+    assert list(frame.columns) == ["predicted", "p_KO", "p_WT"]
+    assert set(frame["predicted"]) <= {"WT", "KO"}
+    out = tmp_path / "predictions.csv"
+    recording = "data/genotype/raw/cage01_adult.sqlite"
+    cli("predict", recording, "--params", CONFIG, "--out", str(out), cwd=planted)
+    table = pd.read_csv(out)
+    assert len(table) == 4 and set(table["predicted"]) <= {"WT", "KO"}
+    np.testing.assert_allclose(table[["p_KO", "p_WT"]].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_the_report_and_the_runs_name_the_genotype(planted):
+    page = (planted / "reports/genotype/report/index.html").read_text()
+    assert "genotype" in page and "Table 1" not in page
+    mlflow.set_tracking_uri(f"sqlite:///{planted / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["lmt-stereotype-genotype"])
+    assert len(runs) and set(runs["tags.target"]) == {"genotype"}
