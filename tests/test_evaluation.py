@@ -13,7 +13,9 @@ from scipy import stats
 from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.dummy import DummyClassifier
+from sklearn.metrics import roc_auc_score
 
+from lmt_stereotype.design import cage_strata, design_permutation
 from lmt_stereotype.evaluation import (
     Fold,
     FoldedModel,
@@ -23,47 +25,72 @@ from lmt_stereotype.evaluation import (
     bias_warning,
     binomial_interval,
     bootstrap_accuracy_interval,
-    cage_sexes,
     chance_level,
     classification_metrics,
     confusion,
-    design_permutation,
     evaluate,
+    fold_roc_auc,
     held_out_models,
     leave_one_cage_out,
     make_folds,
     out_of_fold,
+    permutation_null,
     permutation_p_value,
     significance_threshold,
     stratified_kfold,
     write_reports,
 )
 from lmt_stereotype.histograms import Stacks
-from lmt_stereotype.labels import CLASSES, FEMALE, JUVENILE
+from lmt_stereotype.labels import PAPER_CLASSES, Target
 from lmt_stereotype.models import make_baseline
 
 N_CAGES, PER_CAGE = 6, 8
 FAST = varied(DEMO.evaluation, kfold_splits=4, n_bootstrap=200, chance_permutations=200)
 TABLE_1 = np.array([[22, 2, 0, 0], [9, 8, 1, 6], [0, 4, 20, 0], [0, 0, 0, 24]])  # the paper's confusion matrix
+PAPER = Target.of("class", PAPER_CLASSES)
+SEX = Target.of("sex", ["M", "F"])
+AGE = Target.of("age", ["adult", "juvenile"])
 
 
-def tiny_stacks(seed: int = 0, n_cages: int = N_CAGES) -> Stacks:
-    """Single-sex cages (first half male) of 4 mice, each recorded as a juvenile and as an adult."""
+def female(target: Target, y: np.ndarray) -> np.ndarray:
+    """Whether each label is female (the paper's classes or sex)."""
+    return target.factor_levels(y)["sex"] == "F"
+
+
+def juvenile(target: Target, y: np.ndarray) -> np.ndarray:
+    return target.factor_levels(y)["age"] == "juvenile"
+
+
+def groups_of(y: np.ndarray) -> dict[str, np.ndarray]:
+    """The grouping columns ``histograms`` keeps for the paper's classes ``y``: sex and age per recording."""
+    return {factor: levels.astype(str) for factor, levels in PAPER.factor_levels(y).items()}
+
+
+def tiny_stacks(seed: int = 0, n_cages: int = N_CAGES, column: str = "class") -> Stacks:
+    """Single-sex cages (first half male) of 4 mice, each recorded as a juvenile and as an adult;
+    labelled for ``column`` (``class``, ``sex`` or ``age``), sex and age kept as grouping columns."""
     rng = np.random.default_rng(seed)
-    label, cage, recording, animal_id, sample = [], [], [], [], []
+    sexes, ages, cage, recording, animal_id, sample = [], [], [], [], [], []
     for c in range(n_cages):
         sex = "M" if c < n_cages // 2 else "F"
-        for age in ("J", "A"):
+        for age in ("juvenile", "adult"):
             for mouse in range(1, 5):
-                label.append(age + sex)
+                sexes.append(sex)
+                ages.append(age)
                 cage.append(f"c{c}")
-                recording.append(f"c{c}-{age}")
+                recording.append(f"c{c}-{age[0].upper()}")
                 animal_id.append(mouse)
-                sample.append(f"c{c}-{age}-{mouse}")
-    n = len(label)
+                sample.append(f"c{c}-{age[0].upper()}-{mouse}")
+    n = len(sexes)
+    groups = {"sex": np.array(sexes), "age": np.array(ages)}
+    labels = {"class": np.array([a[0].upper() + s for s, a in zip(sexes, ages)]), **groups}[column]
+    target = Target.of(column, labels)
     return Stacks(
         X=rng.poisson(2.0, size=(n, 2, 6, 6)).astype(np.float32),
-        label=np.array(label),
+        label=labels,
+        classes=target.classes,
+        target_column=column,
+        groups=groups,
         cage=np.array(cage),
         recording=np.array(recording),
         animal_id=np.array(animal_id, dtype=np.int64),
@@ -90,26 +117,36 @@ def from_table(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return y_true, y_pred
 
 
-def sex_of_cages(y: np.ndarray, cages: np.ndarray) -> dict[str, set[bool]]:
-    return {c: set(FEMALE[y[cages == c]].tolist()) for c in np.unique(cages)}
+def sex_of_cages(target: Target, y: np.ndarray, cages: np.ndarray) -> dict[str, set[bool]]:
+    return {c: set(female(target, y)[cages == c].tolist()) for c in np.unique(cages)}
 
 
-def design(n_male: int, n_female: int, n_mixed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Cages of 4 recordings: ``female`` per recording and ``cages``; a mixed cage holds 2 of each sex."""
+def design(n_male: int, n_female: int, n_mixed: int = 0, target: Target = PAPER) -> tuple[np.ndarray, np.ndarray]:
+    """Cages of 4 recordings (2 juveniles, 2 adults): labels ``y`` of ``target`` (the paper's classes or sex)
+    and ``cages``; a mixed cage holds 2 of each sex."""
     sexes = [False] * n_male + [True] * n_female + [None] * n_mixed
-    female = np.concatenate([[s] * 4 if s is not None else [False, True, False, True] for s in sexes])
+    is_female = np.concatenate([[s] * 4 if s is not None else [False, True, False, True] for s in sexes]).astype(bool)
     cages = np.repeat([f"k{c:02d}" for c in range(len(sexes))], 4)
-    return female.astype(bool), cages
+    if target.is_paper:
+        y = 2 * is_female.astype(np.int64) + np.tile([0, 0, 1, 1], len(sexes))
+    else:
+        y = target.indices(np.where(is_female, "F", "M"))
+    return y, cages
 
 
 def held_out_cages(fold: Fold, cages: np.ndarray) -> set[str]:
     return set(cages[fold.test].tolist())
 
 
-def cage_counts(index: np.ndarray, female: np.ndarray, cages: np.ndarray) -> tuple[int, int]:
-    """(male cages, female cages) among the single-sex cages of these recordings."""
-    sexes = cage_sexes(cages[index], female[index])
-    return list(sexes.values()).count("male"), list(sexes.values()).count("female")
+def cage_counts(index: np.ndarray, target: Target, y: np.ndarray, cages: np.ndarray) -> tuple[int, int]:
+    """(male cages, female cages) among the single-sex cages of these recordings (folds hold whole cages)."""
+    strata, _ = cage_strata(target, y, cages)
+    present = set(cages[index].tolist())
+    return len(present & set(strata.get("M", []))), len(present & set(strata.get("F", [])))
+
+
+BOTH = pytest.mark.parametrize("target", [PAPER, SEX], ids=["class", "sex"])
+"""The paper's four classes and sex alone: the same single-sex cages, the same balanced folds."""
 
 
 # --- folds ----------------------------------------------------------------------------
@@ -117,8 +154,9 @@ def cage_counts(index: np.ndarray, female: np.ndarray, cages: np.ndarray) -> tup
 
 def test_the_tiny_design_is_balanced_and_single_sex(stacks):
     assert stacks.X.shape == (48, 2, 6, 6)
+    assert stacks.target == PAPER and stacks.classes == PAPER_CLASSES
     assert np.bincount(stacks.y).tolist() == [12, 12, 12, 12]
-    assert all(len(sexes) == 1 for sexes in sex_of_cages(stacks.y, stacks.cage).values())
+    assert all(len(sexes) == 1 for sexes in sex_of_cages(PAPER, stacks.y, stacks.cage).values())
 
 
 def test_leave_one_cage_out_has_one_fold_per_cage_and_never_trains_on_the_test_cage(stacks):
@@ -134,13 +172,25 @@ def test_leave_one_cage_out_has_one_fold_per_cage_and_never_trains_on_the_test_c
     assert sorted(tests.tolist()) == list(range(len(stacks.y)))  # a partition: every recording tested once
 
 
-def test_balanced_folds_hold_out_a_male_and_a_female_cage_and_keep_every_training_set_balanced():
-    female, cages = design(6, 6)
-    folds = balanced_cage_folds(cages, female, matchings=2, seed=0)
+def test_the_cages_strata_are_the_levels_of_the_cage_factors():
+    y, cages = design(3, 3, n_mixed=2)
+    males, females, mixed = ["k00", "k01", "k02"], ["k03", "k04", "k05"], ["k06", "k07"]
+    assert cage_strata(PAPER, y, cages) == ({"M": males, "F": females}, mixed)  # sex: a cage factor; age is not
+    y_sex, _ = design(3, 3, n_mixed=2, target=SEX)
+    assert cage_strata(SEX, y_sex, cages) == ({"M": males, "F": females}, mixed)
+    y_age = AGE.indices(PAPER.factor_levels(y)["age"])  # age varies within every cage: one stratum
+    assert cage_strata(AGE, y_age, cages) == ({"all": [*males, *females, *mixed]}, [])
+
+
+@BOTH
+def test_balanced_folds_hold_out_a_male_and_a_female_cage_and_keep_every_training_set_balanced(target):
+    y, cages = design(6, 6, target=target)
+    folds = balanced_cage_folds(cages, target, y, matchings=2, seed=0)
     assert len(folds) == 12  # 2 matchings of 6 pairs
     for fold in folds:
-        assert cage_counts(fold.test, female, cages) == (1, 1)
-        assert cage_counts(fold.train, female, cages) == (5, 5)
+        assert cage_counts(fold.test, target, y, cages) == (1, 1)
+        assert cage_counts(fold.train, target, y, cages) == (5, 5)
+        assert set(y[fold.train]) == set(range(len(target.classes)))  # every class in every training set
         assert not held_out_cages(fold, cages) & set(cages[fold.train])  # checked on the indices
         assert sorted([*fold.train, *fold.test]) == list(range(len(cages)))
     for matching in (folds[:6], folds[6:]):
@@ -150,72 +200,98 @@ def test_balanced_folds_hold_out_a_male_and_a_female_cage_and_keep_every_trainin
     assert len(set(pairs)) == 12  # the second matching pairs every cage with another partner
 
 
+def test_the_paper_and_the_sex_target_get_the_same_balanced_folds():
+    y, cages = design(4, 3)
+    y_sex, _ = design(4, 3, target=SEX)
+    paper, sex = (
+        balanced_cage_folds(cages, t, labels, matchings=2, seed=5) for t, labels in ((PAPER, y), (SEX, y_sex))
+    )
+    assert [(f.name, f.test.tolist()) for f in paper] == [(f.name, f.test.tolist()) for f in sex]
+
+
 def test_as_many_matchings_as_cages_of_a_sex_hold_out_every_male_female_pair_once():
-    female, cages = design(4, 4)
-    folds = balanced_cage_folds(cages, female, matchings=4, seed=3)
+    y, cages = design(4, 4)
+    folds = balanced_cage_folds(cages, PAPER, y, matchings=4, seed=3)
     pairs = {frozenset(held_out_cages(f, cages)) for f in folds}
-    males, females = np.unique(cages[~female]), np.unique(cages[female])
+    is_female = female(PAPER, y)
+    males, females = np.unique(cages[~is_female]), np.unique(cages[is_female])
     assert len(folds) == 16 and pairs == {frozenset({m, f}) for m in males for f in females}  # leave-pair-out
-    assert len(balanced_cage_folds(cages, female, matchings=99, seed=3)) == 16  # no pair twice
+    assert len(balanced_cage_folds(cages, PAPER, y, matchings=99, seed=3)) == 16  # no pair twice
 
 
 def test_balanced_folds_are_reproducible_for_a_seed_and_change_with_it():
-    female, cages = design(6, 6)
+    y, cages = design(6, 6)
 
     def pairs(seed: int) -> list[set[str]]:
-        return [held_out_cages(f, cages) for f in balanced_cage_folds(cages, female, seed=seed)]
+        return [held_out_cages(f, cages) for f in balanced_cage_folds(cages, PAPER, y, seed=seed)]
 
     assert pairs(1) == pairs(1) and pairs(1) != pairs(2)
 
 
-def test_unequal_sexes_reuse_the_smaller_sexs_cages_so_each_fold_still_holds_out_one_of_each():
-    female, cages = design(4, 3)
-    folds = balanced_cage_folds(cages, female, matchings=1, seed=0)
+@BOTH
+def test_unequal_sexes_reuse_the_smaller_sexs_cages_so_each_fold_still_holds_out_one_of_each(target):
+    y, cages = design(4, 3, target=target)
+    folds = balanced_cage_folds(cages, target, y, matchings=1, seed=0)
     assert len(folds) == 4  # one fold per cage of the larger sex
     for fold in folds:
-        assert cage_counts(fold.test, female, cages) == (1, 1)
-        assert cage_counts(fold.train, female, cages) == (3, 2)  # the cohort's imbalance, never tilted further
+        assert cage_counts(fold.test, target, y, cages) == (1, 1)
+        assert cage_counts(fold.train, target, y, cages) == (3, 2)  # the cohort's imbalance, never tilted further
     assert set(cages) == set().union(*(held_out_cages(f, cages) for f in folds))
-    every_pair = balanced_cage_folds(cages, female, matchings=3, seed=0)
+    every_pair = balanced_cage_folds(cages, target, y, matchings=3, seed=0)
     assert len({frozenset(held_out_cages(f, cages)) for f in every_pair}) == 12
 
 
-def test_mixed_sex_cages_are_dealt_over_the_folds_beside_a_single_sex_pair():
-    female, cages = design(3, 3, n_mixed=2)
-    assert list(cage_sexes(cages, female).values()).count("mixed") == 2
-    folds = balanced_cage_folds(cages, female, seed=0)
+@BOTH
+def test_mixed_sex_cages_are_dealt_over_the_folds_beside_a_single_sex_pair(target):
+    y, cages = design(3, 3, n_mixed=2, target=target)
+    assert len(cage_strata(target, y, cages)[1]) == 2
+    folds = balanced_cage_folds(cages, target, y, seed=0)
     assert len(folds) == 3
     mixed = [len(held_out_cages(f, cages)) - 2 for f in folds]
     assert sorted(mixed) == [0, 1, 1]  # each mixed cage held out once, beside a male and a female cage
-    assert all(cage_counts(f.test, female, cages) == (1, 1) for f in folds)
+    assert all(cage_counts(f.test, target, y, cages) == (1, 1) for f in folds)
 
 
-def test_a_one_sex_or_all_mixed_cohort_gets_one_fold_per_cage():
-    for female, cages in (design(5, 0), design(0, 0, n_mixed=4)):
-        folds = balanced_cage_folds(cages, female, matchings=3, seed=0)
+@BOTH
+def test_a_one_sex_or_all_mixed_cohort_gets_one_fold_per_cage(target):
+    for y, cages in (design(5, 0, target=target), design(0, 0, n_mixed=4, target=target)):
+        folds = balanced_cage_folds(cages, target, y, matchings=3, seed=0)
         assert sorted(tuple(held_out_cages(f, cages)) for f in folds) == [(c,) for c in np.unique(cages)]
 
 
-def test_balanced_folds_refuse_a_sex_with_a_single_cage():
-    female, cages = design(4, 1)
-    with pytest.raises(ValueError, match="at least 2 cages of each sex.*4 male and 1 female"):
-        balanced_cage_folds(cages, female)
+def test_a_target_that_varies_within_every_cage_gets_one_fold_per_cage_with_every_class_in_training(stacks):
+    age = tiny_stacks(column="age")
+    assert age.classes == ("adult", "juvenile") and age.target == AGE
+    folds = make_folds("balanced", age.cage, FAST.model_copy(update={"matchings": 3}), age.target, age.y)
+    assert sorted(tuple(held_out_cages(f, age.cage)) for f in folds) == [(c,) for c in np.unique(age.cage)]
+    for fold in folds:
+        assert not held_out_cages(fold, age.cage) & set(age.cage[fold.train])
+        assert set(age.y[fold.train]) == {0, 1}
 
 
-def test_k_balanced_folds_deal_each_sex_over_the_folds():
-    female, cages = design(5, 5)
-    folds = balanced_cage_folds(cages, female, n_folds=3, seed=0)
+@BOTH
+def test_balanced_folds_refuse_a_sex_with_a_single_cage(target):
+    y, cages = design(6, 1, target=target)
+    with pytest.raises(ValueError, match="at least 2 cages of each sex, the cohort has 6 M and 1 F cages"):
+        balanced_cage_folds(cages, target, y)
+
+
+@BOTH
+def test_k_balanced_folds_deal_each_sex_over_the_folds(target):
+    y, cages = design(5, 5, target=target)
+    folds = balanced_cage_folds(cages, target, y, n_folds=3, seed=0)
     assert [f.name for f in folds] == ["inner0", "inner1", "inner2"]
-    assert sorted(cage_counts(f.test, female, cages) for f in folds) == [(1, 1), (2, 2), (2, 2)]
+    assert sorted(cage_counts(f.test, target, y, cages) for f in folds) == [(1, 1), (2, 2), (2, 2)]
     assert sorted(np.concatenate([f.test for f in folds]).tolist()) == list(range(len(cages)))
 
 
 def test_the_balanced_schemes_folds_follow_the_labels_they_are_drawn_for(stacks):
     rng = np.random.default_rng(0)
-    draws = (design_permutation(stacks.y, stacks.cage, rng) for _ in range(20))
-    permuted = next(p for p in draws if sex_of_cages(p, stacks.cage) != sex_of_cages(stacks.y, stacks.cage))
-    for fold in make_folds("balanced", stacks.cage, FAST, permuted):
-        assert cage_counts(fold.test, FEMALE[permuted], stacks.cage) == (1, 1)
+    draws = (design_permutation(PAPER, stacks.y, stacks.cage, rng) for _ in range(20))
+    original = sex_of_cages(PAPER, stacks.y, stacks.cage)
+    permuted = next(p for p in draws if sex_of_cages(PAPER, p, stacks.cage) != original)
+    for fold in make_folds("balanced", stacks.cage, FAST, PAPER, permuted):
+        assert cage_counts(fold.test, PAPER, permuted, stacks.cage) == (1, 1)
 
 
 def test_stratified_kfold_puts_cage_mates_on_both_sides_and_is_stratified(stacks):
@@ -238,7 +314,7 @@ def test_stratified_kfold_is_reproducible_for_a_seed(stacks):
 
 def test_nothing_is_fitted_on_the_held_out_cage(stacks):
     folds = leave_one_cage_out(stacks.cage)
-    result = FoldedModel(knn("standard"), stacks.X).cross_validate(stacks.y, folds)
+    result = FoldedModel(knn("standard"), stacks.X, 4).cross_validate(stacks.y, folds)
     flat = stacks.X.reshape(len(stacks.X), -1).astype(np.float32)
     assert len(result.models) == len(folds)
     for fold, model in zip(folds, result.models):
@@ -257,7 +333,7 @@ def test_nothing_is_fitted_on_the_held_out_cage(stacks):
 
 def test_without_scaling_pca_centres_on_the_training_cages_only(stacks):
     folds = leave_one_cage_out(stacks.cage)
-    result = FoldedModel(knn(), stacks.X).cross_validate(stacks.y, folds)
+    result = FoldedModel(knn(), stacks.X, 4).cross_validate(stacks.y, folds)
     flat = stacks.X.reshape(len(stacks.X), -1)
     for fold, model in zip(folds, result.models):
         pca = model.named_steps["pca"]
@@ -269,9 +345,9 @@ def test_without_scaling_pca_centres_on_the_training_cages_only(stacks):
 def test_folded_model_predicts_exactly_like_refitting_the_whole_pipeline_per_fold(stacks, kind, scaling):
     pipeline = make_baseline(kind, varied(DEMO.baselines, scaling=scaling))
     folds = leave_one_cage_out(stacks.cage)
-    result = FoldedModel(pipeline, stacks.X).cross_validate(stacks.y, folds)
+    result = FoldedModel(pipeline, stacks.X, 4).cross_validate(stacks.y, folds)
     y_pred = np.full(len(stacks.y), -1)
-    proba = np.zeros((len(stacks.y), len(CLASSES)))
+    proba = np.zeros((len(stacks.y), len(PAPER_CLASSES)))
     for fold in folds:
         fresh = clone(pipeline).fit(stacks.X[fold.train], stacks.y[fold.train])
         y_pred[fold.test] = fresh.predict(stacks.X[fold.test])
@@ -284,9 +360,9 @@ def test_folded_model_predicts_exactly_like_refitting_the_whole_pipeline_per_fol
 
 def test_folded_model_refits_only_the_classifier_for_new_labels(stacks):
     folds = leave_one_cage_out(stacks.cage)
-    folded = FoldedModel(knn("standard"), stacks.X)
+    folded = FoldedModel(knn("standard"), stacks.X, 4)
     first = folded.cross_validate(stacks.y, folds)
-    permuted = design_permutation(stacks.y, stacks.cage, np.random.default_rng(1))
+    permuted = design_permutation(PAPER, stacks.y, stacks.cage, np.random.default_rng(1))
     result = folded.cross_validate(permuted, folds)
     for fold, before, after in zip(folds, first.models, result.models):
         fresh = clone(knn("standard")).fit(stacks.X[fold.train], permuted[fold.train])
@@ -306,11 +382,12 @@ def test_a_recording_tested_by_several_folds_gets_their_probabilities_averaged()
     assert result.y_pred.tolist() == [1, 0, 2]  # recording 1: a tie, settled by the first fold's choice (class 0)
     assert result.fold.tolist() == ["a;b", "a;b", "c"]
     assert result.fold_predictions["a"].tolist() == [0, 0] and result.fold_predictions["b"].tolist() == [1, 0]
+    np.testing.assert_array_equal(result.fold_proba["b"], proba[1])  # each fold's own probabilities, kept
 
 
 def test_each_cage_gets_the_model_of_the_first_fold_that_held_it_out(stacks):
-    folds = make_folds("balanced", stacks.cage, FAST.model_copy(update={"matchings": 2}), stacks.y)
-    result = FoldedModel(knn(), stacks.X).cross_validate(stacks.y, folds)
+    folds = make_folds("balanced", stacks.cage, FAST.model_copy(update={"matchings": 2}), PAPER, stacks.y)
+    result = FoldedModel(knn(), stacks.X, 4).cross_validate(stacks.y, folds)
     models = held_out_models(result, stacks.cage)
     assert sorted(models) == sorted(set(stacks.cage))
     for cage, model in models.items():
@@ -342,17 +419,29 @@ def test_a_model_that_follows_its_training_balance_anti_learns_under_loco_and_is
     assert balanced.metrics["below_chance_p"] == 1.0 and balanced.warning is None
 
 
+def test_a_model_that_follows_its_training_balance_anti_learns_sex_alone_under_loco_too():
+    stacks = tiny_stacks(n_cages=8, column="sex")
+    loco = evaluate("prior", prior_follower, stacks, "loco", FAST, n_permutations=9, workers=1)
+    balanced = evaluate("prior", prior_follower, stacks, "balanced", FAST, n_permutations=9, workers=1)
+    assert loco.metrics["accuracy"] == 0.0 and balanced.metrics["accuracy"] == 0.5 == balanced.metrics["chance_level"]
+    assert (loco.null == 0.0).all() and loco.metrics["below_chance_p"] <= 0.05 and "biased" in loco.warning
+    assert balanced.metrics["below_chance_p"] == 1.0 and balanced.warning is None
+    # a model that ranks nothing: ROC AUC 0.5 in every fold holding both sexes; loco's folds hold one sex each
+    assert balanced.metrics["roc_auc"] == 0.5 and balanced.metrics["roc_auc_folds"] == len(balanced.result.folds)
+    assert math.isnan(loco.metrics["roc_auc"]) and loco.metrics["roc_auc_folds"] == 0
+
+
 def test_the_balanced_null_redraws_its_folds_for_each_permutation_and_so_centres_on_chance():
     """Kept fixed, the real pairs would often hold out two cages of one permuted sex: a null below chance."""
-    from lmt_stereotype.evaluation import permutation_null
-
     stacks = tiny_stacks(n_cages=8)
-    folded = FoldedModel(prior_follower(), stacks.X)
-    redrawn = permutation_null(
-        folded, stacks.y, stacks.cage, lambda y: make_folds("balanced", stacks.cage, FAST, y), 30, seed=0, workers=1
-    )
-    real_pairs = make_folds("balanced", stacks.cage, FAST, stacks.y)
-    fixed = permutation_null(folded, stacks.y, stacks.cage, lambda y: real_pairs, 30, seed=0, workers=1)
+    folded = FoldedModel(prior_follower(), stacks.X, 4)
+
+    def redraw(y: np.ndarray) -> list[Fold]:
+        return make_folds("balanced", stacks.cage, FAST, PAPER, y)
+
+    redrawn = permutation_null(folded, PAPER, stacks.y, stacks.cage, redraw, 30, seed=0, workers=1)
+    real_pairs = make_folds("balanced", stacks.cage, FAST, PAPER, stacks.y)
+    fixed = permutation_null(folded, PAPER, stacks.y, stacks.cage, lambda y: real_pairs, 30, seed=0, workers=1)
     assert (redrawn == 0.25).all()
     assert fixed.mean() < 0.2
 
@@ -361,12 +450,15 @@ def test_the_balanced_null_redraws_its_folds_for_each_permutation_and_so_centres
 def test_below_chance_p_is_small_for_anti_learnt_and_uniform_for_label_free_predictions():
     stacks = tiny_stacks(n_cages=12)
     y, cages = stacks.y, stacks.cage
-    wrong_sex = np.where(FEMALE[y], 0, 2)  # every mouse called an adult of the other sex
-    assert below_chance_p_value(y, wrong_sex, cages, 500, seed=0) < 0.01
+    wrong_sex = np.where(female(PAPER, y), 0, 2)  # every mouse called an adult of the other sex
+    assert below_chance_p_value(PAPER, y, wrong_sex, cages, 500, seed=0) < 0.01
     rng = np.random.default_rng(0)
-    p = np.array([below_chance_p_value(y, rng.integers(0, 4, len(y)), cages, 200, seed=s) for s in range(60)])
+    p = np.array([below_chance_p_value(PAPER, y, rng.integers(0, 4, len(y)), cages, 200, seed=s) for s in range(60)])
     assert 0.35 < p.mean() < 0.65 and np.mean(p <= 0.05) <= 0.12  # about uniform under the null
-    assert below_chance_p_value(y, y, cages, 100, seed=0) == 1.0
+    assert below_chance_p_value(PAPER, y, y, cages, 100, seed=0) == 1.0
+    sex = tiny_stacks(n_cages=12, column="sex")  # the same for sex alone: whole cages called the other sex
+    assert below_chance_p_value(SEX, sex.y, 1 - sex.y, cages, 500, seed=0) < 0.01
+    assert below_chance_p_value(SEX, sex.y, sex.y, cages, 100, seed=0) == 1.0
 
 
 def test_above_chance_rests_on_the_permutation_p_value_or_else_the_cage_interval():
@@ -394,10 +486,12 @@ def test_classification_metrics_of_a_hand_made_example():
     # AM: 1 of 2 right, JM: 1 of 2, AF: 1 of 2, no JF at all
     y_true = np.array([0, 0, 1, 1, 2, 2])
     y_pred = np.array([0, 1, 3, 1, 2, 0])
-    m = classification_metrics(y_true, y_pred)
+    m = classification_metrics(y_true, y_pred, PAPER, groups_of(y_true))
     assert m["accuracy"] == pytest.approx(3 / 6)
     assert m["accuracy_female"] == pytest.approx(1 / 2)
     assert m["accuracy_male"] == pytest.approx(2 / 4)
+    assert m["accuracy_age_adult"] == pytest.approx(2 / 4)  # AM, AM->JM, AF, AF->AM
+    assert m["accuracy_age_juvenile"] == pytest.approx(1 / 2)
     assert m["balanced_accuracy"] == pytest.approx(0.5)
     assert (m["recall_AM"], m["recall_JM"], m["recall_AF"]) == pytest.approx((0.5, 0.5, 0.5))
     assert math.isnan(m["recall_JF"])
@@ -410,36 +504,104 @@ def test_classification_metrics_of_a_hand_made_example():
         "balanced_accuracy",
         "accuracy_female",
         "accuracy_male",
+        "accuracy_age_adult",
+        "accuracy_age_juvenile",
         "f1_macro",
-        *(f"recall_{c}" for c in CLASSES),
+        *(f"recall_{c}" for c in PAPER_CLASSES),
     }
 
 
-def test_accuracy_of_one_sex_is_nan_when_that_sex_is_absent():
-    m = classification_metrics(np.array([0, 1]), np.array([0, 0]))
-    assert math.isnan(m["accuracy_female"]) and m["accuracy_male"] == 0.5
+def test_a_two_class_target_reports_accuracy_within_the_other_grouping_columns_not_its_own():
+    # sex: M M F F F F; 4 of 6 right
+    y_true, y_pred = SEX.indices(list("MMFFFF")), SEX.indices(list("MFFFMF"))
+    groups = {
+        "sex": np.array(list("MMFFFF")),
+        "age": np.array(["adult", "juvenile", "adult", "adult", "juvenile", "adult"]),
+        "genotype": np.array(["WT", "KO", "WT", "KO", "", "KO"]),  # "": unknown, left out
+        "treatment": np.array(["drug A", "drug A", "saline", "saline", "saline", "saline"]),
+    }
+    m = classification_metrics(y_true, y_pred, SEX, groups)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert (m["recall_M"], m["recall_F"]) == pytest.approx((1 / 2, 3 / 4))
+    assert m["balanced_accuracy"] == pytest.approx((1 / 2 + 3 / 4) / 2)
+    assert (m["accuracy_age_adult"], m["accuracy_age_juvenile"]) == (1.0, 0.0)
+    assert (m["accuracy_genotype_WT"], m["accuracy_genotype_KO"]) == pytest.approx((2 / 2, 2 / 3))
+    assert (m["accuracy_treatment_drug_A"], m["accuracy_treatment_saline"]) == (0.5, 0.75)  # a level as a name
+    assert set(m) == {
+        "accuracy",
+        "balanced_accuracy",
+        "f1_macro",
+        "recall_M",
+        "recall_F",
+        "accuracy_age_adult",
+        "accuracy_age_juvenile",
+        "accuracy_genotype_KO",
+        "accuracy_genotype_WT",
+        "accuracy_treatment_drug_A",
+        "accuracy_treatment_saline",
+    }  # no accuracy_female/male: sex is the target; no accuracy_sex/age: one factor only
+
+
+def test_accuracy_female_and_male_stay_for_sex_when_another_column_is_the_target():
+    genotype = Target.of("genotype", ["WT", "KO"])
+    assert genotype.classes == ("KO", "WT")  # sorted as text by default
+    y_true, y_pred = genotype.indices(["KO", "WT", "KO", "WT"]), genotype.indices(["KO", "KO", "KO", "WT"])
+    m = classification_metrics(
+        y_true, y_pred, genotype, {"sex": np.array(list("MMFF")), "genotype": genotype.names(y_true)}
+    )
+    assert (m["accuracy_male"], m["accuracy_female"]) == (0.5, 1.0)
+    assert (m["recall_KO"], m["recall_WT"]) == (1.0, 0.5)
+    assert not {"accuracy_genotype_KO", "accuracy_genotype_WT", "accuracy_sex"} & set(m)
+
+
+def test_accuracy_within_a_level_absent_from_the_recordings_is_not_reported():
+    y_true = np.array([0, 1])
+    m = classification_metrics(y_true, np.array([0, 0]), PAPER, groups_of(y_true))  # males only: one fold's cage
+    assert "accuracy_female" not in m and m["accuracy_male"] == 0.5
+    assert "accuracy_female" not in classification_metrics(y_true, y_true, PAPER, {})  # no groups known
 
 
 def test_confusion_rows_are_true_and_columns_predicted_in_class_order():
-    y_true = np.array([CLASSES.index("JM"), CLASSES.index("AM")])
-    y_pred = np.array([CLASSES.index("JF"), CLASSES.index("AM")])
-    counts = confusion(y_true, y_pred)
+    y_true = np.array([PAPER_CLASSES.index("JM"), PAPER_CLASSES.index("AM")])
+    y_pred = np.array([PAPER_CLASSES.index("JF"), PAPER_CLASSES.index("AM")])
+    counts = confusion(y_true, y_pred, 4)
     assert counts.shape == (4, 4)
     assert counts[1, 3] == 1  # true JM predicted JF
     assert counts[0, 0] == 1
     assert counts.sum() == 2
+    two = confusion(SEX.indices(["F", "F", "M"]), SEX.indices(["F", "M", "M"]), 2)
+    assert two.tolist() == [[1, 0], [1, 1]]  # rows M, F: the order of target.classes
 
 
 def test_the_papers_table_1_gives_its_reported_accuracies():
     y_true, y_pred = from_table(TABLE_1)
-    np.testing.assert_array_equal(confusion(y_true, y_pred), TABLE_1)
-    m = classification_metrics(y_true, y_pred)
+    np.testing.assert_array_equal(confusion(y_true, y_pred, 4), TABLE_1)
+    m = classification_metrics(y_true, y_pred, PAPER, groups_of(y_true))
     assert round(m["accuracy"], 3) == 0.771
     assert round(m["accuracy_female"], 3) == 0.917
     assert round(m["accuracy_male"], 3) == 0.625
     assert m["accuracy_sex"] == pytest.approx(85 / 96)  # 7 males called female, 4 females called male
     assert m["recall_JM"] == pytest.approx(8 / 24)
     assert m["recall_JF"] == 1.0
+
+
+def test_roc_auc_is_averaged_over_the_folds_not_pooled_across_them():
+    """Each fold ranks its own test recordings perfectly, but the second fold's model scores everything
+    higher: pooled, its negatives outrank the first fold's positives (Airola et al. 2011)."""
+    y = np.array([0, 1, 0, 1, 0, 0])
+    folds = [
+        Fold("a", np.array([2, 3, 4, 5]), np.array([0, 1])),
+        Fold("b", np.array([0, 1, 4, 5]), np.array([2, 3])),
+        Fold("c", np.array([0, 1, 2, 3]), np.array([4, 5])),  # one class only: no AUC of its own
+    ]
+    scores = [np.array([0.1, 0.3]), np.array([0.6, 0.9]), np.array([0.2, 0.4])]
+    result = out_of_fold(y, folds, [np.c_[1 - p, p] for p in scores])
+    m = fold_roc_auc(result, FAST)
+    assert m["roc_auc"] == 1.0 and m["roc_auc_folds"] == 2
+    assert (m["roc_auc_ci_low"], m["roc_auc_ci_high"]) == (1.0, 1.0)
+    assert roc_auc_score(y, result.proba[:, 1]) < 1.0  # what pooling would report
+    flipped = out_of_fold(y, folds, [np.c_[p, 1 - p] for p in scores])
+    assert fold_roc_auc(flipped, FAST)["roc_auc"] == 0.0
 
 
 def test_binomial_interval_is_the_exact_clopper_pearson_interval():
@@ -502,40 +664,91 @@ def test_bootstrap_interval_is_reproducible_for_a_seed(stacks):
 # --- permutation test -----------------------------------------------------------------
 
 
+def the_papers_permutation(y: np.ndarray, cages: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The design permutation as it was written for the paper's four classes only (sex across single-sex
+    cages, age within every cage, sex within a mixed cage): the reference the general one must match."""
+    is_female, is_juvenile = female(PAPER, y).copy(), juvenile(PAPER, y).copy()
+    members = [np.flatnonzero(cages == c) for c in np.unique(cages)]
+    single_sex = [idx for idx in members if is_female[idx].all() or not is_female[idx].any()]
+    if single_sex:
+        cage_sex = np.array([is_female[idx[0]] for idx in single_sex])[rng.permutation(len(single_sex))]
+        for idx, sex in zip(single_sex, cage_sex):
+            is_female[idx] = sex
+    for idx in members:
+        is_juvenile[idx] = is_juvenile[idx][rng.permutation(len(idx))]
+        if not (is_female[idx].all() or not is_female[idx].any()):
+            is_female[idx] = is_female[idx][rng.permutation(len(idx))]
+    return 2 * is_female.astype(np.int64) + is_juvenile.astype(np.int64)
+
+
+def test_the_papers_design_permutation_draws_exactly_what_it_drew_before_the_target_was_general(stacks):
+    y, cages = design(3, 3, n_mixed=2)
+    for labels, groups in ((stacks.y, stacks.cage), (y, cages)):
+        new, old = np.random.default_rng(7), np.random.default_rng(7)
+        for _ in range(20):
+            np.testing.assert_array_equal(
+                design_permutation(PAPER, labels, groups, new), the_papers_permutation(labels, groups, old)
+            )
+
+
 def test_design_permutation_keeps_cages_single_sex_with_their_juvenile_counts(stacks):
     rng = np.random.default_rng(0)
     y, cages = stacks.y, stacks.cage
-    sexes = sorted(FEMALE[y[cages == c][0]] for c in np.unique(cages))
+    sexes = sorted(female(PAPER, y[cages == c])[0] for c in np.unique(cages))
     for _ in range(50):
-        permuted = design_permutation(y, cages, rng)
+        permuted = design_permutation(PAPER, y, cages, rng)
         assert permuted.dtype == np.int64 and set(permuted) <= {0, 1, 2, 3}
         for c in np.unique(cages):
             mine = cages == c
-            assert len(set(FEMALE[permuted[mine]])) == 1
-            assert JUVENILE[permuted[mine]].sum() == JUVENILE[y[mine]].sum()
-        assert sorted(FEMALE[permuted[cages == c][0]] for c in np.unique(cages)) == sexes
+            assert len(set(female(PAPER, permuted[mine]))) == 1
+            assert juvenile(PAPER, permuted[mine]).sum() == juvenile(PAPER, y[mine]).sum()
+        assert sorted(female(PAPER, permuted[cages == c])[0] for c in np.unique(cages)) == sexes
 
 
 def test_design_permutation_swaps_sex_between_cages_and_shuffles_age_within_them(stacks):
     rng = np.random.default_rng(0)
     y, cages = stacks.y, stacks.cage
-    draws = [design_permutation(y, cages, rng) for _ in range(50)]
-    assert any((FEMALE[p] != FEMALE[y]).any() for p in draws)  # some cage changed sex
-    assert any((JUVENILE[p] != JUVENILE[y]).any() for p in draws)  # ages moved between cage-mates
+    draws = [design_permutation(PAPER, y, cages, rng) for _ in range(50)]
+    assert any((female(PAPER, p) != female(PAPER, y)).any() for p in draws)  # some cage changed sex
+    assert any((juvenile(PAPER, p) != juvenile(PAPER, y)).any() for p in draws)  # ages moved between cage-mates
 
 
-def test_within_cage_shuffles_keep_every_cage_sex_but_design_permutation_does_not(stacks):
+def test_for_sex_alone_design_permutation_moves_whole_cages_and_nothing_within_them():
+    sex = tiny_stacks(column="sex")
+    y, cages = sex.y, sex.cage
+    rng = np.random.default_rng(0)
+    draws = [design_permutation(SEX, y, cages, rng) for _ in range(50)]
+    for permuted in draws:
+        assert all(len(set(permuted[cages == c])) == 1 for c in np.unique(cages))  # every cage single-sex
+        assert sorted(permuted[cages == c][0] for c in np.unique(cages)) == [0, 0, 0, 1, 1, 1]
+    assert any((p != y).any() for p in draws)
+
+
+def test_for_a_target_within_every_cage_design_permutation_shuffles_only_within_cages():
+    age = tiny_stacks(column="age")
+    y, cages = age.y, age.cage
+    rng = np.random.default_rng(0)
+    draws = [design_permutation(AGE, y, cages, rng) for _ in range(50)]
+    for permuted in draws:
+        for c in np.unique(cages):
+            assert sorted(permuted[cages == c]) == sorted(y[cages == c])  # each cage keeps its labels
+    assert any((p != y).any() for p in draws)
+
+
+@BOTH
+def test_within_cage_shuffles_keep_every_cage_sex_but_design_permutation_does_not(target):
+    stacks = tiny_stacks(column=target.column)
     rng = np.random.default_rng(0)
     y, cages = stacks.y, stacks.cage
-    original = sex_of_cages(y, cages)
+    original = sex_of_cages(target, y, cages)
     within_changed, design_changed = False, False
     for _ in range(50):
         within = y.copy()
         for c in np.unique(cages):
             idx = np.flatnonzero(cages == c)
             within[idx] = y[rng.permutation(idx)]
-        within_changed |= sex_of_cages(within, cages) != original
-        design_changed |= sex_of_cages(design_permutation(y, cages, rng), cages) != original
+        within_changed |= sex_of_cages(target, within, cages) != original
+        design_changed |= sex_of_cages(target, design_permutation(target, y, cages, rng), cages) != original
     assert not within_changed  # a cage-level classifier would score the same on every such shuffle
     assert design_changed
 
@@ -544,9 +757,9 @@ def test_design_permutation_shuffles_sex_within_a_mixed_sex_cage():
     y = np.array([0, 2, 1, 3])  # one cage, two males and two females
     cages = np.array(["a"] * 4)
     rng = np.random.default_rng(0)
-    draws = [design_permutation(y, cages, rng) for _ in range(30)]
-    assert all(FEMALE[p].sum() == 2 and JUVENILE[p].sum() == 2 for p in draws)
-    assert any(not np.array_equal(FEMALE[p], FEMALE[y]) for p in draws)
+    draws = [design_permutation(PAPER, y, cages, rng) for _ in range(30)]
+    assert all(female(PAPER, p).sum() == 2 and juvenile(PAPER, p).sum() == 2 for p in draws)
+    assert any(not np.array_equal(female(PAPER, p), female(PAPER, y)) for p in draws)
 
 
 def test_permutation_p_value_counts_the_observed_score_as_one_of_the_null():
@@ -559,15 +772,7 @@ def test_permutation_p_value_counts_the_observed_score_as_one_of_the_null():
 
 # --- evaluate and reports -------------------------------------------------------------
 
-METRIC_KEYS = {
-    "accuracy",
-    "balanced_accuracy",
-    "accuracy_female",
-    "accuracy_male",
-    "accuracy_sex",
-    "accuracy_age",
-    "f1_macro",
-    *(f"recall_{c}" for c in CLASSES),
+UNCERTAINTY_KEYS = {
     "accuracy_ci_low",
     "accuracy_ci_high",
     "accuracy_binomial_low",
@@ -580,7 +785,35 @@ METRIC_KEYS = {
     "n_recordings",
     "n_cages",
 }
-PREDICTION_COLUMNS = ["recording", "animal_id", "cage", "fold", "true", "predicted", *(f"p_{c}" for c in CLASSES)]
+METRIC_KEYS = {
+    "accuracy",
+    "balanced_accuracy",
+    "accuracy_female",
+    "accuracy_male",
+    "accuracy_age_adult",
+    "accuracy_age_juvenile",
+    "accuracy_sex",
+    "accuracy_age",
+    "f1_macro",
+    *(f"recall_{c}" for c in PAPER_CLASSES),
+    *UNCERTAINTY_KEYS,
+}
+SEX_METRIC_KEYS = {
+    "accuracy",
+    "balanced_accuracy",
+    "accuracy_age_adult",
+    "accuracy_age_juvenile",
+    "f1_macro",
+    "recall_M",
+    "recall_F",
+    *UNCERTAINTY_KEYS,
+    "roc_auc",
+    "roc_auc_ci_low",
+    "roc_auc_ci_high",
+    "roc_auc_folds",
+}
+"""Sex alone: no accuracy within its own levels, no accuracy per factor, a per-fold ROC AUC for two classes."""
+PREDICTION_COLUMNS = ["recording", "animal_id", "cage", "fold", "true", "predicted", *(f"p_{c}" for c in PAPER_CLASSES)]
 
 
 @pytest.fixture(scope="module")
@@ -597,6 +830,12 @@ def balanced(stacks):
 @pytest.fixture(scope="module")
 def kfold(stacks):
     return evaluate("knn", knn, stacks, "kfold", FAST, n_permutations=19, workers=1)
+
+
+@pytest.fixture(scope="module")
+def sex_balanced():
+    params = FAST.model_copy(update={"matchings": 2})
+    return evaluate("knn", knn, tiny_stacks(column="sex"), "balanced", params, n_permutations=19, workers=1)
 
 
 @pytest.mark.slow
@@ -630,6 +869,28 @@ def test_the_balanced_scheme_reports_the_same_metrics_over_its_pairs_of_cages(ba
     assert len(balanced.fold_metrics) == 6 and all(name.startswith(("m0-", "m1-")) for name in balanced.fold_metrics)
     assert all(len(f.split(";")) == 2 for f in balanced.predictions["fold"])  # tested once per matching
     assert balanced.warning is None
+    assert balanced.target == PAPER
+    for fold in balanced.fold_metrics.values():  # a male and a female cage in every fold
+        assert {"accuracy_female", "accuracy_male", "accuracy_sex"} <= set(fold)
+
+
+def test_a_two_class_target_is_evaluated_with_its_own_metrics_confusion_and_probabilities(sex_balanced, tmp_path):
+    sex = sex_balanced
+    m = sex.metrics
+    assert sex.target == SEX and set(m) == SEX_METRIC_KEYS
+    assert m["chance_level"] == 0.5 and m["n_permutations"] == 19 and m["n_recordings"] == 48
+    assert m["permutation_p_value"] == permutation_p_value(m["accuracy"], sex.null)
+    assert m["roc_auc_folds"] == 6 and m["roc_auc_ci_low"] <= m["roc_auc"] <= m["roc_auc_ci_high"]
+    assert sex.confusion.shape == (2, 2) and sex.confusion.sum() == 48
+    assert m["accuracy"] == pytest.approx(np.trace(sex.confusion) / 48)
+    table = sex.predictions
+    assert list(table.columns) == [*PREDICTION_COLUMNS[:6], "p_M", "p_F"]
+    assert set(table["true"]) == {"M", "F"} and set(table["predicted"]) <= {"M", "F"}
+    np.testing.assert_allclose(table[["p_M", "p_F"]].sum(axis=1), 1.0, atol=1e-5)
+    write_reports(sex, tmp_path)
+    matrix = json.loads((tmp_path / "confusion.json").read_text())
+    assert (matrix["target"], matrix["classes"]) == ("sex", ["M", "F"])
+    assert matrix["counts"] == sex.confusion.tolist()
 
 
 def test_evaluate_p_value_is_computed_from_its_null(loco):
@@ -649,8 +910,8 @@ def test_predictions_have_one_row_per_recording_and_loco_folds_are_cages(loco, s
     assert len(table) == len(stacks.y)
     assert (table["fold"] == table["cage"]).all()
     assert table["true"].tolist() == stacks.label.tolist()
-    assert set(table["predicted"]) <= set(CLASSES)
-    np.testing.assert_allclose(table[[f"p_{c}" for c in CLASSES]].sum(axis=1), 1.0, atol=1e-5)
+    assert set(table["predicted"]) <= set(PAPER_CLASSES)
+    np.testing.assert_allclose(table[[f"p_{c}" for c in PAPER_CLASSES]].sum(axis=1), 1.0, atol=1e-5)
     assert table["animal_id"].tolist() == stacks.animal_id.tolist()
 
 
@@ -669,7 +930,7 @@ def test_write_reports_writes_strict_json_a_png_and_tables(kfold, tmp_path):
     assert metrics["permutation_p_value"] is None  # NaN written as null
     assert metrics["accuracy"] == pytest.approx(kfold.metrics["accuracy"])
     matrix = json.loads((folder / "confusion.json").read_text(), parse_constant=no_nan)
-    assert matrix["classes"] == list(CLASSES)
+    assert matrix["target"] == "class" and matrix["classes"] == list(PAPER_CLASSES)
     assert matrix["rows"] == "true" and matrix["columns"] == "predicted"
     assert matrix["counts"] == kfold.confusion.tolist()
     assert (folder / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from helpers.params import DEMO, varied
 
-from lmt_stereotype.histograms import Stacks, build_stacks, stop_histograms
+from lmt_stereotype.errors import InputError
+from lmt_stereotype.histograms import Stacks, build_stacks, labelled_samples, stop_histograms
+from lmt_stereotype.labels import GROUPING_COLUMNS, PAPER_CLASSES, Target
 
 PAPER = varied(DEMO.histograms, n_intervals=72, interval_s=3600, grid=30)
 
@@ -39,26 +42,40 @@ def test_grid_and_intervals_are_parameters():
     assert stack[:, 0, 1].tolist() == [1, 1, 0, 1]
 
 
-def test_stacks_round_trip_through_one_file_with_labels_cages_and_ids(tmp_path):
-    samples = pd.DataFrame(
+def samples(**labels: list[str]) -> pd.DataFrame:
+    """A sample table of three mouse-recordings (as ``stops`` writes it), with these label columns."""
+    table = pd.DataFrame(
         {
+            "sample": ["r1:1", "r1:2", "r2:1"],
+            "recording": ["r1.sqlite", "r1.sqlite", "r2.sqlite"],
             "recording_id": ["r1", "r1", "r2"],
+            "manifest_row": [2, 3, 4],
+            "animal": ["1", "2", "1"],
             "animal_id": [1, 2, 1],
             "cage": ["c1", "c1", "c2"],
-            "label": ["AF", "JF", "AM"],
-            "sample": ["r1:1", "r1:2", "r2:1"],
+            **{column: [""] * 3 for column in GROUPING_COLUMNS},
             "start_hour": [10.0, 10.0, 21.5],
             "seconds_per_hour": [3600.0] * 3,
         }
     )
-    stops = {
-        "r1": pd.DataFrame(
-            {"animal_id": [1, 1, 2], "start_s": [0.0, 5.0, 1.0], "x_cm": [1.0, 2.0, 3.0], "y_cm": [1.0, 1.0, 1.0]}
-        ),
-        "r2": pd.DataFrame({"animal_id": [1], "start_s": [2.0], "x_cm": [40.0], "y_cm": [40.0]}),
-    }
-    params = varied(DEMO.histograms, n_intervals=2, interval_s=10, grid=10)
-    stacks = build_stacks(samples, stops, params, 50.0)
+    for column, values in labels.items():
+        table[column] = values
+    return table
+
+
+STOPS = {
+    "r1": pd.DataFrame(
+        {"animal_id": [1, 1, 2], "start_s": [0.0, 5.0, 1.0], "x_cm": [1.0, 2.0, 3.0], "y_cm": [1.0] * 3}
+    ),
+    "r2": pd.DataFrame({"animal_id": [1], "start_s": [2.0], "x_cm": [40.0], "y_cm": [40.0]}),
+}
+SMALL = varied(DEMO.histograms, n_intervals=2, interval_s=10, grid=10)
+LABELS = {"sex": ["F", "F", "M"], "age": ["adult", "juvenile", "adult"], "genotype": ["WT", "KO", "KO"]}
+CLASS = Target.of("class", PAPER_CLASSES)
+
+
+def test_stacks_round_trip_through_one_file_with_labels_cages_and_ids(tmp_path):
+    stacks = build_stacks(samples(**LABELS, strain=["B6"] * 3), STOPS, SMALL, 50.0, CLASS)
     assert stacks.X.reshape(3, -1).sum(axis=1).tolist() == [2, 1, 1]
     stacks.save(tmp_path / "s.npz")
     first = (tmp_path / "s.npz").read_bytes()
@@ -67,5 +84,59 @@ def test_stacks_round_trip_through_one_file_with_labels_cages_and_ids(tmp_path):
     back = Stacks.load(tmp_path / "s.npz")
     np.testing.assert_array_equal(back.X, stacks.X)
     assert back.label.tolist() == ["AF", "JF", "AM"] and back.y.tolist() == [2, 3, 0]
+    assert back.target == CLASS and back.classes == PAPER_CLASSES and back.target_column == "class"
+    assert set(back.groups) == {"sex", "age", "genotype"}  # strain has one level, treatment none: no groups
+    assert back.groups["genotype"].tolist() == ["WT", "KO", "KO"] and back.groups["sex"].tolist() == ["F", "F", "M"]
     assert back.cage.tolist() == ["c1", "c1", "c2"] and back.sample.tolist() == ["r1:1", "r1:2", "r2:1"]
     assert back.interval_s == 10 and back.start_hour.tolist() == [10.0, 10.0, 21.5] and back.seconds_per_hour == 3600
+
+
+@pytest.mark.parametrize(
+    "column, labels, classes, y",
+    [("sex", ["F", "F", "M"], ("M", "F"), [1, 1, 0]), ("genotype", ["WT", "KO", "KO"], ("KO", "WT"), [1, 0, 0])],
+)
+def test_stacks_are_labelled_by_the_target_column_in_its_class_order(tmp_path, column, labels, classes, y):
+    target = Target.of(column, labels)
+    stacks = build_stacks(samples(**LABELS), STOPS, SMALL, 50.0, target)
+    assert stacks.label.tolist() == labels and stacks.classes == classes and stacks.y.tolist() == y
+    stacks.save(tmp_path / "s.npz")
+    back = Stacks.load(tmp_path / "s.npz")
+    assert back.target == target and back.y.tolist() == y
+    reordered = build_stacks(samples(**LABELS), STOPS, SMALL, 50.0, Target.of(column, labels, classes[::-1]))
+    assert reordered.y.tolist() == [1 - k for k in y]  # target.classes decides the indices
+
+
+def test_a_subset_of_stacks_keeps_every_per_recording_field_aligned():
+    stacks = build_stacks(samples(**LABELS), STOPS, SMALL, 50.0, CLASS)
+    part = stacks.subset(np.array([2, 0]))
+    assert part.label.tolist() == ["AM", "AF"] and part.sample.tolist() == ["r2:1", "r1:1"]
+    assert part.groups["genotype"].tolist() == ["KO", "WT"] and part.cage.tolist() == ["c2", "c1"]
+    np.testing.assert_array_equal(part.X, stacks.X[[2, 0]])
+    assert part.target == stacks.target and part.start_hour.tolist() == [21.5, 10.0]
+
+
+def test_labelled_samples_apply_the_target_and_name_a_missing_label_with_its_row(tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    table = samples(**{**LABELS, "genotype": ["WT", "", "KO"]})
+    kept, target, dropped = labelled_samples(table, varied(DEMO.target, column="class"), manifest)
+    assert (len(kept), target, dropped) == (3, CLASS, 0)
+    genotype = varied(DEMO.target, column="genotype")
+    with pytest.raises(InputError, match="row 3: no genotype for animal 2 of r1.sqlite .*drop_missing"):
+        labelled_samples(table, genotype, manifest)
+    kept, target, dropped = labelled_samples(table, varied(genotype, drop_missing=True), manifest)
+    assert kept["sample"].tolist() == ["r1:1", "r2:1"] and dropped == 1 and target.classes == ("KO", "WT")
+    assert all(type(c) is str for c in target.classes)  # plain text, as YAML (MLmodel metadata) and JSON take it
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ({"column": "rank"}, "target.column 'rank': no column 'rank'"),
+        ({"column": "genotype", "classes": ("WT", "HET")}, "genotype 'KO' not among target.classes"),
+        ({"column": "treatment", "drop_missing": True}, "two classes or more are needed"),
+    ],
+)
+def test_labelled_samples_refuse_a_target_the_cohort_cannot_answer(tmp_path, target, message):
+    table = samples(**LABELS, treatment=["drug", "", ""])
+    with pytest.raises(InputError, match=message):
+        labelled_samples(table, varied(DEMO.target, **target), tmp_path / "manifest.csv")

@@ -33,11 +33,12 @@ from sklearn.utils.estimator_checks import (
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from lmt_stereotype.labels import CLASSES
+from lmt_stereotype.labels import PAPER_CLASSES
 from lmt_stereotype.models import (
     CalibratedSVC,
     CNNClassifier,
     StopCNN,
+    class_weights,
     load_cnn,
     make_baseline,
     save_cnn,
@@ -55,9 +56,9 @@ def restore_torch_threads():
     torch.set_num_threads(threads)
 
 
-def tiny_data(seed: int = 0, n: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def tiny_data(seed: int = 0, n: int = 16, n_classes: int = len(PAPER_CLASSES)) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return rng.poisson(1.0, size=(n, 4, 12, 12)).astype(np.float32), np.arange(n) % len(CLASSES)
+    return rng.poisson(1.0, size=(n, 4, 12, 12)).astype(np.float32), np.arange(n) % n_classes
 
 
 def expected_features(grid: int, kernel_sizes: tuple[int, ...], channels: int, pool: int = 2) -> int:
@@ -68,10 +69,17 @@ def expected_features(grid: int, kernel_sizes: tuple[int, ...], channels: int, p
 
 
 def test_paper_network_sees_5072_features_and_gives_four_logits():
-    model = StopCNN(72, 30)
+    model = StopCNN(72, 30, len(PAPER_CLASSES))
     assert model.n_features == 16 * 14 * 14 + 16 * 11 * 11 == 5072
     assert model.classifier.in_features == 5072
-    assert model(torch.zeros(2, 72, 30, 30)).shape == (2, len(CLASSES)) == (2, 4)
+    assert model(torch.zeros(2, 72, 30, 30)).shape == (2, len(PAPER_CLASSES)) == (2, 4)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 5])
+def test_the_network_gives_one_logit_per_class_of_the_target(n_classes):
+    model = StopCNN(72, 30, n_classes)
+    assert model.classifier.out_features == n_classes and model.n_features == 5072
+    assert model(torch.zeros(2, 72, 30, 30)).shape == (2, n_classes)
 
 
 @pytest.mark.parametrize(
@@ -79,7 +87,7 @@ def test_paper_network_sees_5072_features_and_gives_four_logits():
     [(12, 30, (3, 9), 16), (5, 12, (3, 9), 16), (3, 20, (3, 5, 7), 4), (1, 4, (3,), 2)],
 )
 def test_other_stack_sizes_work_with_the_feature_count_of_the_formula(T, N, kernel_sizes, channels):
-    model = StopCNN(T, N, channels=channels, kernel_sizes=kernel_sizes)
+    model = StopCNN(T, N, 4, channels=channels, kernel_sizes=kernel_sizes)
     assert model.n_features == expected_features(N, kernel_sizes, channels)
     assert len(model.branches) == len(kernel_sizes)
     assert model(torch.rand(3, T, N, N)).shape == (3, 4)
@@ -88,11 +96,11 @@ def test_other_stack_sizes_work_with_the_feature_count_of_the_formula(T, N, kern
 @pytest.mark.parametrize("kernel_sizes", [(3, 31), (0, 3), (30,)])
 def test_kernels_that_do_not_fit_the_grid_are_refused(kernel_sizes):
     with pytest.raises(ValueError, match="do not fit"):
-        StopCNN(72, 30, kernel_sizes=kernel_sizes)
+        StopCNN(72, 30, 4, kernel_sizes=kernel_sizes)
 
 
 def test_every_branch_has_its_own_conv_relu_and_pool_modules():
-    model = StopCNN(72, 30)
+    model = StopCNN(72, 30, 4)
     first, second = model.branches
     for branch, k in ((first, 3), (second, 9)):
         assert isinstance(branch.conv, nn.Conv2d) and branch.conv.kernel_size == (k, k)
@@ -104,7 +112,7 @@ def test_every_branch_has_its_own_conv_relu_and_pool_modules():
 
 
 def test_a_forward_hook_on_the_second_branch_relu_sees_its_activation_map():
-    model = StopCNN(72, 30)
+    model = StopCNN(72, 30, 4)
     seen: list[torch.Size] = []
     handle = model.branches[1].relu.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
     model(torch.rand(3, 72, 30, 30))
@@ -140,14 +148,33 @@ def test_loss_curve_has_one_entry_per_epoch_and_probabilities_are_rows_summing_t
     assert (proba >= 0).all()
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_array_equal(model.predict(X), proba.argmax(axis=1))
-    np.testing.assert_array_equal(model.classes_, np.arange(len(CLASSES)))
+    np.testing.assert_array_equal(model.classes_, np.arange(len(PAPER_CLASSES)))
+
+
+def test_a_two_class_cnn_gives_two_probabilities_and_n_classes_keeps_a_class_absent_from_training():
+    X, y = tiny_data(n_classes=2)
+    model = CNNClassifier(**TINY).fit(X, y)
+    assert model.predict_proba(X).shape == (len(X), 2) and model.classes_.tolist() == [0, 1]
+    X, y = tiny_data(n_classes=3)  # classes 0, 1, 2 of a 4-class target: the last one never trained on
+    model = CNNClassifier(**TINY, n_classes=4).fit(X, y)
+    assert model.predict_proba(X).shape == (len(X), 4) and model.classes_.tolist() == [0, 1, 2, 3]
+    assert CNNClassifier(**TINY).fit(X, y).classes_.tolist() == [0, 1, 2]  # None: up to the largest label
+
+
+def test_balanced_class_weights_weigh_the_classes_alike_and_zero_an_absent_one():
+    y = np.array([0, 0, 0, 1])
+    np.testing.assert_allclose(class_weights(y, "balanced", 2), [4 / 6, 4 / 2])
+    np.testing.assert_allclose(class_weights(y, "balanced", 3), [4 / 6, 4 / 2, 0.0])  # class 2 absent
+    np.testing.assert_allclose(class_weights(y, "none", 3), [1.0, 1.0, 1.0])
+    weights = class_weights(y, "balanced", 2)
+    assert (weights[y]).mean() == pytest.approx(1.0)  # the mean weight per recording stays 1
 
 
 def planted(seed: int, n: int = 40, T: int = 4, N: int = 12) -> tuple[np.ndarray, np.ndarray]:
     """Poisson stacks where class k stops more often in its own quadrant of the cage."""
     rng = np.random.default_rng(seed)
     h = N // 2
-    y = np.arange(n) % len(CLASSES)
+    y = np.arange(n) % len(PAPER_CLASSES)
     X = rng.poisson(1.0, size=(n, T, N, N)).astype(np.float32)
     for i, k in enumerate(y):
         r, c = divmod(int(k), 2)
@@ -166,8 +193,9 @@ def test_cnn_learns_a_planted_quadrant_signal_with_the_paper_learning_rate():
 
 def test_from_params_takes_the_network_and_training_settings_of_the_cnn_section():
     params = varied(DEMO.cnn, channels=(4, 4), kernel_sizes=(3, 5), epochs=7, lr=0.05, seed=11, n_permutations=3)
-    model = CNNClassifier.from_params(params)
+    model = CNNClassifier.from_params(params, 2)
     assert (model.channels, model.kernel_sizes, model.epochs, model.lr, model.seed) == ((4, 4), (3, 5), 7, 0.05, 11)
+    assert model.n_classes == 2
     assert not hasattr(model, "n_permutations")
 
 
@@ -246,7 +274,7 @@ def test_standard_scaling_inserts_a_scaler_before_pca(kind):
 def test_baselines_fit_stacks_and_predict_class_indices(kind):
     X, y = tiny_data(n=24)
     pipe = make_baseline(kind, DEMO.baselines).fit(X, y)
-    assert set(pipe.predict(X)) <= set(range(len(CLASSES)))
+    assert set(pipe.predict(X)) <= set(range(len(PAPER_CLASSES)))
     np.testing.assert_allclose(pipe.predict_proba(X).sum(axis=1), 1.0)
     if kind == "knn":  # 1-NN on its own training points
         np.testing.assert_array_equal(pipe.predict(X), y)
@@ -257,15 +285,24 @@ def test_an_unknown_baseline_is_refused():
         make_baseline("forest", DEMO.baselines)
 
 
-def test_a_saved_cnn_loads_back_with_the_same_predictions(tmp_path):
-    X, y = tiny_data(seed=3)
-    model = CNNClassifier(channels=(4, 6), kernel_sizes=(3, 5), epochs=3, threads=1).fit(X, y)
-    save_cnn(model, X.shape[1:3], tmp_path / "cnn.npz")
-    loaded = load_cnn(tmp_path / "cnn.npz")
+@pytest.mark.parametrize("classes", [PAPER_CLASSES, ("KO", "WT")], ids=["class", "genotype"])
+def test_a_saved_cnn_loads_back_with_its_classes_and_the_same_predictions(tmp_path, classes):
+    X, y = tiny_data(seed=3, n_classes=len(classes))
+    model = CNNClassifier(channels=(4, 6), kernel_sizes=(3, 5), epochs=3, threads=1, n_classes=len(classes)).fit(X, y)
+    save_cnn(model, X.shape[1:3], classes, tmp_path / "cnn.npz")
+    loaded, loaded_classes = load_cnn(tmp_path / "cnn.npz")
+    assert loaded_classes == classes
     assert loaded.get_params() == {**model.get_params(), "threads": 0}
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
-    save_cnn(loaded, X.shape[1:3], tmp_path / "again.npz")  # byte-identical: DVC sees no change
+    save_cnn(loaded, X.shape[1:3], loaded_classes, tmp_path / "again.npz")  # byte-identical: DVC sees no change
     assert (tmp_path / "again.npz").read_bytes() == (tmp_path / "cnn.npz").read_bytes()
+
+
+def test_a_cnn_is_not_saved_with_classes_it_has_no_output_for(tmp_path):
+    X, y = tiny_data(n_classes=2)
+    model = CNNClassifier(**TINY).fit(X, y)
+    with pytest.raises(ValueError, match="the CNN has 2 outputs, not one per class of"):
+        save_cnn(model, X.shape[1:3], PAPER_CLASSES, tmp_path / "cnn.npz")
 
 
 # --- scikit-learn's estimator contract ------------------------------------------------

@@ -7,15 +7,18 @@ from __future__ import annotations
 import mlflow
 import numpy as np
 import pytest
-from helpers.cohort import TINY_CNN, tiny_cohort
+from helpers.cohort import TINY_CNN, tiny_stacks
 from helpers.params import DEMO, varied
 
-from lmt_stereotype.labels import CLASSES
+from lmt_stereotype.histograms import Stacks
+from lmt_stereotype.labels import PAPER_CLASSES
 from lmt_stereotype.models import CNNClassifier
 from lmt_stereotype.registry import (
+    describe,
     fingerprint,
     load_classifier,
     log_model,
+    prediction_frame,
     promote,
     promotion,
     register,
@@ -38,10 +41,23 @@ def store(tmp_path_factory):
     mlflow.set_tracking_uri(before)
 
 
+def tiny_cnn(stacks: Stacks, **changes) -> CNNClassifier:
+    """The tiny CNN fitted on ``stacks`` for their target."""
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in TINY_CNN.items()}
+    return CNNClassifier(**settings, **changes, n_classes=len(stacks.classes)).fit(stacks.X, stacks.y)
+
+
 @pytest.fixture(scope="module")
-def fitted() -> tuple[CNNClassifier, np.ndarray]:
-    X, y, _ = tiny_cohort()
-    return CNNClassifier(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_CNN.items()}).fit(X, y), X
+def fitted() -> tuple[CNNClassifier, Stacks]:
+    stacks = tiny_stacks()
+    return tiny_cnn(stacks), stacks
+
+
+@pytest.fixture(scope="module")
+def fitted_sex() -> tuple[CNNClassifier, Stacks]:
+    """The same cohort asked one question only: sex."""
+    stacks = tiny_stacks(column="sex")
+    return tiny_cnn(stacks), stacks
 
 
 ABOVE = (True, "permutation p = 0.01 <= 0.05")
@@ -49,14 +65,19 @@ AT_CHANCE = (False, "cage-bootstrap interval [0.120, 0.400] reaches chance 0.25"
 
 
 def log_and_register(
-    classifier: CNNClassifier, X: np.ndarray, value: float, significant=ABOVE, selection_biased: bool = False
+    classifier: CNNClassifier,
+    stacks: Stacks,
+    value: float,
+    significant=ABOVE,
+    selection_biased: bool = False,
+    registry=REGISTRY,
 ):
     with mlflow.start_run():
-        info = log_model(classifier, PARAMS, X[:1])
+        info = log_model(classifier, PARAMS, stacks)
     metrics = {"accuracy": value, "balanced_accuracy": value}
-    tags = {"tuning": "nested", "cv_scheme": "balanced"}
-    version = register(info.model_uri, REGISTRY, metrics, tags, "a test model")
-    return promote(REGISTRY, version, significant, selection_biased)
+    tags = {"tuning": "nested", "cv_scheme": "balanced", "target": stacks.target_column}
+    version = register(info.model_uri, registry, metrics, tags, "a test model")
+    return promote(registry, version, significant, selection_biased)
 
 
 def champion() -> str:
@@ -127,19 +148,77 @@ def test_a_champion_from_another_scheme_is_not_comparable_and_gives_way():
     assert promotion(0.5, "balanced_accuracy", "balanced", ABOVE, False, same)[0] == "challenger"
 
 
+def test_a_champion_that_answers_another_question_is_not_weighed_against(store, fitted, fitted_sex):
+    registry = REGISTRY.model_copy(update={"model_name": "registry-target-test"})
+    paper = log_and_register(*fitted, 0.90, registry=registry)
+    assert paper.alias == "champion"
+    sex = log_and_register(*fitted_sex, 0.60, registry=registry)  # lower, but of another target
+    assert (sex.alias, sex.reason) == ("champion", f"significantly above chance ({ABOVE[1]}); no champion before")
+    again = log_and_register(*fitted_sex, 0.55, registry=registry)  # the same target: weighed as ever
+    assert again.alias == "challenger" and "0.550 does not beat champion version 2's 0.600" in again.reason
+
+
 def test_the_registered_model_predicts_classes_and_probabilities(first, fitted):
-    classifier, X = fitted
+    classifier, stacks = fitted
+    X = stacks.X
     model = mlflow.pyfunc.load_model(f"models:/{REGISTRY.model_name}/{first.version}")
     out = model.predict(X)
-    assert list(out.columns) == ["predicted"] + [f"p_{c}" for c in CLASSES]
-    proba = out[[f"p_{c}" for c in CLASSES]].to_numpy()
+    assert list(out.columns) == ["predicted"] + [f"p_{c}" for c in PAPER_CLASSES]
+    proba = out[[f"p_{c}" for c in PAPER_CLASSES]].to_numpy()
     np.testing.assert_allclose(proba, classifier.predict_proba(X), rtol=1e-6)
-    assert (out["predicted"] == np.array(CLASSES)[classifier.predict(X)]).all()
+    assert (out["predicted"] == np.array(PAPER_CLASSES)[classifier.predict(X)]).all()
     assert model.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, *X.shape[1:])
+    assert model.metadata.metadata["target"] == "class" and model.metadata.metadata["classes"] == list(PAPER_CLASSES)
+
+
+def test_a_two_class_model_predicts_its_own_classes_through_pyfunc(store, fitted_sex):
+    classifier, stacks = fitted_sex
+    with mlflow.start_run():
+        info = log_model(classifier, PARAMS, stacks)
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    out = model.predict(stacks.X)
+    assert list(out.columns) == ["predicted", "p_M", "p_F"]
+    np.testing.assert_allclose(out[["p_M", "p_F"]].to_numpy(), classifier.predict_proba(stacks.X), rtol=1e-6)
+    assert (out["predicted"] == np.array(["M", "F"])[classifier.predict(stacks.X)]).all()
+    assert [c["name"] for c in model.metadata.signature.outputs.to_dict()] == ["predicted", "p_M", "p_F"]
+    assert (model.metadata.metadata["target"], model.metadata.metadata["classes"]) == ("sex", ["M", "F"])
+    assert load_classifier(model).classes_.tolist() == [0, 1]
+
+
+def test_the_prediction_frame_names_a_column_per_class_in_output_order():
+    frame = prediction_frame(np.array([[0.2, 0.8], [0.6, 0.4]]), ("KO", "WT"))
+    assert list(frame.columns) == ["predicted", "p_KO", "p_WT"]
+    assert frame["predicted"].tolist() == ["WT", "KO"]
+
+
+def test_the_description_names_the_target_its_classes_and_what_only_a_two_class_target_has(fitted, fitted_sex):
+    metrics = {
+        "accuracy": 0.5,
+        "accuracy_ci_low": 0.4,
+        "accuracy_ci_high": 0.6,
+        "balanced_accuracy": 0.5,
+        "chance_level": 0.25,
+        "accuracy_female": 0.7,
+        "accuracy_male": 0.3,
+    }
+    tags = {"tuning": "off", "data_version": "abc", "data_source": "simulated", "git_commit": "1234"}
+    paper = describe(metrics, "balanced", tags, fitted[1])
+    assert "classifying class (AM/JM/AF/JF)" in paper and "females 0.700, males 0.300" in paper
+    assert "ROC AUC" not in paper
+    two = {k: v for k, v in metrics.items() if not k.startswith("accuracy_") or "_ci_" in k}
+    sex = describe({**two, "chance_level": 0.5, "roc_auc": 0.81}, "balanced", tags, fitted_sex[1])
+    assert "classifying sex (M/F)" in sex and "ROC AUC 0.810 per fold" in sex and "females" not in sex
+
+
+def test_a_target_other_than_the_papers_registers_under_a_name_of_its_own():
+    assert DEMO.target.column == "class" and DEMO.registry_of_target == DEMO.registry
+    genotype = DEMO.model_copy(update={"target": varied(DEMO.target, column="genotype")})
+    assert genotype.registry_of_target.model_name == f"{DEMO.registry.model_name}-genotype"
+    assert genotype.registry_of_target.metric == DEMO.registry.metric
 
 
 def test_the_registered_model_gives_back_its_network_and_stack_parameters(first, fitted):
-    classifier, X = fitted
+    classifier, _ = fitted
     model = mlflow.pyfunc.load_model(f"models:/{REGISTRY.model_name}/{first.version}")
     restored = load_classifier(model)
     assert [b.conv.kernel_size for b in restored.module_.branches] == [(3, 3), (5, 5)]
@@ -150,11 +229,11 @@ def test_the_registered_model_gives_back_its_network_and_stack_parameters(first,
 
 
 def test_the_same_model_trained_again_is_found_by_its_fingerprint_not_registered_twice(store, fitted):
-    classifier, X = fitted
+    classifier, stacks = fitted
     digest = fingerprint(classifier, {})
     assert registered_already(REGISTRY.model_name, digest) is None
     with mlflow.start_run():
-        info = log_model(classifier, PARAMS, X[:1])
+        info = log_model(classifier, PARAMS, stacks)
     metrics = {"accuracy": 0.2, "balanced_accuracy": 0.2}
     version = register(info.model_uri, REGISTRY, metrics, {"fingerprint": digest}, "fingerprinted")
     new = promote(REGISTRY, version, AT_CHANCE)
@@ -163,6 +242,6 @@ def test_the_same_model_trained_again_is_found_by_its_fingerprint_not_registered
     )
     assert (again.version, again.alias, again.value) == (new.version, "challenger", 0.2)
     assert again.reason == new.reason  # the reason it was given then
-    other = CNNClassifier(**{**classifier.get_params(), "seed": 1}).fit(*tiny_cohort()[:2])
+    other = tiny_cnn(stacks, seed=1)
     assert registered_already(REGISTRY.model_name, fingerprint(other, {})) is None
     assert registered_already(REGISTRY.model_name, fingerprint(classifier, {"tuning": "flat"})) is None

@@ -11,8 +11,9 @@ import pytest
 from helpers.cohort import tiny_cohort
 from helpers.params import DEMO, varied
 
-from lmt_stereotype.evaluation import cage_sexes, make_folds
-from lmt_stereotype.labels import FEMALE
+from lmt_stereotype.design import cage_strata
+from lmt_stereotype.evaluation import make_folds
+from lmt_stereotype.labels import PAPER_CLASSES, Target
 from lmt_stereotype.tuning import (
     Objective,
     fixed_trial_params,
@@ -34,35 +35,64 @@ def storage(tmp_path) -> str:
 
 
 BALANCED = varied(DEMO.evaluation, matchings=1)
+PAPER = Target.of("class", PAPER_CLASSES)
+SEX = Target.of("sex", ["M", "F"])
 
 
-def sexes_held_out(index: np.ndarray, y: np.ndarray, cages: np.ndarray) -> list[str]:
-    return sorted(cage_sexes(cages[index], FEMALE[y[index]]).values())
+def as_sex(y: np.ndarray) -> np.ndarray:
+    """The paper's class indices as the sex target's (M 0, F 1)."""
+    return SEX.indices(PAPER.factor_levels(y)["sex"])
 
 
-def test_inner_folds_split_the_training_cages_without_sharing_one_and_balance_the_sexes():
+def sexes_held_out(index: np.ndarray, target: Target, y: np.ndarray, cages: np.ndarray) -> list[str]:
+    """The strata of the cages at ``index``, one entry per cage (folds hold whole cages)."""
+    strata, mixed = cage_strata(target, y, cages)
+    held = set(cages[index])
+    return sorted(
+        [s for s, members in strata.items() for c in members if c in held] + ["mixed" for c in mixed if c in held]
+    )
+
+
+@pytest.mark.parametrize("target", [PAPER, SEX], ids=["class", "sex"])
+def test_inner_folds_split_the_training_cages_without_sharing_one_and_balance_the_sexes(target):
     _, y, cages = tiny_cohort(6)
-    folds = inner_folds(cages, y, 3)
+    y = y if target.is_paper else as_sex(y)
+    folds = inner_folds(cages, target, y, 3)
     assert len(folds) == 3
     for fold in folds:
         assert not set(cages[fold.train]) & set(cages[fold.test])
-        assert sexes_held_out(fold.test, y, cages) == ["female", "male"]  # a trial never learns a sex imbalance
+        assert sexes_held_out(fold.test, target, y, cages) == ["F", "M"]  # a trial never learns a sex imbalance
+        assert set(y[fold.train]) == set(range(len(target.classes)))
     assert sorted(np.concatenate([f.test for f in folds])) == list(range(len(cages)))
-    assert len(inner_folds(cages, y, 5)) == 3  # never more folds than a sex has cages
+    assert len(inner_folds(cages, target, y, 5)) == 3  # never more folds than a sex has cages
 
 
-def test_inner_folds_refuse_training_cages_with_a_single_cage_of_a_sex():
+def test_inner_folds_of_a_target_within_every_cage_leave_cages_out_with_every_class_in_training():
     _, y, cages = tiny_cohort(6)
+    age = Target.of("age", ["adult", "juvenile"])
+    y_age = age.indices(PAPER.factor_levels(y)["age"])
+    folds = inner_folds(cages, age, y_age, 4)
+    assert len(folds) == 4
+    for fold in folds:
+        assert not set(cages[fold.train]) & set(cages[fold.test])
+        assert set(y_age[fold.train]) == {0, 1}
+    assert sorted(np.concatenate([f.test for f in folds])) == list(range(len(cages)))
+
+
+@pytest.mark.parametrize("target", [PAPER, SEX], ids=["class", "sex"])
+def test_inner_folds_refuse_training_cages_with_a_single_cage_of_a_sex(target):
+    _, y, cages = tiny_cohort(6)
+    y = y if target.is_paper else as_sex(y)
     three = np.isin(cages, ["c0", "c1", "c3"])  # two male cages, one female
-    with pytest.raises(ValueError, match="at least 2 training cages of each sex"):
-        inner_folds(cages[three], y[three], 2)
+    with pytest.raises(ValueError, match="at least 2 training cages of each stratum for its inner folds, got 2 M, 1 F"):
+        inner_folds(cages[three], target, y[three], 2)
 
 
 def test_nested_tuning_never_shows_a_trial_the_outer_test_cages(storage):
     X, y, cages = tiny_cohort()
-    for outer in make_folds("balanced", cages, BALANCED, y):
+    for outer in make_folds("balanced", cages, BALANCED, PAPER, y):
         name = study_name("cnn", X[outer.train], y[outer.train], cages[outer.train], CNN, TUNING)
-        study = tune(X[outer.train], y[outer.train], cages[outer.train], CNN, TUNING, storage, name)
+        study = tune(X[outer.train], y[outer.train], cages[outer.train], PAPER, CNN, TUNING, storage, name)
         assert n_finished(study) == 2
         for trial in study.trials:
             assert not set(cages[outer.test]) & set(trial.user_attrs["cages"])
@@ -72,10 +102,10 @@ def test_nested_tuning_never_shows_a_trial_the_outer_test_cages(storage):
 @pytest.mark.slow
 def test_nested_cross_validation_predicts_each_cage_with_settings_tuned_without_it(storage):
     X, y, cages = tiny_cohort()
-    outer = make_folds("balanced", cages, BALANCED, y)
+    outer = make_folds("balanced", cages, BALANCED, PAPER, y)
     cnn = CNN.model_copy(update={"epochs": 20, "lr": 0.01})
     tuning = TUNING.model_copy(update={"space": varied(DEMO.tuning.space, epochs=(15, 25), lr=(0.005, 0.02))})
-    result, studies = nested_cross_validate(X, y, cages, outer, cnn, tuning, storage)
+    result, studies = nested_cross_validate(X, y, cages, PAPER, outer, cnn, tuning, storage)
     assert set(studies) == {fold.name for fold in outer} and len(outer) == 3
     for fold in outer:
         assert (result.fold[fold.test] == fold.name).all()
@@ -88,9 +118,21 @@ def test_nested_cross_validation_predicts_each_cage_with_settings_tuned_without_
 
 def test_the_fixed_settings_are_the_first_trial(storage):
     X, y, cages = tiny_cohort()
-    study = tune(X, y, cages, CNN, TUNING, storage, "first")
+    study = tune(X, y, cages, PAPER, CNN, TUNING, storage, "first")
     assert study.trials[0].params == fixed_trial_params(CNN)
     assert len(study.trials) == 2 and study.trials[1].params != study.trials[0].params
+
+
+def test_a_two_class_target_is_tuned_on_sex_balanced_folds_with_a_two_output_network(storage):
+    X, y, cages = tiny_cohort()
+    y = as_sex(y)
+    objective = Objective(X, y, cages, SEX, CNN, TUNING)
+    assert objective.n_classes == 2 and len(objective.folds) == TUNING.inner_folds
+    for fold in objective.folds:
+        held_out = sexes_held_out(fold.test, SEX, y, cages)
+        assert held_out.count("F") == held_out.count("M") >= 1  # as many male as female cages
+    study = tune(X, y, cages, SEX, CNN, TUNING, storage, "sex")
+    assert n_finished(study) == 2 and all(0 <= t.value <= 1 for t in study.trials)
 
 
 def test_an_interrupted_study_resumes_from_its_storage(storage, monkeypatch):
@@ -107,10 +149,10 @@ def test_an_interrupted_study_resumes_from_its_storage(storage, monkeypatch):
 
     monkeypatch.setattr(Objective, "__call__", ctrl_c_in_the_second_trial)
     with pytest.raises(KeyboardInterrupt):
-        tune(X, y, cages, CNN, tuning, storage, "resumable")
+        tune(X, y, cages, PAPER, CNN, tuning, storage, "resumable")
     monkeypatch.undo()
     assert n_finished(optuna.load_study(study_name="resumable", storage=storage)) == 1
-    study = tune(X, y, cages, CNN, tuning, storage, "resumable")
+    study = tune(X, y, cages, PAPER, CNN, tuning, storage, "resumable")
     assert n_finished(study) == 3  # 1 kept + 2 new, not 3 new
     assert [t.state for t in study.trials].count(optuna.trial.TrialState.FAIL) == 1
     assert study.trials[0].params == fixed_trial_params(CNN)

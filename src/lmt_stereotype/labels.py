@@ -53,7 +53,7 @@ class Target:
 
         Raises ValueError for a label that is not among ``classes``.
         """
-        present = sorted(set(labels))
+        present = sorted({str(label) for label in labels})
         order = tuple(classes) if classes is not None else DEFAULT_ORDER.get(column, tuple(present))
         unknown = [label for label in present if label not in order]
         if unknown:

@@ -152,6 +152,9 @@ def read_samples(path: Path | str) -> pd.DataFrame:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise InputError(path, "no sample table; run `lmt-stereotype stops` first") from None
+    missing = [c for c in SAMPLE_COLUMNS if c not in table.columns]
+    if missing:
+        raise InputError(path, f"lacks column(s) {', '.join(missing)}: run `lmt-stereotype stops` again")
     return table.astype({c: t for c, t in _NUMBERS.items() if c != "start_hour"}).assign(
         start_hour=pd.to_numeric(table["start_hour"].replace("", np.nan))
     )

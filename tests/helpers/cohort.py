@@ -6,9 +6,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
+
+if TYPE_CHECKING:
+    from lmt_stereotype.histograms import Stacks
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -78,7 +82,9 @@ def metrics(folder: Path, model: str) -> dict:
 
 
 def tiny_cohort(n_cages: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cages of 8 recordings (4 mice x 2 ages), half the cages male, with a planted quadrant per class."""
+    """Cages of 8 recordings (4 mice x 2 ages), half the cages male, with a planted quadrant per class.
+
+    ``y`` holds the paper's class indices (:data:`~lmt_stereotype.labels.PAPER_CLASSES`: AM, JM, AF, JF)."""
     rng = np.random.default_rng(0)
     cages = np.repeat([f"c{c}" for c in range(n_cages)], 8)
     female = np.repeat(np.arange(n_cages) >= n_cages // 2, 8)
@@ -90,22 +96,43 @@ def tiny_cohort(n_cages: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return X, y, cages
 
 
+def tiny_stacks(n_cages: int = 6, column: str = "class") -> Stacks:
+    """:func:`tiny_cohort` as the stacks ``histograms`` would write for ``target.column`` (``class``, ``sex``
+    or ``age``), with its sex and age as grouping columns; 60-s intervals, from 10:00."""
+    from lmt_stereotype.histograms import Stacks
+    from lmt_stereotype.labels import PAPER_CLASSES, Target
+
+    X, y, cages = tiny_cohort(n_cages)
+    n = len(y)
+    paper = Target("class", PAPER_CLASSES)
+    groups = {factor: levels.astype(str) for factor, levels in paper.factor_levels(y).items()}
+    labels = paper.names(y).astype(str) if column == "class" else groups[column]
+    target = Target.of(column, labels)
+    ids = np.array([f"r{k:02d}" for k in range(n)])
+    return Stacks(
+        X=X,
+        label=labels,
+        classes=target.classes,
+        target_column=target.column,
+        groups=groups,
+        cage=cages,
+        recording=ids,
+        animal_id=np.arange(n) % 4 + 1,
+        sample=ids,
+        interval_s=60.0,
+        start_hour=np.full(n, 10.0),
+        seconds_per_hour=3600.0,
+    )
+
+
 TINY_CNN = {"channels": [4, 4], "kernel_sizes": [3, 5], "epochs": 20, "lr": 0.01, "batch_size": 4, "threads": 1}
 
 
-def tiny_project(folder: Path, sections: dict | None = None) -> Path:
-    """A project folder whose stacks are :func:`tiny_cohort` (no simulation needed) and a tiny CNN,
-    evaluated by one matching of balanced folds (3 folds of a male and a female cage)."""
-    from lmt_stereotype.histograms import Stacks
-    from lmt_stereotype.labels import CLASSES
-
-    X, y, cages = tiny_cohort()
-    n = len(y)
-    ids = [f"r{k:02d}" for k in range(n)]
-    labels, animals = np.array(CLASSES)[y], np.arange(n) % 4 + 1
-    Stacks(X, labels, cages, np.array(ids), animals, np.array(ids), 60.0, np.full(n, 10.0), 3600.0).save(
-        folder / "data/processed/stacks.npz"
-    )
+def tiny_project(folder: Path, sections: dict | None = None, column: str = "class") -> Path:
+    """A project folder whose stacks are :func:`tiny_stacks` for ``column`` (no simulation needed) and a
+    tiny CNN, evaluated by one matching of balanced folds (3 folds of a male and a female cage)."""
+    stacks = tiny_stacks(column=column)
+    stacks.save(folder / "data/processed/stacks.npz")
     evaluation = {"schemes": ["balanced"], "matchings": 1, "n_bootstrap": 100, "chance_permutations": 100}
-    defaults = {"cnn": TINY_CNN, "evaluation": evaluation}
-    return small_params(folder, n_cages=len(np.unique(cages)), sections={**defaults, **(sections or {})})
+    defaults = {"cnn": TINY_CNN, "evaluation": evaluation, "target": {"column": column}}
+    return small_params(folder, n_cages=len(np.unique(stacks.cage)), sections={**defaults, **(sections or {})})
