@@ -1,6 +1,9 @@
-"""One mouse's Figure 1: its stops over time, its stop spots on the cage, its histogram map."""
+"""One mouse's Figure 1: its stops over time, its stop spots on the cage, its histogram map; the class maps
+with one panel per class of the target."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -10,8 +13,16 @@ from helpers.params import DEMO, varied
 from matplotlib.collections import PathCollection
 from matplotlib.patches import Circle, Rectangle
 
-from lmt_stereotype.figures import draw_cage, mouse_axes, mouse_figure
+from lmt_stereotype.figures import (
+    channel_grid_figure,
+    class_maps_figure,
+    draw_cage,
+    mouse_axes,
+    mouse_figure,
+    time_importance_figure,
+)
 from lmt_stereotype.histograms import stop_histograms
+from lmt_stereotype.labels import PAPER_CLASSES
 from lmt_stereotype.stops import STOP_COLUMNS
 
 ARENA = 50.0
@@ -132,3 +143,63 @@ def test_time_is_in_hours_for_recordings_of_3_h_or_more(interval_s, unit):
     )
     assert over_time.get_xlabel() == f"time ({unit})"
     plt.close(fig)
+
+
+# --- class maps: one panel per class of the target ----------------------------------------
+
+
+@pytest.fixture
+def kept(monkeypatch):
+    """The figures saved meanwhile, as path -> figure (still open; closed at the end)."""
+    import lmt_stereotype.figures as figures
+
+    seen = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: seen.setdefault(Path(path).name, fig))
+    yield seen
+    for fig in seen.values():
+        plt.close(fig)
+
+
+@pytest.mark.parametrize(
+    ("classes", "places"),
+    [
+        (PAPER_CLASSES, [(0, 0), (0, 1), (1, 0), (1, 1)]),  # the paper's Figure 3: AM, JM / AF, JF
+        (("WT", "KO"), [(0, 0), (0, 1)]),  # one row
+        (("A", "B", "C"), [(0, 0), (0, 1), (0, 2)]),
+        (("r1", "r2", "r3", "r4", "r5"), [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]),  # rows of three
+    ],
+)
+def test_class_maps_draw_one_panel_per_class_in_the_target_s_order(kept, classes, places):
+    maps = np.random.default_rng(0).normal(size=(len(classes), 6, 6))
+    maps[-1] = np.nan  # a class without recordings keeps its panel
+    spots = [[(10.0, 10.0)]] + [[]] * (len(classes) - 1)
+    class_maps_figure(
+        maps,
+        (0, ARENA, ARENA, 0),
+        classes=classes,
+        layout=LAYOUT,
+        arena_size_cm=ARENA,
+        title="t",
+        caption="c",
+        label="l",
+        spots=spots,
+        path="maps.png",
+    )
+    fig = kept["maps.png"]
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == list(classes)
+    assert [(ax.get_subplotspec().rowspan.start, ax.get_subplotspec().colspan.start) for ax in panels] == places
+    assert [len(ax.images) for ax in panels] == [1] * (len(classes) - 1) + [0]
+    assert sum(ax.get_visible() and ax.axison for ax in fig.axes if ax not in panels) == 1  # the colour bar only
+
+
+def test_channel_grid_and_time_importance_follow_the_classes(kept):
+    classes = ("WT", "KO")
+    channel_grid_figure(np.ones((2, 3, 4, 4)), (0, ARENA, ARENA, 0), ARENA, "t", "grid.png", classes=classes)
+    grid = kept["grid.png"]
+    assert [ax.get_title() for ax in grid.axes if ax.get_title()] == list(classes)
+    assert sum(1 for ax in grid.axes if ax.images) == 2 * 3  # a column per class, a row per channel
+    hours = np.arange(4) * 6.0
+    time_importance_figure(np.ones((2, 4)), classes=classes, hours=hours, dark=[], title="t", path="time.png")
+    (ax,) = kept["time.png"].axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(classes)

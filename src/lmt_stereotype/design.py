@@ -82,3 +82,18 @@ def design_permutation(target: Target, y: np.ndarray, cages: np.ndarray, rng: np
         for f in within + [f for f in between if not _constant(levels[f][idx])]:
             levels[f][idx] = levels[f][idx][rng.permutation(len(idx))]
     return target.compose(levels)
+
+
+def permutation_words(target: Target, y: np.ndarray, cages: np.ndarray) -> str:
+    """How the design permutes the labels (:func:`~lmt_stereotype.design.design_permutation`), in words:
+    "sex across cages, age within a cage" for the paper's classes in single-sex cages."""
+    cages = np.asarray(cages)
+    levels, between = target.factor_levels(y), cage_factors(target, y, cages)
+    words = []
+    for factor in target.factors:
+        if factor not in between:
+            words.append(f"{factor} within a cage")
+            continue
+        mixed = any(len(set(levels[factor][cages == cage])) > 1 for cage in np.unique(cages))
+        words.append(f"{factor} across cages" + (" (within a cage where it varies)" if mixed else ""))
+    return ", ".join(words)

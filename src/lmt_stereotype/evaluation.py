@@ -52,8 +52,9 @@ SCHEMES = {
 }
 CAVEATS = {
     "balanced": "",
-    "loco": "the paper's scheme; with single-sex cages its training set holds one cage fewer of the held-out "
-    "cage's sex, which pulls predictions towards the other sex (stratification bias)",
+    "loco": "the paper's scheme; where the target is a property of the cage (sex in single-sex cages) its "
+    "training set holds one cage fewer of the held-out cage's class, which pulls predictions towards the "
+    "other classes (stratification bias)",
     "kfold": "cage-mates on both sides of a fold: shows how much cage leakage inflates accuracy",
 }
 

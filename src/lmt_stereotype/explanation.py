@@ -1,4 +1,4 @@
-"""Where and when the classes differ: the paper's class-averaged activation maps, and attributions.
+"""Where and when the target's classes differ: the paper's class-averaged activation maps, and attributions.
 
 What these maps can say: before the ReLU a conv channel's class mean is exactly the
 convolution of the class-mean input (convolution is linear), so a first-layer
@@ -9,7 +9,8 @@ responds to; a network with random weights must give clearly different ones.
 
 Every map is an array on a grid of the cage; :func:`map_extent` places it in cage
 centimetres, accounting for the cells a valid convolution loses at the border and for
-the pooling.
+the pooling. There is one map per class of the target, in its order (the stacks'
+``classes``: the paper's AM, JM, AF, JF, or a lab's WT and KO).
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from captum.attr import IntegratedGradients, LayerGradCam, LayerGradientXActivat
 
 from lmt_stereotype.clock import dark_spans, interval_start_hours
 from lmt_stereotype.config import ExplainParams, Params
-from lmt_stereotype.evaluation import design_permutation
+from lmt_stereotype.design import cage_strata, design_permutation, permutation_words
 from lmt_stereotype.figures import channel_grid_figure, class_maps_figure, mouse_figure, time_importance_figure
 from lmt_stereotype.files import read_table, save_npz
 from lmt_stereotype.histograms import Stacks
-from lmt_stereotype.labels import CLASSES
+from lmt_stereotype.labels import Target
 from lmt_stereotype.models import CNNClassifier
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,10 @@ def branch_activations(classifier: CNNClassifier, X: np.ndarray) -> list[np.ndar
         return [branch(x).numpy() for branch in classifier.module_.branches]
 
 
-def class_means(values: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Mean over the recordings of each class: (len(CLASSES), ...); NaN for a class without recordings."""
-    out = np.full((len(CLASSES), *values.shape[1:]), np.nan)
-    for c in range(len(CLASSES)):
+def class_means(values: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Mean over the recordings of each class: (n_classes, ...); NaN for a class without recordings."""
+    out = np.full((n_classes, *values.shape[1:]), np.nan)
+    for c in range(n_classes):
         if (y == c).any():
             out[c] = values[y == c].mean(axis=0)
     return out
@@ -82,6 +83,7 @@ class Contrast:
 
 def contrast(
     values: np.ndarray,
+    target: Target,
     y: np.ndarray,
     cages: np.ndarray,
     n_permutations: int = 199,
@@ -91,13 +93,15 @@ def contrast(
 ) -> Contrast:
     """Tiles where a class differs most from the others, surviving a max-statistic permutation test.
 
-    ``values`` is (n, maps, H, W), the same for every class, or (classes, n, maps, H, W)
-    when each class has its own (an attribution to that class's logit). Differences are
-    standardised by each tile's standard deviation over recordings, so channels of any
-    scale compete fairly. Labels are permuted as the design allows (sex across cages, age
-    within a cage: :func:`~lmt_stereotype.evaluation.design_permutation`).
+    ``values`` is (n, maps, H, W), the same for every class of ``target``, or (classes, n,
+    maps, H, W) when each class has its own (an attribution to that class's logit).
+    Differences are standardised by each tile's standard deviation over recordings, so
+    channels of any scale compete fairly. Labels ``y`` are permuted as the design allows
+    (:func:`~lmt_stereotype.design.design_permutation`: a factor of the target constant
+    within cages moves between whole cages, one that varies is shuffled within each cage;
+    for the paper's classes, sex across cages and age within a cage).
     """
-    n_classes = len(CLASSES)
+    n_classes = len(target.classes)
     per_class = values.ndim == 5
     stacked = values if per_class else np.broadcast_to(values, (n_classes, *values.shape))
     flat = stacked.reshape(n_classes, len(y), -1).astype(np.float64)
@@ -116,7 +120,7 @@ def contrast(
     rng = np.random.default_rng(seed)
     null = np.stack(
         [
-            np.nanmax(np.abs(differences(design_permutation(y, cages, rng))) / scale, axis=1)
+            np.nanmax(np.abs(differences(design_permutation(target, y, cages, rng))) / scale, axis=1)
             for _ in range(n_permutations)
         ]
     )
@@ -144,6 +148,11 @@ def centred_logits(module: torch.nn.Module):
     return forward
 
 
+def n_outputs(classifier: CNNClassifier) -> int:
+    """How many classes the fitted network scores (its logits)."""
+    return len(classifier.classes_)
+
+
 def integrated_gradients(classifier: CNNClassifier, X: np.ndarray, steps: int = 32) -> np.ndarray:
     """Integrated Gradients of every class's centred logit w.r.t. each (transformed) stack, from an empty
     cage (no stops): (classes, n, T, N, N)."""
@@ -155,7 +164,7 @@ def integrated_gradients(classifier: CNNClassifier, X: np.ndarray, steps: int = 
                 ig.attribute(x, baselines=torch.zeros_like(x), target=c, n_steps=steps, internal_batch_size=len(x))
                 .detach()
                 .numpy()
-                for c in range(len(CLASSES))
+                for c in range(n_outputs(classifier))
             ]
         )
 
@@ -175,7 +184,9 @@ def logit_contributions(classifier: CNNClassifier, X: np.ndarray) -> list[np.nda
         for branch in classifier.module_.branches:
             share = LayerGradientXActivation(forward, branch)
             out.append(
-                np.stack([share.attribute(x, target=c).sum(dim=1).detach().numpy() for c in range(len(CLASSES))])
+                np.stack(
+                    [share.attribute(x, target=c).sum(dim=1).detach().numpy() for c in range(n_outputs(classifier))]
+                )
             )
     return out
 
@@ -192,7 +203,7 @@ def grad_cam(classifier: CNNClassifier, X: np.ndarray) -> list[np.ndarray]:
                 np.stack(
                     [
                         cam.attribute(x, target=c, relu_attributions=True)[:, 0].detach().numpy()
-                        for c in range(len(CLASSES))
+                        for c in range(n_outputs(classifier))
                     ]
                 )
             )
@@ -201,7 +212,8 @@ def grad_cam(classifier: CNNClassifier, X: np.ndarray) -> list[np.ndarray]:
 
 def own_class_means(values: np.ndarray, y: np.ndarray) -> np.ndarray:
     """From (classes, n, ...) attributions: for each class, the mean of its own map over its recordings."""
-    return np.stack([class_means(values[c], y)[c] for c in range(len(CLASSES))])
+    n_classes = len(values)
+    return np.stack([class_means(values[c], y, n_classes)[c] for c in range(n_classes)])
 
 
 def spot_positions(spots: list[tuple[int, int]], extent: tuple[float, float, float, float], shape: tuple[int, int]):
@@ -235,12 +247,14 @@ def interval_clock(stacks: Stacks, lights_on: tuple[float, float]) -> tuple[np.n
     return hours, dark_spans(float(hours[0]), float(end), lights_on)
 
 
-def _rule(params: ExplainParams) -> str:
+def _rule(params: ExplainParams, permuted: str) -> str:
+    """How the red crosses were chosen; ``permuted`` says how the design permutes the labels
+    (:func:`~lmt_stereotype.design.permutation_words`: "sex across cages, age within a cage")."""
     return (
         f"Red x: up to {params.max_spots} tiles of this map where the class mean differs most from the other "
         f"classes' recordings, in units of the tile's SD over recordings, beyond the {1 - params.alpha:.0%} "
         f"quantile of the largest such difference over every tile of every map of the family under "
-        f"{params.n_permutations} design permutations of the labels (sex across cages, age within a cage)."
+        f"{params.n_permutations} design permutations of the labels ({permuted})."
     )
 
 
@@ -264,28 +278,32 @@ GRAD_CAM_NOTE = (
 class _Explainer:
     """Draws one family of class maps with its spots: the shared part of every explanation figure."""
 
-    def __init__(self, params: Params, y: np.ndarray, cages: np.ndarray, folder: Path):
-        self.params, self.y, self.cages, self.folder = params, y, cages, folder
+    def __init__(self, params: Params, stacks: Stacks, folder: Path):
+        self.params, self.folder = params, folder
+        self.target, self.y, self.cages = stacks.target, stacks.y, stacks.cage
+        self.permuted = permutation_words(self.target, self.y, self.cages)
         cfg = params.explain
         self.test = {"n_permutations": cfg.n_permutations, "alpha": cfg.alpha, "top": cfg.max_spots, "seed": cfg.seed}
 
     def contrast(self, values: np.ndarray) -> Contrast:
-        return contrast(values, self.y, self.cages, **self.test)
+        return contrast(values, self.target, self.y, self.cages, **self.test)
 
     def figure(
         self, means, differ: Contrast, *, index: int, extent, title: str, note: str, label: str, name: str
     ) -> Path:
         """``means`` (classes, H, W) as ``name``, with the spots of map ``index`` of ``differ``."""
         shape = means.shape[-2:]
-        spots = [spot_positions(differ.spots[c][index], extent, shape) for c in range(len(CLASSES))]
+        classes = self.target.classes
+        spots = [spot_positions(differ.spots[c][index], extent, shape) for c in range(len(classes))]
         path = self.folder / name
         class_maps_figure(
             means,
             extent,
+            classes=classes,
             layout=self.params.cage_layout,
             arena_size_cm=self.params.lmt.arena_size_cm,
             title=title,
-            caption=note + _rule(self.params.explain),
+            caption=note + _rule(self.params.explain, self.permuted),
             label=label,
             path=path,
             spots=spots,
@@ -300,17 +318,19 @@ def explain_model(classifier: CNNClassifier, stacks: Stacks, params: Params, fol
     Writes the figures and ``maps.npz`` into ``folder``; ``what`` names the model and
     recordings in the titles (e.g. "final model, on its training recordings").
     """
+    _check_classes(classifier, stacks)
     folder.mkdir(parents=True, exist_ok=True)
     X, y, grid, arena = stacks.X, stacks.y, stacks.X.shape[-1], params.lmt.arena_size_cm
-    draw = _Explainer(params, y, stacks.cage, folder)
+    classes = stacks.classes
+    draw = _Explainer(params, stacks, folder)
     arrays, files = {}, []
     for kernel, acts in zip(classifier.kernel_sizes, branch_activations(classifier, X)):
         extent = map_extent(grid, arena, kernel, classifier.pool)
-        means, differ = class_means(acts, y), draw.contrast(acts)
+        means, differ = class_means(acts, y, len(classes)), draw.contrast(acts)
         arrays |= {f"activation_k{kernel}": means, f"activation_k{kernel}_difference": differ.difference}
         overview = folder / f"activation_k{kernel}.png"
         title = f"{kernel}x{kernel} branch, every channel: mean activation per class ({what})"
-        channel_grid_figure(means, extent, arena, title, overview)
+        channel_grid_figure(means, extent, arena, title, overview, classes=classes)
         files.append(overview)
         for ch in range(acts.shape[1]):
             title = f"{kernel}x{kernel} branch, channel {ch}: mean activation per class ({what})"
@@ -376,9 +396,48 @@ def explain_model(classifier: CNNClassifier, stacks: Stacks, params: Params, fol
     hours, dark = interval_clock(stacks, params.room.lights_on)
     path = folder / "time_importance.png"
     title = f"When it matters: Integrated Gradients per interval ({what})"
-    time_importance_figure(arrays["ig_time"], hours=hours, dark=dark, title=title, path=path)
+    time_importance_figure(arrays["ig_time"], classes=classes, hours=hours, dark=dark, title=title, path=path)
     save_npz(folder / "maps.npz", **arrays)
     return [*files, path, folder / "maps.npz"]
+
+
+def _check_classes(classifier: CNNClassifier, stacks: Stacks, name: str = "the CNN") -> None:
+    """ValueError unless the network scores one output per class of the stacks' target."""
+    if n_outputs(classifier) != len(stacks.classes):
+        raise ValueError(
+            f"{name} scores {n_outputs(classifier)} classes, the stacks' target {stacks.target_column} has "
+            f"{len(stacks.classes)} ({', '.join(stacks.classes)}): run train again"
+        )
+
+
+def _words(names: list[str], last: str = "and") -> str:
+    """``"A"``, ``"A and B"``, ``"A, B and C"`` (or ``"A, B or C"``)."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + f" {last} " + names[-1]
+
+
+def held_out_note(stacks: Stacks) -> str:
+    """What comparing classes across held-out models can and cannot say, for the cohort's design
+    (:func:`~lmt_stereotype.design.cage_strata`): the paper's words for its single-sex cages."""
+    strata, _ = cage_strata(stacks.target, stacks.y, stacks.cage)
+    if stacks.target.is_paper and list(strata) == ["M", "F"]:
+        return (
+            "Each cage is explained by a model that never saw it; a balanced fold holds out a male and a female cage "
+            "together, so each model explains both sexes, but models differ between pairs of cages and a cage is "
+            "single-sex, so differences between the sexes may still partly reflect differences between models. "
+        )
+    if len(strata) >= 2:
+        names = _words(list(strata))
+        return (
+            f"Each cage is explained by a model that never saw it; a balanced fold holds out one cage each of "
+            f"{names} together, so each model explains {names} cages alike, but models differ between groups of "
+            f"cages and a cage holds {_words(list(strata), 'or')} mice only, so differences between {names} may "
+            "still partly reflect differences between models. "
+        )
+    return (
+        "Each cage is explained by a model that never saw it, one cage per fold; the classes within a cage are "
+        "explained by the same model, but differences between cages may still partly reflect differences "
+        "between models. "
+    )
 
 
 def explain_held_out(fold_models: dict[str, CNNClassifier], stacks: Stacks, params: Params, folder: Path) -> list[Path]:
@@ -388,28 +447,28 @@ def explain_held_out(fold_models: dict[str, CNNClassifier], stacks: Stacks, para
     missing = sorted(set(stacks.cage) - set(fold_models))
     if missing:
         raise ValueError(f"no held-out model for cage(s) {', '.join(missing)}: run train again")
+    for fold, model in fold_models.items():
+        _check_classes(model, stacks, f"the held-out CNN of {fold}")
     folder.mkdir(parents=True, exist_ok=True)
     X, y, grid, arena = stacks.X, stacks.y, stacks.X.shape[-1], params.lmt.arena_size_cm
+    classes = stacks.classes
     arrays, files = {}, []
-    ig = np.zeros((len(CLASSES), *X.shape))
+    ig = np.zeros((len(classes), *X.shape))
     for fold, model in fold_models.items():
         test = stacks.cage == fold
         for kernel, acts in zip(model.kernel_sizes, branch_activations(model, X[test])):
-            arrays[f"activation_k{kernel}_{fold}"] = means = class_means(acts, y[test])
+            arrays[f"activation_k{kernel}_{fold}"] = means = class_means(acts, y[test], len(classes))
             path = folder / f"activation_k{kernel}_{fold}.png"
             title = f"{kernel}x{kernel} branch of the model that never saw {fold}: mean activation on {fold}"
-            channel_grid_figure(means, map_extent(grid, arena, kernel, model.pool), arena, title, path)
+            extent = map_extent(grid, arena, kernel, model.pool)
+            channel_grid_figure(means, extent, arena, title, path, classes=classes)
             files.append(path)
         ig[:, test] = integrated_gradients(model, X[test], params.explain.ig_steps)
     ig_space = ig.sum(axis=2)
     arrays |= {"ig_space": own_class_means(ig_space, y), "ig_time": own_class_means(ig.sum(axis=(3, 4)), y)}
-    draw = _Explainer(params, y, stacks.cage, folder)
+    draw = _Explainer(params, stacks, folder)
     title = "Integrated Gradients summed over time, each recording by the fold model that never saw its cage"
-    note = ATTRIBUTION_NOTE + (
-        "Each cage is explained by a model that never saw it; a balanced fold holds out a male and a female cage "
-        "together, so each model explains both sexes, but models differ between pairs of cages and a cage is "
-        "single-sex, so differences between the sexes may still partly reflect differences between models. "
-    )
+    note = ATTRIBUTION_NOTE + held_out_note(stacks)
     differ = draw.contrast(ig_space[:, :, None])
     path = draw.figure(
         arrays["ig_space"],
@@ -424,7 +483,7 @@ def explain_held_out(fold_models: dict[str, CNNClassifier], stacks: Stacks, para
     hours, dark = interval_clock(stacks, params.room.lights_on)
     time_path = folder / "time_importance.png"
     title = "When it matters: Integrated Gradients per interval, held-out recordings"
-    time_importance_figure(arrays["ig_time"], hours=hours, dark=dark, title=title, path=time_path)
+    time_importance_figure(arrays["ig_time"], classes=classes, hours=hours, dark=dark, title=title, path=time_path)
     save_npz(folder / "maps.npz", **arrays)
     return [*files, path, time_path, folder / "maps.npz"]
 
@@ -447,13 +506,14 @@ def mouse_sample_figure(stacks: Stacks, k: int, params: Params, path: Path) -> P
 
 
 def mouse_figures(stacks: Stacks, params: Params, folder: Path) -> list[Path]:
-    """The paper's Figure 1 for the first mouse-recording of each class."""
+    """The paper's Figure 1 for the first mouse-recording of each class of the target."""
     folder.mkdir(parents=True, exist_ok=True)
     files = []
-    for cls in CLASSES:
+    for cls in stacks.classes:
         hits = np.flatnonzero(stacks.label == cls)
         if len(hits):
             k = hits[0]
-            path = folder / f"{cls}_{stacks.recording[k]}_{int(stacks.animal_id[k])}.png"
+            safe = "".join(c if c.isalnum() or c in "-." else "_" for c in cls)  # a class such as "KO/+"
+            path = folder / f"{safe}_{stacks.recording[k]}_{int(stacks.animal_id[k])}.png"
             files.append(mouse_sample_figure(stacks, k, params, path))
     return files

@@ -4,6 +4,7 @@ one mouse's stops and histogram map (the paper's Figure 1)."""
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -18,7 +19,6 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from lmt_stereotype.config import CageLayout
 from lmt_stereotype.files import atomic_path  # noqa: E402
-from lmt_stereotype.labels import CLASSES  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path | str) -> None:
@@ -27,8 +27,8 @@ def _save(fig: plt.Figure, path: Path | str) -> None:
     plt.close(fig)
 
 
-def _draw_confusion(ax: plt.Axes, counts: np.ndarray) -> None:
-    """Counts with rows = labels and columns = predictions in the order AM, JM, AF, JF, like Table 1.
+def _draw_confusion(ax: plt.Axes, counts: np.ndarray, classes: Sequence[str]) -> None:
+    """Counts with rows = labels and columns = predictions in the order of ``classes`` (AM, JM, AF, JF: Table 1).
 
     Cells are shaded by the share of their row, so classes and cohorts of different sizes read alike.
     """
@@ -36,8 +36,8 @@ def _draw_confusion(ax: plt.Axes, counts: np.ndarray) -> None:
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i, j in np.ndindex(counts.shape):
         ax.text(j, i, str(counts[i, j]), ha="center", va="center", color="white" if share[i, j] > 0.6 else "black")
-    ax.set_xticks(range(len(CLASSES)), CLASSES)
-    ax.set_yticks(range(len(CLASSES)), CLASSES)
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set_yticks(range(len(classes)), classes)
     ax.xaxis.set_ticks_position("top")
     ax.xaxis.set_label_position("top")
     ax.set_xlabel("Prediction")
@@ -45,19 +45,34 @@ def _draw_confusion(ax: plt.Axes, counts: np.ndarray) -> None:
 
 
 def confusion_figure(
-    counts: np.ndarray, title: str, metrics: dict[str, float], path: Path | str, warning: str | None = None
+    counts: np.ndarray,
+    classes: Sequence[str],
+    title: str,
+    metrics: dict[str, float],
+    path: Path | str,
+    warning: str | None = None,
 ) -> None:
     """One model's confusion matrix (Table 1's layout) with its accuracy, interval, chance and p-value,
     and, in red, the ``warning`` that accuracy is below chance (a biased scheme)."""
-    fig, ax = plt.subplots(figsize=(4.6, 4.4))
-    _draw_confusion(ax, np.asarray(counts))
+    fig, ax = plt.subplots(figsize=(max(4.6, 0.7 * len(classes) + 1.8), max(4.4, 0.7 * len(classes) + 1.6)))
+    _draw_confusion(ax, np.asarray(counts), classes)
     ax.set_title(title, fontsize=10, pad=28)
     p = metrics["permutation_p_value"]
     caption = (
         f"accuracy {metrics['accuracy']:.1%}, interval over cages {metrics['accuracy_ci_low']:.1%}"
         f"–{metrics['accuracy_ci_high']:.1%}\nchance {metrics['chance_level']:.0%}, "
         + (f"permutation p = {p:.3g}" if np.isfinite(p) else "no permutation test")
-        + f"; females {metrics['accuracy_female']:.1%}, males {metrics['accuracy_male']:.1%}"
+        + (
+            f"; females {metrics['accuracy_female']:.1%}, males {metrics['accuracy_male']:.1%}"
+            if "accuracy_female" in metrics and "accuracy_male" in metrics
+            else ""
+        )
+        + (
+            f"\nROC AUC {metrics['roc_auc']:.2f} per fold [{metrics['roc_auc_ci_low']:.2f}, "
+            f"{metrics['roc_auc_ci_high']:.2f}]"
+            if np.isfinite(metrics.get("roc_auc", np.nan))
+            else ""
+        )
     )
     if warning:
         ax.text(
@@ -67,12 +82,12 @@ def confusion_figure(
     _save(fig, path)
 
 
-def confusion_panels_figure(panels: dict[str, np.ndarray], path: Path | str) -> None:
+def confusion_panels_figure(panels: dict[str, np.ndarray], classes: Sequence[str], path: Path | str) -> None:
     """Several confusion matrices side by side (the paper's Table 1 and ours), each with its accuracy."""
     fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.6), squeeze=False)
     for ax, (title, counts) in zip(axes[0], panels.items()):
         counts = np.asarray(counts)
-        _draw_confusion(ax, counts)
+        _draw_confusion(ax, counts, classes)
         accuracy = np.trace(counts) / max(counts.sum(), 1)
         ax.set_title(f"{title}\naccuracy {accuracy:.1%} of {counts.sum()}", fontsize=10, pad=8, y=-0.22)
     fig.tight_layout()
@@ -232,13 +247,20 @@ def mouse_figure(
     return Path(path)
 
 
-PANEL = {0: (0, 0), 1: (0, 1), 2: (1, 0), 3: (1, 1)}  # the paper's Figure 3: AM, JM / AF, JF
+def class_panels(n_classes: int) -> tuple[int, int]:
+    """Rows and columns of one panel per class: the paper's 2 x 2 for four classes, one row for two
+    or three, rows of three for five or more."""
+    if n_classes == 4:
+        return 2, 2
+    columns = min(n_classes, 3)
+    return -(-n_classes // columns), columns
 
 
 def class_maps_figure(
     maps: np.ndarray,
     extent: tuple[float, float, float, float],
     *,
+    classes: Sequence[str],
     layout: CageLayout,
     arena_size_cm: float,
     title: str,
@@ -247,7 +269,9 @@ def class_maps_figure(
     path: Path | str,
     spots: list[list[tuple[float, float]]] | None = None,
 ) -> None:
-    """Four class maps (AM top-left, JM top-right, AF bottom-left, JF bottom-right) on the cage, one colour scale.
+    """One map per class on the cage, one colour scale: for the paper's four classes its Figure 3's
+    layout (AM top-left, JM top-right, AF bottom-left, JF bottom-right), else in the classes' order
+    (:func:`class_panels`).
 
     ``spots`` (x, y in cm per class) are drawn as red crosses; the caption says how they were chosen.
     """
@@ -255,15 +279,19 @@ def class_maps_figure(
     diverging = finite.size and finite.min() < 0
     bound = float(np.abs(finite).max()) if finite.size else 1.0
     norm = dict(vmin=-bound, vmax=bound, cmap="RdBu_r") if diverging else dict(vmin=0, vmax=bound, cmap="magma")
-    fig, axes = plt.subplots(2, 2, figsize=(8.2, 8.4), constrained_layout=True)
-    for c, cls in enumerate(CLASSES):
-        ax = axes[PANEL[c]]
+    rows, columns = class_panels(len(classes))
+    size = (8.2, 8.4) if (rows, columns) == (2, 2) else (4.1 * columns + 0.6, 4.0 * rows + 0.4)
+    fig, axes = plt.subplots(rows, columns, figsize=size, squeeze=False, constrained_layout=True)
+    for ax in axes.flat[len(classes) :]:
+        ax.set_axis_off()
+    for c, cls in enumerate(classes):
+        ax = axes[divmod(c, columns)]
         if np.isfinite(maps[c]).any():
             image = ax.imshow(maps[c], extent=extent, interpolation="nearest", **norm)
         else:
             ax.text(arena_size_cm / 2, arena_size_cm / 2, "no recordings", ha="center", va="center", color="0.4")
         draw_cage(ax, layout, arena_size_cm)
-        for x, y in (spots or [[]] * len(CLASSES))[c]:
+        for x, y in (spots or [[]] * len(classes))[c]:
             ax.plot(x, y, marker="x", color="red", markersize=11, markeredgewidth=2.5)
         ax.set_title(cls, fontsize=12, fontweight="bold")
         ax.set_xlabel("x (cm)")
@@ -276,21 +304,27 @@ def class_maps_figure(
 
 
 def channel_grid_figure(
-    maps: np.ndarray, extent: tuple[float, float, float, float], arena_size_cm: float, title: str, path: Path | str
+    maps: np.ndarray,
+    extent: tuple[float, float, float, float],
+    arena_size_cm: float,
+    title: str,
+    path: Path | str,
+    *,
+    classes: Sequence[str],
 ) -> None:
     """Every channel (rows) of one branch for every class (columns), one colour scale: an overview."""
     n_channels = maps.shape[1]
     fig, axes = plt.subplots(
         n_channels,
-        len(CLASSES),
-        figsize=(1.6 * len(CLASSES) + 1, 1.5 * n_channels + 0.6),
+        len(classes),
+        figsize=(1.6 * len(classes) + 1, 1.5 * n_channels + 0.6),
         squeeze=False,
         constrained_layout=True,
     )
     finite = maps[np.isfinite(maps)]
     vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     for ch in range(n_channels):
-        for c, cls in enumerate(CLASSES):
+        for c, cls in enumerate(classes):
             ax = axes[ch, c]
             image = ax.imshow(maps[c, ch], extent=extent, vmin=0, vmax=vmax, cmap="magma", interpolation="nearest")
             ax.set_xlim(0, arena_size_cm)
@@ -315,18 +349,20 @@ def clock_label(hour: float) -> str:
 def time_importance_figure(
     importance: np.ndarray,
     *,
+    classes: Sequence[str],
     hours: np.ndarray,
     dark: list[tuple[float, float]],
     title: str,
     path: Path | str,
 ) -> None:
-    """Attribution per interval and class on the room's clock (``hours``: each interval's start, counting
-    on past 24), with the ``dark`` stretches shaded where they fell."""
+    """Attribution per interval and class (rows of ``importance``, in the order of ``classes``) on the room's
+    clock (``hours``: each interval's start, counting on past 24), with the ``dark`` stretches shaded where
+    they fell."""
     fig, ax = plt.subplots(figsize=(8, 3.8), constrained_layout=True)
     width = hours[1] - hours[0] if len(hours) > 1 else 1.0
     for k, (start, end) in enumerate(dark):
         ax.axvspan(start, end, color="0.85", lw=0, label="lights off" if k == 0 else None)
-    for c, cls in enumerate(CLASSES):
+    for c, cls in enumerate(classes):
         ax.plot(hours + width / 2, importance[c], marker="o", ms=3, label=cls)
     ax.axhline(0, color="0.5", lw=0.8)
     ax.set_xlim(hours[0], hours[-1] + width)

@@ -6,8 +6,14 @@ reports and is rebuilt in seconds without retraining. The balanced scheme is the
 headline; the paper's leave-one-cage-out stands beside it with its caveat, then the leaky
 K-fold. Every accuracy stands next to its interval over cages, its exact binomial interval,
 the chance level, where one was run the permutation p-value, and the p-value for being
-below chance, which, when significant, is spelled out as a biased scheme. The paper's
-figures are shown beside ours, not mixed with them.
+below chance, which, when significant, is spelled out as a biased scheme.
+
+The page follows the target (``target.column``, written beside every confusion matrix):
+it names the question, says how the design's cage factors and within-cage factors
+(:mod:`~lmt_stereotype.design`) made the folds and the permutations, and shows the
+accuracy within each level of the other grouping columns and, for two classes, the ROC
+AUC per fold. Only for the paper's own question (its four classes of sex and age) are
+the paper's figures (its Table 1, its accuracies) shown beside ours, never mixed with them.
 """
 
 from __future__ import annotations
@@ -24,16 +30,19 @@ import numpy as np
 import pandas as pd
 
 from lmt_stereotype.config import Params
+from lmt_stereotype.design import cage_factors, cage_strata, permutation_words
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.evaluation import CAVEATS, SCHEMES, bias_warning
 from lmt_stereotype.figures import confusion_panels_figure
-from lmt_stereotype.labels import CLASSES
+from lmt_stereotype.labels import GROUPING_COLUMNS, PAPER_CLASSES, Target
 
 MODELS = {"cnn": "CNN", "knn": "PCA + 1-NN", "svm": "PCA + SVM"}
 PAPER_CONFUSION = np.array([[22, 2, 0, 0], [9, 8, 1, 6], [0, 4, 20, 0], [0, 0, 0, 24]])
 """The paper's Table 1 (rows: labels, columns: predictions, AM JM AF JF), leave-one-cage-out."""
 PAPER_ACCURACY = {"cnn": (0.771, 0.917, 0.625), "knn": (0.62, None, None), "svm": (0.72, None, None)}
 """The paper's accuracy, female and male accuracy per model (12 cages, 96 recordings of 3 days)."""
+LEVEL_NAMES = {"accuracy_female": "females", "accuracy_male": "males"}
+"""Accuracy within a level of a grouping column: its column in the results table (else "<column> <level>")."""
 ACTIVATION = re.compile(r"activation_k(\d+)\.png")
 """The final model's overview of one branch, as ``explain`` names it: ``activation_k{kernel size}.png``."""
 ATTRIBUTION_FIGURES = {
@@ -70,6 +79,65 @@ def explain_figures(reports: Path) -> dict[str, tuple[Path, str]]:
     return figures
 
 
+def _words(names: list[str]) -> str:
+    """``"A"``, ``"A and B"``, ``"A, B and C"``."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def question(target: Target) -> str:
+    """The question in words: "sex and age (the paper's four classes)", "genotype: WT vs KO"."""
+    if target.is_paper:
+        return "sex and age (the paper's four classes)"
+    return f"{target.column}: {' vs '.join(target.classes)}"
+
+
+@dataclass(frozen=True)
+class Design:
+    """How the target's factors lie over the cages (:mod:`~lmt_stereotype.design`), read from the
+    balanced scheme's predictions: each recording's label and cage."""
+
+    target: Target
+    y: np.ndarray
+    cages: np.ndarray
+
+    @property
+    def strata(self) -> tuple[dict[str, list[str]], list[str]]:
+        return cage_strata(self.target, self.y, self.cages)
+
+    def layout(self) -> str:
+        """Each factor, how many cages it is constant within, and what that makes it."""
+        levels, between = self.target.factor_levels(self.y), cage_factors(self.target, self.y, self.cages)
+        cages = np.unique(self.cages)
+        parts = []
+        for factor in self.target.factors:
+            constant = sum(len(set(levels[factor][self.cages == cage])) == 1 for cage in cages)
+            kind = "a cage factor" if factor in between else "a within-cage factor"
+            parts.append(f"{factor} constant within {constant} of the {len(cages)} cages ({kind})")
+        strata, mixed = self.strata
+        groups = "; ".join(f"{stratum}: {', '.join(members)}" for stratum, members in strata.items() if between)
+        if mixed:
+            groups += ("; " if groups else "") + f"mixed: {', '.join(mixed)}"
+        return "; ".join(parts) + (f". Cages by level: {groups}" if groups else "")
+
+    def folds(self, matchings: int) -> str:
+        """What each fold of the balanced scheme held out."""
+        strata, mixed = self.strata
+        if len(strata) >= 2:
+            names = _words(list(strata))
+            matchings = min(matchings, min(map(len, strata.values())))
+            return (
+                f"cage-balanced folds ({matchings} matching(s) of the cages, each recording's predictions "
+                f"averaged): each fold holds out one cage each of {names}"
+                + (", the mixed cages dealt one per fold beside them" if mixed else "")
+                + f", so every training set keeps the cohort's balance of {names} cages"
+            )
+        if cage_factors(self.target, self.y, self.cages):
+            reason = f"every cage is {next(iter(strata))}" if strata else "no cage holds one level only"
+        else:
+            reason = f"{_words(list(self.target.factors))} varies within cages"
+        return f"cage-balanced folds, here leave-one-cage-out ({reason}), so every training set holds every class"
+
+
 @dataclass(frozen=True)
 class ReportInputs:
     """What the page shows, read from the stages' outputs."""
@@ -79,6 +147,11 @@ class ReportInputs:
     cohort: dict[str, float]
     recordings: pd.DataFrame
     registered: dict | None
+    design: Design  # the target, each recording's label and cage
+
+    @property
+    def target(self) -> Target:
+        return self.design.target
 
 
 def _json(path: Path, stage: str) -> dict:
@@ -90,17 +163,44 @@ def _json(path: Path, stage: str) -> dict:
         raise InputError(path, f"not valid JSON ({exc})") from None
 
 
+def _design(predictions: Path, target: Target) -> Design:
+    """Each recording's label and cage, from a model's balanced-scheme predictions."""
+    try:
+        table = pd.read_csv(predictions, dtype=str, keep_default_na=False)
+        return Design(target, target.indices(table["true"]), table["cage"].to_numpy(dtype=str))
+    except FileNotFoundError:
+        raise InputError(predictions, "missing; run `lmt-stereotype train` (or `dvc repro`) first") from None
+    except (KeyError, ValueError) as exc:
+        raise InputError(predictions, f"no labels of {target.column} {list(target.classes)} ({exc})") from None
+
+
+def _target_words(target: Target) -> str:
+    return f"{target.column} {' '.join(target.classes)}".strip()
+
+
 def gather(params: Params) -> ReportInputs:
-    """Read every input of the page; a missing one is named with the stage that writes it."""
+    """Read every input of the page; a missing one is named with the stage that writes it, and so is
+    one made for another target than the others or than ``target.column``."""
     reports = params.data.reports
-    metrics, confusion = {}, {}
+    metrics, confusion, targets = {}, {}, {}
     for model in MODELS:
         stage = "train" if model == "cnn" else "baselines"
         per_scheme = _json(reports / f"{model}.json", stage)
         if "balanced" not in per_scheme:
             raise InputError(reports / f"{model}.json", f"has no balanced results; run `lmt-stereotype {stage}` again")
         metrics[model] = {scheme: per_scheme[scheme] for scheme in SCHEMES if scheme in per_scheme}
-        confusion[model] = np.array(_json(reports / model / "balanced" / "confusion.json", stage)["counts"])
+        path = reports / model / "balanced" / "confusion.json"
+        written = _json(path, stage)
+        confusion[model] = np.array(written["counts"])
+        targets[model] = Target(written.get("target", "class"), tuple(written.get("classes", PAPER_CLASSES)))
+        made, asked = targets[model], params.target
+        if made != targets["cnn"]:
+            whose = f"the CNN's ({_target_words(targets['cnn'])})"
+        elif made.column != asked.column or (asked.classes is not None and tuple(asked.classes) != made.classes):
+            whose = f"params.yaml's ({_target_words(Target(asked.column, tuple(asked.classes or ())))})"
+        else:
+            continue
+        raise InputError(path, f"is for target {_target_words(made)}, not {whose}; run `lmt-stereotype {stage}` again")
     recordings_csv = params.data.stops / "recordings.csv"
     if not recordings_csv.exists():
         raise InputError(recordings_csv, "missing; run `lmt-stereotype stops` first")
@@ -111,6 +211,7 @@ def gather(params: Params) -> ReportInputs:
         cohort=_json(reports / "histograms.json", "histograms"),
         recordings=pd.read_csv(recordings_csv),
         registered=json.loads(final.read_text()) if final.exists() else None,
+        design=_design(reports / "cnn" / "balanced" / "predictions.csv", targets["cnn"]),
     )
 
 
@@ -122,30 +223,57 @@ def _p(value: float | None) -> str:
     return "not run" if value is None or not np.isfinite(value) else f"{value:.3g}"
 
 
+def level_accuracies(inputs: ReportInputs) -> dict[str, str]:
+    """The accuracies within a level of a grouping column the models report, as metric -> table column:
+    females and males (the only ones for the paper's question, as in its Table 1), then
+    ``accuracy_<column>_<level>`` as "<column> <level>", columns in the order of
+    :data:`~lmt_stereotype.labels.GROUPING_COLUMNS`."""
+    if inputs.target.is_paper:
+        return dict(LEVEL_NAMES)
+    keys = list(dict.fromkeys(k for m in inputs.metrics.values() for k in m["balanced"]))
+    out = {key: name for key, name in LEVEL_NAMES.items() if key in keys}
+    for column in GROUPING_COLUMNS:
+        prefix = f"accuracy_{column}_"
+        out |= {key: f"{column} {key.removeprefix(prefix)}" for key in keys if key.startswith(prefix)}
+    return out
+
+
+def _auc(m: dict[str, float]) -> str:
+    auc = m.get("roc_auc", np.nan)
+    if auc is None or not np.isfinite(auc):
+        return "–"
+    return f"{auc:.2f} ({m['roc_auc_ci_low']:.2f}–{m['roc_auc_ci_high']:.2f})"
+
+
 def results_table(inputs: ReportInputs) -> pd.DataFrame:
-    """CNN, 1-NN and SVM side by side, balanced scheme first, with the paper's figures beside them."""
-    rows = []
+    """CNN, 1-NN and SVM side by side, balanced scheme first, with the paper's figures beside them
+    when the question is the paper's."""
+    rows, levels, target = [], level_accuracies(inputs), inputs.target
     for model, name in MODELS.items():
         m, schemes = inputs.metrics[model]["balanced"], inputs.metrics[model]
-        paper, paper_f, paper_m = PAPER_ACCURACY[model]
-        rows.append(
-            {
-                "model": name,
-                "accuracy (balanced)": _pct(m["accuracy"]),
-                "95% interval over cages": f"{_pct(m['accuracy_ci_low'])}–{_pct(m['accuracy_ci_high'])}",
-                "exact binomial 95%": f"{_pct(m['accuracy_binomial_low'])}–{_pct(m['accuracy_binomial_high'])}",
-                "balanced accuracy": _pct(m["balanced_accuracy"]),
-                "females": _pct(m["accuracy_female"]),
-                "males": _pct(m["accuracy_male"]),
-                "permutation p": _p(m.get("permutation_p_value")),
-                "below-chance p": _p(m.get("below_chance_p")),
-                "chance": _pct(m["chance_level"]),
-                "leave-one-cage-out (caveat below)": _pct(schemes.get("loco", {}).get("accuracy")),
-                "K-fold (leaky)": _pct(schemes.get("kfold", {}).get("accuracy")),
-                "paper (leave-one-cage-out)": _pct(paper)
-                + (f" (F {_pct(paper_f)}, M {_pct(paper_m)})" if paper_f else ""),
-            }
-        )
+        row = {
+            "model": name,
+            "accuracy (balanced)": _pct(m["accuracy"]),
+            "95% interval over cages": f"{_pct(m['accuracy_ci_low'])}–{_pct(m['accuracy_ci_high'])}",
+            "exact binomial 95%": f"{_pct(m['accuracy_binomial_low'])}–{_pct(m['accuracy_binomial_high'])}",
+            "balanced accuracy": _pct(m["balanced_accuracy"]),
+            **{column: _pct(m.get(key)) for key, column in levels.items()},
+        }
+        if len(target.classes) == 2:
+            row["ROC AUC per fold (95%)"] = _auc(m)
+        row |= {
+            "permutation p": _p(m.get("permutation_p_value")),
+            "below-chance p": _p(m.get("below_chance_p")),
+            "chance": _pct(m["chance_level"]),
+            "leave-one-cage-out (caveat below)": _pct(schemes.get("loco", {}).get("accuracy")),
+            "K-fold (leaky)": _pct(schemes.get("kfold", {}).get("accuracy")),
+        }
+        if target.is_paper:
+            paper, paper_f, paper_m = PAPER_ACCURACY[model]
+            row["paper (leave-one-cage-out)"] = _pct(paper) + (
+                f" (F {_pct(paper_f)}, M {_pct(paper_m)})" if paper_f else ""
+            )
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -166,11 +294,16 @@ def _span(values: pd.Series, unit: str) -> str:
 
 
 def cohort_summary(inputs: ReportInputs, params: Params, source: str) -> list[tuple[str, str]]:
-    """The cohort in a few lines: what was recorded, how much, how it was binned."""
-    c, rec, h = inputs.cohort, inputs.recordings, params.histograms
+    """The cohort in a few lines: the question, what was recorded, how much, how it was binned, and how the
+    design made the folds and the permutations."""
+    c, rec, h, target = inputs.cohort, inputs.recordings, params.histograms, inputs.target
     hours = rec["duration_s"] / 3600
-    classes = ", ".join(f"{k} {int(c.get(f'n_{k}', 0))}" for k in CLASSES)
+    classes = ", ".join(f"{k} {int(c.get(f'n_{k}', 0))}" for k in target.classes)
+    if c.get("n_without_target"):
+        classes += f" ({int(c['n_without_target'])} more without a {' or '.join(target.factors)}, left out)"
+    design = inputs.design
     return [
+        ("question", question(target) + (f": {', '.join(target.classes)}" if target.is_paper else "")),
         (
             "data",
             "synthetic demo cohort with planted effects (lmt-stereotype simulate)"
@@ -194,10 +327,16 @@ def cohort_summary(inputs: ReportInputs, params: Params, source: str) -> list[tu
             f"{params.lmt.arena_size_cm:g} × {params.lmt.arena_size_cm:g} cm",
         ),
         (
+            "design",
+            f"{design.layout()}. A factor of the target constant within at least half of the cages is a cage "
+            "factor: folds hold out cages of each of its levels together and permutations move it between whole "
+            "cages; any other factor is shuffled within each cage. Permuted here: "
+            f"{permutation_words(target, design.y, design.cages)}",
+        ),
+        (
             "evaluation",
-            f"{SCHEMES['balanced']} ({params.evaluation.matchings} matching(s) of the cages, each recording's "
-            "predictions averaged), so every training set keeps the cohort's balance of sexes; whole cages held "
-            "out; nothing (scaling, PCA, tuning) fitted on a test cage",
+            f"{design.folds(params.evaluation.matchings)}; whole cages held out; nothing (scaling, PCA, tuning) "
+            "fitted on a test cage",
         ),
     ]
 
@@ -230,12 +369,13 @@ def render_html(
     figures: dict[str, Path],
     captions: dict[str, str] | None = None,
 ) -> str:
-    """The page: cohort, results table, confusion matrices beside Table 1, explanations.
+    """The page: the question, cohort and design, results table, confusion matrices (beside Table 1 for the
+    paper's question), explanations.
 
     ``figures`` holds ``confusion_matrices.png`` and the explanation figures in ``captions``
     (figure -> caption, in order: :func:`explain_figures`); the activation maps of every
     branch stand side by side."""
-    table = results_table(inputs)
+    table, target, design = results_table(inputs), inputs.target, inputs.design
     chance = inputs.metrics["cnn"]["balanced"]["chance_level"]
     threshold = inputs.metrics["cnn"]["balanced"].get("significance_threshold")
     biased = warnings(inputs, params.evaluation.confidence)
@@ -248,28 +388,51 @@ def render_html(
         if reg
         else ""
     )
+    strata, _ = design.strata
+    if target.is_paper:
+        asked, chance_words, loco = "sex and age", "four balanced classes", CAVEATS["loco"]
+    else:
+        asked = f"{target.column} ({' vs '.join(target.classes)})"
+        chance_words = f"always the most frequent of the {len(target.classes)} classes"
+        loco = (
+            f"the paper's scheme; with a cage factor ({_words(cage_factors(target, design.y, design.cages))}) its "
+            "training set holds one cage fewer of the held-out cage's level, which pulls predictions towards the "
+            "other levels (stratification bias)"
+            if len(strata) >= 2
+            else "here the same folds as the balanced scheme, one cage per fold"
+        )
+    auc = (
+        " ROC AUC is computed on each fold's held-out cages and averaged over the folds that hold both classes "
+        "(pooling the scores of different fold models biases it), with a bootstrap interval over folds."
+        if len(target.classes) == 2
+        else ""
+    )
     sections = [
-        "<h1>lmt-stereotype: sex and age from where and when mice stop</h1>"
+        f"<h1>lmt-stereotype: {html.escape(asked)} from where and when mice stop</h1>"
         f"<p class='note'>data version {html.escape(provenance['data_version'])}</p>",
         "<h2>Cohort</h2>" + _table_html(cohort_summary(inputs, params, provenance["data_source"])),
         "<h2>Models, cage-balanced cross-validation</h2>" + table.to_html(index=False, border=0, escape=True),
         "".join(f"<p class='warning'><b>Biased scheme.</b> {html.escape(w)}</p>" for w in biased),
-        f"<p class='note'>Chance is {chance:.0%} (four balanced classes)"
+        f"<p class='note'>Chance is {chance:.0%} ({chance_words})"
         + (
             f"; with this many recordings an accuracy above {threshold:.1%} is significant at p &lt; 0.05 (binomial)"
             if threshold
             else ""
         )
         + ". The interval over cages is a bootstrap of whole cages; the permutation test permutes labels as "
-        "the design allows (sex across cages, age within a cage) and draws balanced folds for each "
-        "permutation. The tuned CNN has no permutation p-value: each permutation would be a whole nested "
-        "tuning. The below-chance p-value scores the same predictions against design-permuted labels; when it "
-        "is small the scheme is biased, and the number says nothing about the mice. Leave-one-cage-out, "
-        f"{html.escape(CAVEATS['loco'])}. K-fold shows what cage leakage adds; it is not an estimate of accuracy "
-        "on new cages. The paper's column is its 12-cage, 3-day cohort, evaluated leave-one-cage-out.</p>" + registered,
+        f"the design allows ({html.escape(permutation_words(target, design.y, design.cages))}) and draws "
+        "balanced folds for each permutation. The tuned CNN has no permutation p-value: each permutation would "
+        "be a whole nested tuning. The below-chance p-value scores the same predictions against design-permuted "
+        "labels; when it is small the scheme is biased, and the number says nothing about the mice."
+        + html.escape(auc)
+        + f" Leave-one-cage-out, {html.escape(loco)}. K-fold shows what cage leakage adds; it is not an estimate "
+        "of accuracy on new cages."
+        + (" The paper's column is its 12-cage, 3-day cohort, evaluated leave-one-cage-out." if target.is_paper else "")
+        + "</p>"
+        + registered,
         "<h2>Confusion matrices</h2><figure><img src='" + _image(figures["confusion_matrices.png"]) + "' alt='"
         "confusion matrices'><figcaption>Rows: labels; columns: predictions; cells shaded by the share of "
-        "their row. Left: the paper's Table 1.</figcaption></figure>",
+        "their row." + (" Left: the paper's Table 1." if target.is_paper else "") + "</figcaption></figure>",
         "<h2>What the network looks at</h2>",
     ]
     shown = [(name, caption) for name, caption in (captions or {}).items() if name in figures]
@@ -296,8 +459,10 @@ def write_report(params: Params, folder: Path, provenance: dict[str, str]) -> Pa
     """
     inputs = gather(params)
     figures = {"confusion_matrices.png": folder / "confusion_matrices.png"}
-    panels = {"Paper, Table 1": PAPER_CONFUSION} | {f"{MODELS[m]} (ours)": inputs.confusion[m] for m in MODELS}
-    confusion_panels_figure(panels, figures["confusion_matrices.png"])
+    target = inputs.target
+    paper = {"Paper, Table 1": PAPER_CONFUSION} if target.is_paper else {}
+    panels = paper | {f"{MODELS[m]} (ours)": inputs.confusion[m] for m in MODELS}
+    confusion_panels_figure(panels, target.classes, figures["confusion_matrices.png"])
     shown = explain_figures(params.data.reports)
     for name, (source, _) in shown.items():
         shutil.copyfile(source, folder / name)

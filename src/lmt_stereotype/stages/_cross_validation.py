@@ -111,8 +111,13 @@ def log_trials(run: StageRun, prefix: str, trials: list[dict[str, Any]], tags: d
 
 
 def _log_summary(model: str, scheme: str, m: dict[str, float], warning: str | None) -> None:
+    """One line per model and scheme: accuracy, interval, chance, p-values, and the females' and males'
+    accuracy where sex is a grouping column (the recall of each class otherwise)."""
+    levels = {"females": "accuracy_female", "males": "accuracy_male"}
+    if not set(levels.values()) <= set(m):
+        levels = {k.removeprefix("recall_"): k for k in m if k.startswith("recall_")}
     log.info(
-        "%s %s: accuracy %.3f [%.3f, %.3f] (chance %.2f, p = %.3g, below chance p = %.3g), females %.3f, males %.3f",
+        "%s %s: accuracy %.3f [%.3f, %.3f] (chance %.2f, p = %.3g, below chance p = %.3g), %s",
         model,
         scheme,
         m["accuracy"],
@@ -121,8 +126,7 @@ def _log_summary(model: str, scheme: str, m: dict[str, float], warning: str | No
         m["chance_level"],
         m["permutation_p_value"],
         m["below_chance_p"],
-        m["accuracy_female"],
-        m["accuracy_male"],
+        ", ".join(f"{name} {m[key]:.3f}" for name, key in levels.items()),
     )
     if warning:
         log.warning("%s %s: %s", model, scheme, warning)

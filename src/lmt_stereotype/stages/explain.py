@@ -1,11 +1,12 @@
-"""explain: where and when the classes differ, in figures and arrays under ``reports/explain/``.
+"""explain: where and when the target's classes differ, in figures and arrays under ``reports/explain/``.
 
 For the final CNN (all recordings) and for each cage's held-out CNN (the balanced fold
 that held it out) on the cage it never saw: every channel's class-averaged activation map
 on the cage (the paper's Figure 3, spots marked by a permutation rule), Integrated
 Gradients and Grad-CAM per class, attribution per interval on the room's clock with the
-dark phases shaded, and the paper's Figure 1 for one mouse of each class. Logged to
-MLflow and attached to the registered model version.
+dark phases shaded, and the paper's Figure 1 for one mouse of each class: one panel per
+class of the target, for which the CNNs must have been trained. Logged to MLflow and
+attached to the registered model version.
 """
 
 from __future__ import annotations
@@ -21,11 +22,23 @@ from lmt_stereotype.errors import InputError
 from lmt_stereotype.explanation import explain_held_out, explain_model, mouse_figures, mouse_sample_figure
 from lmt_stereotype.files import atomic_dir
 from lmt_stereotype.histograms import Stacks
-from lmt_stereotype.models import load_cnn
+from lmt_stereotype.models import CNNClassifier, load_cnn
 from lmt_stereotype.registry import attach
 from lmt_stereotype.tracking import stage_run
 
 log = logging.getLogger("lmt_stereotype")
+
+
+def load_for(path: Path, stacks: Stacks) -> CNNClassifier:
+    """A saved CNN, which must score the stacks' classes in their order (InputError naming it otherwise)."""
+    classifier, classes = load_cnn(path)
+    if tuple(classes) != tuple(stacks.classes):
+        raise InputError(
+            path,
+            f"trained for target classes {', '.join(classes)}, the stacks are for {stacks.target_column} "
+            f"({', '.join(stacks.classes)}); run `lmt-stereotype train` again",
+        )
+    return classifier
 
 
 def run(params: Params) -> Path:
@@ -34,8 +47,8 @@ def run(params: Params) -> Path:
     saved = params.data.models / "cnn"
     if not (saved / "final.npz").exists():
         raise InputError(saved / "final.npz", "no trained CNN; run `lmt-stereotype train` first")
-    final = load_cnn(saved / "final.npz")
-    held_out = {p.stem: load_cnn(p) for p in sorted((saved / "held_out").glob("*.npz"))}
+    final = load_for(saved / "final.npz", stacks)
+    held_out = {p.stem: load_for(p, stacks) for p in sorted((saved / "held_out").glob("*.npz"))}
     missing = sorted(set(stacks.cage) - set(held_out))
     if missing:
         raise InputError(saved / "held_out", f"no held-out model for cage(s) {', '.join(missing)}; run `train` again")

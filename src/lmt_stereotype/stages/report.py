@@ -1,9 +1,11 @@
 """report: the results page a lab reads, ``reports/report/index.html``, one self-contained file.
 
-The cohort, CNN vs 1-NN vs SVM (accuracy with intervals, balanced, female and male
-accuracy, permutation p-value, chance), the confusion matrices beside the paper's Table 1,
-the activation maps and the time importance; their PNGs sit next to it. Built from the
-other stages' reports only, and logged to MLflow.
+The question (the target) and the cohort, how the design made the folds and the
+permutations, CNN vs 1-NN vs SVM (accuracy with intervals, balanced accuracy, accuracy
+within each level of the other grouping columns, ROC AUC for two classes, permutation
+p-value, chance), the confusion matrices (beside the paper's Table 1 when the target is
+its four classes), the activation maps and the time importance; their PNGs sit next to
+it. Built from the other stages' reports only, and logged to MLflow.
 """
 
 from __future__ import annotations
