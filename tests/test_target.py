@@ -105,6 +105,14 @@ def test_the_registered_genotype_model_predicts_wt_or_ko_through_pyfunc_and_pred
     np.testing.assert_allclose(table[["p_KO", "p_WT"]].sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_the_explanation_has_one_panel_per_genotype(planted):
+    for model in ("final", "held_out"):
+        folder = planted / "reports/genotype/explain" / model
+        with np.load(folder / "maps.npz") as maps:
+            assert {maps[k].shape[0] for k in maps.files} == {2}, model  # WT and KO, each its own map
+        assert (folder / "integrated_gradients.png").exists()
+
+
 def test_the_report_and_the_runs_name_the_genotype(planted):
     page = (planted / "reports/genotype/report/index.html").read_text()
     assert "genotype" in page and "Table 1" not in page

@@ -1,7 +1,9 @@
 """histograms: the stacks of stop histograms (T intervals x N x N tiles) of every mouse-recording.
 
 Reads only what ``stops`` wrote (the sample table and the stops), never the raw
-recordings; writes ``data.stacks`` and the cohort's counts (``reports/histograms.json``).
+recordings; labels every stack for ``target`` (the question asked: ``class``, ``sex``,
+``genotype`` ...), so changing the target reruns this stage and everything after it;
+writes ``data.stacks`` and the cohort's counts (``reports/histograms.json``).
 """
 
 from __future__ import annotations
