@@ -59,7 +59,9 @@ def absent(tmp_path_factory) -> Path:
 
 
 def balanced_metrics(folder: Path, model: str) -> dict[str, float]:
-    return json.loads((folder / f"reports/genotype/{model}.json").read_text())["balanced"]
+    """The balanced scheme's metrics as ``train``/``baselines`` wrote them (NaN is JSON's null)."""
+    written = json.loads((folder / f"reports/genotype/{model}.json").read_text())["balanced"]
+    return {k: np.nan if v is None else v for k, v in written.items()}
 
 
 def test_the_stacks_ask_about_the_genotype_and_keep_sex_and_age_as_groups(planted):
@@ -87,10 +89,10 @@ def test_without_a_genotype_effect_no_model_beats_chance_nor_falls_below_it(abse
     assert metrics["below_chance_p"] > 0.05, (model, metrics["accuracy"])
 
 
-def test_the_registered_genotype_model_predicts_wt_or_ko_through_pyfunc_and_predict(planted, tmp_path):
+def test_the_registered_genotype_model_predicts_wt_or_ko_through_pyfunc_and_predict(planted, mlflow_store, tmp_path):
     record = json.loads((planted / "reports/genotype/registered_model.json").read_text())
     assert record["name"] == "lmt-stereotype-cnn-genotype"
-    mlflow.set_tracking_uri(f"sqlite:///{planted / 'mlflow.db'}")
+    mlflow.set_tracking_uri(mlflow_store)  # where the CLI tracked (conftest)
     model = mlflow.pyfunc.load_model(record["model_uri"])
     assert model.metadata.metadata["target"] == "genotype"
     stacks = Stacks.load(planted / "data/genotype/processed/stacks.npz")
@@ -113,9 +115,9 @@ def test_the_explanation_has_one_panel_per_genotype(planted):
         assert (folder / "integrated_gradients.png").exists()
 
 
-def test_the_report_and_the_runs_name_the_genotype(planted):
+def test_the_report_and_the_runs_name_the_genotype(planted, mlflow_store):
     page = (planted / "reports/genotype/report/index.html").read_text()
     assert "genotype" in page and "Table 1" not in page
-    mlflow.set_tracking_uri(f"sqlite:///{planted / 'mlflow.db'}")
+    mlflow.set_tracking_uri(mlflow_store)  # where the CLI tracked (conftest)
     runs = mlflow.search_runs(experiment_names=["lmt-stereotype-genotype"])
     assert len(runs) and set(runs["tags.target"]) == {"genotype"}
