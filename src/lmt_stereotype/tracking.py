@@ -167,9 +167,11 @@ class StageRun:
 
     @contextmanager
     def child(self, name: str, tags: Mapping[str, str] | None = None) -> Iterator[StageRun]:
-        """A run nested in this one (a model under a stage, a fold under a model)."""
+        """A run nested in this one (a model under a stage, a fold under a model), tagged with its question
+        (``target``) like every run."""
         with _ending(self._mlflow):
-            tags = {k: str(v) for k, v in (tags or {}).items()}  # a tracking server takes strings only
+            inherited = {"target": self.run.data.tags["target"]} if "target" in self.run.data.tags else {}
+            tags = {**inherited, **{k: str(v) for k, v in (tags or {}).items()}}  # a server takes strings only
             run = self._mlflow.start_run(run_name=name, nested=True, tags=tags)
             yield StageRun(self._mlflow, run)
 
