@@ -133,10 +133,25 @@ def test_labelled_samples_apply_the_target_and_name_a_missing_label_with_its_row
     [
         ({"column": "rank"}, "target.column 'rank': no column 'rank'"),
         ({"column": "genotype", "classes": ("WT", "HET")}, "genotype 'KO' not among target.classes"),
-        ({"column": "treatment", "drop_missing": True}, "two classes or more are needed"),
     ],
 )
 def test_labelled_samples_refuse_a_target_the_cohort_cannot_answer(tmp_path, target, message):
     table = samples(**LABELS, treatment=["drug", "", ""])
     with pytest.raises(InputError, match=message):
         labelled_samples(table, varied(DEMO.target, **target), tmp_path / "manifest.csv")
+
+
+def test_a_cohort_of_one_class_is_stacked_but_refused_where_models_are_trained(tmp_path):
+    """``histograms`` builds it (a cohort to predict needs no second class); ``train``/``baselines`` refuse it."""
+    from helpers.cohort import tiny_stacks
+
+    from lmt_stereotype.stages._cross_validation import check_design
+
+    table = samples(**LABELS, treatment=["drug", "", ""])
+    kept, target, _ = labelled_samples(table, varied(DEMO.target, column="treatment", drop_missing=True), tmp_path)
+    assert target.classes == ("drug",) and len(kept) == 1
+    stacks = tiny_stacks(column="sex")
+    one_sex = stacks.subset(np.flatnonzero(stacks.label == "M"))
+    params = DEMO.model_copy(update={"target": varied(DEMO.target, column="sex")})
+    with pytest.raises(InputError, match="every recording has sex 'M': two classes or more are needed"):
+        check_design(params, one_sex, tmp_path / "params.yaml")

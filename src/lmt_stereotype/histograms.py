@@ -171,7 +171,7 @@ def labelled_samples(samples: pd.DataFrame, params: TargetParams, manifest: Path
 
     A sample whose label (or, for ``class``, sex or age) neither the manifest nor ANIMAL
     gives is an error naming its manifest row, unless ``drop_missing``; so is a label
-    outside ``target.classes``, and a cohort holding fewer than two of the classes.
+    outside ``target.classes``. (A cohort of one class is refused where models are trained.)
     """
     factors = ("sex", "age") if params.column == "class" else (params.column,)
     absent = [f for f in factors if f not in samples.columns]
@@ -201,8 +201,6 @@ def labelled_samples(samples: pd.DataFrame, params: TargetParams, manifest: Path
         target = Target.of(params.column, labels, params.classes)
     except ValueError as exc:
         raise InputError(manifest, str(exc)) from None
-    if len(set(labels)) < 2:
-        raise InputError(manifest, f"every recording has {params.column} {labels[0]!r}: two classes or more are needed")
     return kept, target, int(missing.sum())
 
 

@@ -38,6 +38,11 @@ def check_design(params: Params, stacks: Stacks, params_file: Path, tuned: bool 
             f"labelled for {target.column} {list(target.classes)}, but {params_file} asks for "
             f"{params.target.column} {list(wanted)}; run `lmt-stereotype histograms` again",
         )
+    if len(set(stacks.label)) < 2:
+        raise InputError(
+            params.data.stacks,
+            f"every recording has {target.column} {str(stacks.label[0])!r}: two classes or more are needed",
+        )
     nested = tuned and params.tuning.mode == "nested"
     if tuned and params.tuning.enabled:
         for problem in outside_space(params.cnn, params.tuning):
