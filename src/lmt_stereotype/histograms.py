@@ -32,7 +32,7 @@ import pandas as pd
 from lmt_stereotype.config import HistogramParams, TargetParams
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.files import read_table, save_npz
-from lmt_stereotype.labels import GROUPING_COLUMNS, Target, sample_labels
+from lmt_stereotype.labels import GROUPING_COLUMNS, Target, label_factors, sample_labels
 from lmt_stereotype.manifest import read_samples
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def labelled_samples(samples: pd.DataFrame, params: TargetParams, manifest: Path
     gives is an error naming its manifest row, unless ``drop_missing``; so is a label
     outside ``target.classes``. (A cohort of one class is refused where models are trained.)
     """
-    factors = ("sex", "age") if params.column == "class" else (params.column,)
+    factors = label_factors(params.column)
     absent = [f for f in factors if f not in samples.columns]
     if absent:
         known = [c for c in samples.columns if c not in ("sample", "recording_id", "manifest_row", "animal_id")]

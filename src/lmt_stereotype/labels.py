@@ -32,6 +32,11 @@ def class_label(sex: str, age: str) -> str:
     return ("A" if age == "adult" else "J") + sex
 
 
+def label_factors(column: str) -> tuple[str, ...]:
+    """The sample-table columns a label of target ``column`` is made of: sex and age for ``class``."""
+    return ("sex", "age") if column == "class" else (column,)
+
+
 def sample_labels(samples: pd.DataFrame, column: str) -> np.ndarray:
     """Each sample's label for target ``column`` (``""`` where unknown); KeyError for a column the samples lack."""
     if column == "class":
@@ -68,7 +73,7 @@ class Target:
     @property
     def factors(self) -> tuple[str, ...]:
         """The columns a label is made of."""
-        return ("sex", "age") if self.is_paper else (self.column,)
+        return label_factors(self.column)
 
     def indices(self, labels: Iterable[str]) -> np.ndarray:
         """Class indices ``y`` of labels such as ``"AF"`` or ``"KO"``."""
