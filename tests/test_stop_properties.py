@@ -1,9 +1,10 @@
 """Properties of stop detection that hold for any track (hypothesis).
 
 Tracks are generated piecewise: still stretches with jitter below and above the speed
-threshold, moves of random speed and direction, short and long detection gaps, and
-single frames dropped at random; some wander outside the arena. The definition checked
-is the one in the docstring of :mod:`lmt_stereotype.stops`.
+threshold, moves of random speed and direction, short and long detection gaps after which
+the mouse reappears where it vanished or some way off, and single frames dropped at
+random; some wander outside the arena. The definition checked is the one in the
+docstring of :mod:`lmt_stereotype.stops`.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ stop_params = st.builds(
     speed_threshold_cm_s=st.sampled_from([2.0, 5.0, 8.0]),
     min_duration_s=st.sampled_from([0.2, 0.5, 1.0, 1.5]),
     speed_window_frames=st.sampled_from([3, 5, 7, 9]),
-    max_gap_frames=st.integers(0, 20),
+    # seconds: some a whole number of frames at 30 fps (the rounding edge), some anything up to 1 s
+    max_gap_s=st.one_of(st.integers(0, 30).map(lambda k: k / 30), st.floats(0, 1.0)),
+    max_gap_cm=st.floats(0.1, 5),
 )
 frame_rates = st.sampled_from([25.0, 30.0])
 
@@ -59,8 +62,14 @@ segments = st.one_of(
     still,
     # move: n frames at a constant speed (cm/s) in one direction (radians)
     st.tuples(st.just("move"), st.integers(1, 60), st.floats(0, 40), st.floats(0, 2 * math.pi)),
-    # gap: n frames without a detection (short ones are bridged, long ones end a stop)
-    st.tuples(st.just("gap"), st.integers(1, 45)),
+    # gap: n frames without a detection, after which the mouse reappears in place or moved by
+    # some cm in one direction (short gaps that end near where it vanished are bridged)
+    st.tuples(
+        st.just("gap"),
+        st.integers(1, 45),
+        st.one_of(st.just(0.0), st.floats(0, 8)),
+        st.floats(0, 2 * math.pi),
+    ),
 )
 
 
@@ -79,6 +88,7 @@ def tracks(draw, max_segments: int = 12, start=IN_ARENA, still_first: bool = Fal
     for part in parts:
         if part[0] == "gap":
             frame += part[1]
+            pos = pos + part[2] * np.array([math.cos(part[3]), math.sin(part[3])])
             continue
         n = part[1]
         if part[0] == "still":
@@ -105,32 +115,52 @@ def detect(track, params: StopParams, fps: float) -> np.ndarray:
     return detect_track_stops([TrackChunk(frames, x, y)], params, fps)
 
 
+def breaks(track, params: StopParams, fps: float) -> np.ndarray:
+    """Per pair of consecutive detections ``(i, i+1)``: whether it is a break.
+
+    Straight from the docstring: a gap of ``d - 1`` missing frames (``d > 1``) is bridged
+    when ``d - 1 <= floor(max_gap_s * fps + 1e-9)`` and the mouse reappeared within
+    ``max_gap_cm`` of where it vanished; any other gap is a break; no gap is none.
+    """
+    frames, x, y = track
+    bridge_frames = math.floor(params.max_gap_s * fps + 1e-9)
+    out = np.zeros(max(len(frames) - 1, 0), bool)
+    for i in range(len(frames) - 1):
+        missing = int(frames[i + 1] - frames[i]) - 1
+        moved = np.hypot(x[i + 1] - x[i], y[i + 1] - y[i])
+        bridged = missing <= bridge_frames and moved <= params.max_gap_cm
+        out[i] = missing > 0 and not bridged
+    return out
+
+
 def speed_window(track, params: StopParams, fps: float) -> tuple[np.ndarray, np.ndarray]:
     """Per detection: whether its speed is defined, and that speed (NaN where undefined).
 
     Straight from the docstring: centred difference over the h-th detections before and
     after, divided by their true time apart; undefined for the first and last h detections
-    and where the window spans more than 2h + max_gap_frames frames. (Written as
-    ``distance * fps / span`` like the detector, so that a speed equal to the threshold is
-    not split by a last-bit rounding difference.)
+    and where a break lies between any two consecutive detections of the window. (Written
+    as ``distance * fps / span`` like the detector, so that a speed equal to the threshold
+    is not split by a last-bit rounding difference.)
     """
     frames, x, y = track
     h = params.speed_window_frames // 2
+    brk = breaks(track, params, fps)
     defined = np.zeros(len(frames), bool)
     speed = np.full(len(frames), np.nan)
     for i in range(h, len(frames) - h):
-        span = int(frames[i + h] - frames[i - h])
-        if span <= 2 * h + params.max_gap_frames:
+        if not brk[i - h : i + h].any():  # pairs (i-h, i-h+1) .. (i+h-1, i+h)
+            span = int(frames[i + h] - frames[i - h])
             defined[i] = True
             speed[i] = np.hypot(x[i + h] - x[i - h], y[i + h] - y[i - h]) * fps / span
     return defined, speed
 
 
 def reference_stops(track, params: StopParams, fps: float) -> list[tuple[int, int, float, float, int]]:
-    """Stops by the definition, one detection at a time: maximal runs of slow detections, no
-    gap longer than ``max_gap_frames`` inside, lasting at least ``min_duration_s``."""
+    """Stops by the definition, one detection at a time: maximal runs of consecutive slow
+    detections with no break inside, lasting at least ``min_duration_s``."""
     frames, x, y = track
     defined, speed = speed_window(track, params, fps)
+    brk = breaks(track, params, fps)
     slow = defined & (speed <= params.speed_threshold_cm_s)
     found, i = [], 0
     while i < len(frames):
@@ -138,7 +168,7 @@ def reference_stops(track, params: StopParams, fps: float) -> list[tuple[int, in
             i += 1
             continue
         j = i
-        while j + 1 < len(frames) and slow[j + 1] and frames[j + 1] - frames[j] - 1 <= params.max_gap_frames:
+        while j + 1 < len(frames) and slow[j + 1] and not brk[j]:
             j += 1
         if (frames[j] - frames[i] + 1) / fps >= params.min_duration_s:
             found.append((int(frames[i]), int(frames[j]), x[i : j + 1].mean(), y[i : j + 1].mean(), j - i + 1))
@@ -169,12 +199,13 @@ def test_stops_of_a_track_never_overlap_are_in_time_order_and_last_at_least_the_
 def test_every_detection_inside_a_stop_is_counted_slow_and_surrounds_its_mean_position(track, params, fps):
     frames, x, y = track
     defined, speed = speed_window(track, params, fps)
+    brk = breaks(track, params, fps)
     for stop in detect(track, params, fps):
         inside = (frames >= stop["start_frame"]) & (frames <= stop["end_frame"])
         assert frames[inside][[0, -1]].tolist() == [stop["start_frame"], stop["end_frame"]]
         assert stop["n_detections"] == inside.sum() <= stop["end_frame"] - stop["start_frame"] + 1
         assert defined[inside].all() and (speed[inside] <= params.speed_threshold_cm_s).all()
-        assert (np.diff(frames[inside]) - 1 <= params.max_gap_frames).all()  # never bridges a long gap
+        assert not brk[np.flatnonzero(inside)[:-1]].any()  # never continues across a break
         assert x[inside].min() - 1e-6 <= stop["x_cm"] <= x[inside].max() + 1e-6
         assert y[inside].min() - 1e-6 <= stop["y_cm"] <= y[inside].max() + 1e-6
 

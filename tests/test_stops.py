@@ -60,18 +60,76 @@ def test_duration_counts_frames_inclusively():
 
 def test_a_short_detection_gap_does_not_end_a_stop():
     x = np.zeros(120)
-    frames = np.r_[0:60, 70:130]  # 10 frames missing (< max_gap_frames = 15)
+    frames = np.r_[0:60, 70:130]  # 10 frames missing, the mouse reappears where it was
     (stop,) = stops_of(x, x, frames)
     assert stop["start_frame"] < 60 < 70 < stop["end_frame"]
     assert stop["n_detections"] == 120 - 2 * H
 
 
-def test_a_stop_never_bridges_a_long_gap():
+def hidden_for_two_seconds(moved_cm=0.0, still_after_s=2.0):
+    """Still 2 s at (10, 10) cm, hidden 2 s (60 missing frames), still ``still_after_s`` at
+    ``moved_cm`` to the right: (frames, x, y)."""
+    after = int(round(still_after_s * FPS))
+    frames = np.r_[0:60, 120 : 120 + after]
+    x = np.r_[np.full(60, 10.0), np.full(after, 10.0 + moved_cm)]
+    return frames, x, np.full(len(frames), 10.0)
+
+
+def test_a_still_mouse_hidden_for_2_s_that_reappears_in_place_stays_one_stop():
+    frames, x, y = hidden_for_two_seconds()
+    (stop,) = stops_of(x, y, frames, params=varied(PARAMS, max_gap_s=5.0, max_gap_cm=2.0))
+    assert (stop["start_frame"], stop["end_frame"]) == (H, 179 - H)  # its duration counts the hidden 2 s
+    assert stop["n_detections"] == 120 - 2 * H
+    assert (stop["x_cm"], stop["y_cm"]) == (10.0, 10.0)
+
+
+def test_a_gap_longer_than_max_gap_s_ends_the_stop_even_where_the_mouse_reappears_in_place():
+    frames, x, y = hidden_for_two_seconds()
+    first, second = stops_of(x, y, frames, params=varied(PARAMS, max_gap_s=0.5, max_gap_cm=2.0))
+    assert (first["start_frame"], first["end_frame"]) == (H, 59 - H)
+    assert (second["start_frame"], second["end_frame"]) == (120 + H, 179 - H)
+
+
+def test_a_mouse_that_reappears_5_cm_away_after_a_gap_ends_its_stop_there():
+    params = varied(PARAMS, max_gap_s=5.0, max_gap_cm=2.0)
+    # 5 cm in 2 s is 2.5 cm/s: under the speed threshold, yet the mouse did not sit still
+    frames, x, y = hidden_for_two_seconds(moved_cm=5.0)
+    first, second = stops_of(x, y, frames, params=params)
+    assert (first["start_frame"], first["end_frame"]) == (H, 59 - H)
+    assert (second["start_frame"], second["end_frame"]) == (120 + H, 179 - H)  # a new stop: still again for 2 s
+    assert (first["x_cm"], second["x_cm"]) == (10.0, 15.0)
+    frames, x, y = hidden_for_two_seconds(moved_cm=5.0, still_after_s=0.5)
+    (only,) = stops_of(x, y, frames, params=params)  # still for 0.5 s after the gap: too short to stop
+    assert only["end_frame"] == 59 - H
+
+
+def test_a_gap_of_more_than_max_gap_s_is_never_bridged():
     x = np.zeros(120)
-    frames = np.r_[0:60, 100:160]  # 40 frames (1.3 s) missing
-    stops = stops_of(x, x, frames)
+    frames = np.r_[0:60, 210:270]  # 150 frames (5 s) missing: bridged; one more is not
+    assert len(stops_of(x, x, frames)) == 1
+    stops = stops_of(x, x, frames + np.r_[np.zeros(60, int), np.ones(60, int)])
     assert len(stops) == 2
-    assert stops[0]["end_frame"] < 60 and stops[1]["start_frame"] >= 100
+    assert stops[0]["end_frame"] < 60 and stops[1]["start_frame"] >= 211
+
+
+def test_without_gaps_bridged_and_a_3_frame_window_one_missing_frame_splits_a_stop_as_lmt_analysis_does():
+    # lmt-analysis's getSpeed: |p[t+1] - p[t-1]| over 2 frames, undefined next to a missing frame
+    params = varied(PARAMS, speed_window_frames=3, max_gap_s=0.0)
+    frames = np.delete(np.arange(91), 45)  # 3 s still, frame 45 not detected
+    x = np.zeros(90)
+    first, second = stops_of(x, x, frames, params=params)
+    assert (first["start_frame"], first["end_frame"]) == (1, 43)  # 44 and 46 have no speed
+    assert (second["start_frame"], second["end_frame"]) == (47, 89)
+    (whole,) = stops_of(x, x, frames, params=varied(params, max_gap_s=1 / FPS))  # one frame bridged
+    assert (whole["start_frame"], whole["end_frame"]) == (1, 89)
+
+
+def test_consecutive_detections_are_never_a_break_however_far_apart():
+    # a 3 cm jump between consecutive frames is no gap: only its speed counts (here 90 cm/s)
+    x = np.r_[np.zeros(60), np.full(60, 3.0)]
+    first, second = stops_of(x, x)
+    assert first["end_frame"] < 60 <= second["start_frame"]
+    assert len(stops_of(x, x, params=varied(PARAMS, speed_threshold_cm_s=1000.0))) == 1
 
 
 def test_results_do_not_depend_on_chunk_size():

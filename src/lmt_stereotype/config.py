@@ -50,12 +50,13 @@ class LMTGeometry(_Section):
 
 
 class StopParams(_Section):
-    """The paper's stop: centre-of-mass speed <= 5 cm/s held for >= 1 s."""
+    """The paper's stop: centre-of-mass speed <= 5 cm/s held for >= 1 s (the rule: :mod:`lmt_stereotype.stops`)."""
 
-    speed_threshold_cm_s: float = Field(gt=0)
-    min_duration_s: float = Field(gt=0)
-    speed_window_frames: int = Field(ge=3)
-    max_gap_frames: int = Field(ge=0)
+    speed_threshold_cm_s: float = Field(gt=0, description="a detection is stopped at or below this speed (cm/s)")
+    min_duration_s: float = Field(gt=0, description="a stop lasts at least this long, first to last frame")
+    speed_window_frames: int = Field(ge=3, description="odd: detections the centred speed difference spans")
+    max_gap_s: float = Field(ge=0, description="longest detection gap a stop continues across (0: none)")
+    max_gap_cm: float = Field(gt=0, description="... only if the mouse reappears this close to where it vanished")
 
     @model_validator(mode="after")
     def _odd_window(self) -> StopParams:

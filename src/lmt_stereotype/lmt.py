@@ -18,12 +18,12 @@ What a recording gets (each case is in ``tests/test_corpus.py``):
   (mid-page or at a page boundary) or otherwise corrupt, locked by a writer for longer
   than :data:`BUSY_TIMEOUT_S`, DETECTION or ANIMAL missing, a needed column missing,
   no frame at all;
-- read, as documented: detections with a NULL, non-numeric (``'NaN'`` text: SQLite
-  cannot store a NaN REAL, it stores NULL) or infinite coordinate or frame number are
-  missing detections, like junk (MASS_X below ``min_mass_x_px``); coordinates outside
-  the arena are kept as measured (the histograms clip them to the border tile);
-  FRAME.TIMESTAMP is used only for the clock time of the first frame (the time of day of
-  interval 0), never for timing, so a clock going backwards later changes nothing;
+- read, as documented: an ANIMAL row empty but for its ID is no animal; detections
+  with a NULL, non-numeric (``'NaN'`` text: SQLite cannot store a NaN REAL, it stores
+  NULL) or infinite coordinate or frame number are missing detections, like junk
+  (MASS_X below ``min_mass_x_px``); coordinates outside the arena are kept as measured
+  (the histograms clip them to the border tile); FRAME.TIMESTAMP is used only for the
+  clock time of the first frame (where the clock's intervals start), never for timing, so a clock going backwards later changes nothing;
 - read, with a warning naming the recording and animal: an animal with no valid
   detection at all (so no stops), which is every animal when only anonymous detections
   are left; an empty ANIMAL table.
@@ -178,7 +178,8 @@ class LMTDatabase:
         return bool(rows)
 
     def animals(self) -> list[Animal]:
-        """Every row of ANIMAL, whatever optional columns this file has."""
+        """Every row of ANIMAL, whatever optional columns this file has, but a row whose every
+        column but ID is NULL or empty (an extra row some files hold, FORMAT.md)."""
         present = [c for c in OPTIONAL_ANIMAL_COLUMNS if c in self._columns["ANIMAL"]]
         rows = self._query(f"SELECT {', '.join(['ID', *present])} FROM ANIMAL ORDER BY ID")
         animals = []
@@ -187,7 +188,10 @@ class LMTDatabase:
                 col.lower(): (str(v).strip() or None) if v is not None else None
                 for col, v in zip(present, row[1:], strict=True)
             }
-            animals.append(Animal(id=int(row[0]), **values))
+            if any(v is not None for v in values.values()):
+                animals.append(Animal(id=int(row[0]), **values))
+            else:
+                log.info("%s: ANIMAL row %s is empty but for its ID: no animal", self.path, row[0])
         if not animals:
             log.warning("%s: the ANIMAL table is empty: no identified mouse, so no stops", self.path)
         return animals

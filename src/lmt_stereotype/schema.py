@@ -2,14 +2,16 @@
 
 One source for the reader (:mod:`lmt_stereotype.lmt`), the simulator
 (:mod:`lmt_stereotype.simulation`) and the tests that build databases by hand. The
-facts are in ``shared/lmt/FORMAT.md``; this module only writes them down as SQL.
+facts are in ``shared/lmt/FORMAT.md``; this module only writes them down as SQL, with
+identifiers single-quoted as the tracker writes them (``sqlite_master`` shows them so).
 
 - :data:`SCHEMA`: the five tables as the tracker creates them today (ANIMAL with the
   tracker's 4 columns, EVENT with METADATA).
-- :data:`INDEXES`: the tracker's indexes, built after the rows are in;
+- :data:`INDEXES`: the tracker's ten indexes, built after the rows are in;
   :data:`COVERING_INDEX` among them is the one the reader reads tracks through.
-- ANIMAL variants with 3 to 9 columns: :func:`animal_layout` (the layouts the simulator
-  writes, from :data:`ANIMAL_COLUMNS`), :func:`animal_table` (the DDL for any layout).
+- :data:`LOG_TABLE`: the table lmt-analysis adds the first time it processes a file.
+- :data:`ANIMAL_LAYOUTS`: every ANIMAL layout real files have (3 to 9 columns, FORMAT.md's
+  table), :func:`animal_table` the DDL for one.
 - :data:`EVENT_WITHOUT_METADATA`: EVENT as older files have it.
 - :func:`create_tables`: the schema with a chosen ANIMAL layout and EVENT variant.
 
@@ -19,10 +21,21 @@ depend on every character here: change it only together with ``SIMULATOR_VERSION
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Sequence
 
-SCHEMA = """
+
+def _quoted(ddl: str) -> str:
+    """The tracker's spelling: every upper-case or camel-case identifier of ``ddl`` single-quoted."""
+    keywords = {
+        "CREATE", "TABLE", "INDEX", "ON", "INTEGER", "NOT", "NULL", "PRIMARY", "KEY", "AUTOINCREMENT",
+        "TEXT", "REAL", "UNIQUE", "FOREIGN", "REFERENCES",
+    }  # fmt: skip
+    return re.sub(r"\b[A-Za-z_][A-Za-z_0-9]*\b", lambda m: m[0] if m[0] in keywords else f"'{m[0]}'", ddl)
+
+
+SCHEMA = _quoted("""
 CREATE TABLE ANIMAL (ID INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, RFID TEXT, GENOTYPE TEXT, NAME TEXT);
 CREATE TABLE DETECTION (ID INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, FRAMENUMBER INTEGER, ANIMALID INTEGER,
   MASS_X REAL, MASS_Y REAL, MASS_Z REAL, FRONT_X REAL, FRONT_Y REAL, FRONT_Z REAL,
@@ -34,10 +47,10 @@ CREATE TABLE FRAME (FRAMENUMBER INTEGER NOT NULL UNIQUE, TIMESTAMP INTEGER, NUMP
 CREATE TABLE EVENT (ID INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, NAME TEXT, DESCRIPTION TEXT, STARTFRAME INTEGER,
   ENDFRAME INTEGER, IDANIMALA INTEGER, IDANIMALB INTEGER, IDANIMALC INTEGER, IDANIMALD INTEGER, METADATA TEXT);
 CREATE TABLE RFIDEVENT (ID INTEGER PRIMARY KEY AUTOINCREMENT, RFID TEXT, TIME INTEGER, X INTEGER, Y INTEGER);
-"""
+""")
 """Tables exactly as the LMT tracker creates them (FORMAT.md)."""
 
-INDEXES = """
+INDEXES = _quoted("""
 CREATE INDEX animalIndex ON ANIMAL(ID);
 CREATE INDEX detectionIndex ON DETECTION(ID, FRAMENUMBER);
 CREATE INDEX detetIdIndex ON DETECTION(ID);
@@ -46,19 +59,38 @@ CREATE INDEX detectionFastLoadXYIndex ON DETECTION(ANIMALID, FRAMENUMBER, MASS_X
 CREATE INDEX eventIndex ON EVENT(ID, STARTFRAME, ENDFRAME);
 CREATE INDEX eventStartFrameIndex ON EVENT(STARTFRAME);
 CREATE INDEX eventEndFrameIndex ON EVENT(ENDFRAME);
-"""
-"""The tracker's indexes; the reader relies on :data:`COVERING_INDEX` when present."""
+CREATE INDEX eventstartendIndex ON EVENT(STARTFRAME, ENDFRAME);
+CREATE INDEX indexeventidIndex ON EVENT(ID);
+""")
+"""The tracker's ten indexes; the reader relies on :data:`COVERING_INDEX` when present."""
 
 COVERING_INDEX = "detectionFastLoadXYIndex"
 """Covers (ANIMALID, FRAMENUMBER, MASS_X, MASS_Y): tracks are read from it without touching DATA."""
 
+LOG_TABLE = (
+    "CREATE TABLE LOG (id INTEGER PRIMARY KEY AUTOINCREMENT UNIQUE, process TEXT, version TEXT, date TEXT,"
+    " tmin INTEGER, tmax INTEGER)"
+)
+"""What lmt-analysis adds the first time it processes a file (a row per processing run)."""
+
 TRACKER_ANIMAL_COLUMNS = ("ID", "RFID", "GENOTYPE", "NAME")
 """ANIMAL as the tracker creates it (in :data:`SCHEMA`)."""
 
-ANIMAL_COLUMNS = ("ID", "RFID", "NAME", "GENOTYPE", "IND", "AGE", "SEX", "STRAIN", "SETUP")
-"""ANIMAL variants take the first k of these; k=4 is the tracker's own (ID, RFID, GENOTYPE, NAME)."""
+_AGE_SEX_STRAIN = (*TRACKER_ANIMAL_COLUMNS, "AGE", "SEX", "STRAIN")
+ANIMAL_LAYOUTS: dict[str, tuple[str, ...]] = {
+    "3": ("ID", "RFID", "NAME"),  # very old files, before GENOTYPE: lmt-analysis cannot open them
+    "4": TRACKER_ANIMAL_COLUMNS,  # the tracker today
+    "5": (*TRACKER_ANIMAL_COLUMNS, "IND"),  # older lab scripts
+    "7": _AGE_SEX_STRAIN,  # lmt-analysis AlterColBase
+    "8": (*_AGE_SEX_STRAIN, "SETUP"),  # lmt-analysis AlterColBase
+    "9": (*_AGE_SEX_STRAIN, "SETUP", "TREATMENT"),  # lab scripts
+    "9-IND": (*_AGE_SEX_STRAIN, "SETUP", "IND"),  # lab scripts; the 9 columns lmt-analysis's loader reads
+}
+"""Every ANIMAL layout of FORMAT.md's table, in table order; no other occurs in real files
+(no 6 columns, no IND in the 7- and 8-column ones)."""
 
-EVENT_WITHOUT_METADATA = (
+
+EVENT_WITHOUT_METADATA = _quoted(
     "CREATE TABLE EVENT (ID INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, NAME TEXT, DESCRIPTION TEXT,"
     " STARTFRAME INTEGER, ENDFRAME INTEGER, IDANIMALA INTEGER, IDANIMALB INTEGER, IDANIMALC INTEGER,"
     " IDANIMALD INTEGER)"
@@ -66,22 +98,10 @@ EVENT_WITHOUT_METADATA = (
 """EVENT as older files have it: the tracker inserts events without METADATA."""
 
 
-def animal_layout(n_columns: int) -> tuple[str, ...]:
-    """The ANIMAL columns of a ``n_columns``-column file (3..9): the first k of :data:`ANIMAL_COLUMNS`,
-    the tracker's own order for 4."""
-    if not 3 <= n_columns <= len(ANIMAL_COLUMNS):
-        raise ValueError(f"animal_columns must be 3..{len(ANIMAL_COLUMNS)}, not {n_columns}")
-    return TRACKER_ANIMAL_COLUMNS if n_columns == 4 else ANIMAL_COLUMNS[:n_columns]
-
-
-ANIMAL_LAYOUTS = tuple(animal_layout(k) for k in range(3, len(ANIMAL_COLUMNS) + 1))
-"""Every ANIMAL layout, 3 to 9 columns."""
-
-
 def animal_table(columns: Sequence[str]) -> str:
     """``CREATE TABLE ANIMAL`` with the tracker's ID and every other of ``columns`` as TEXT, in that order."""
     extra = ", ".join(f"{c} TEXT" for c in columns if c != "ID")
-    return f"CREATE TABLE ANIMAL (ID INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, {extra})"
+    return _quoted(f"CREATE TABLE ANIMAL (ID INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, {extra})")
 
 
 def create_tables(
@@ -89,11 +109,14 @@ def create_tables(
     *,
     animal_columns: Sequence[str] = TRACKER_ANIMAL_COLUMNS,
     event_metadata: bool = True,
+    log: bool = False,
 ) -> None:
-    """The tracker's tables (no indexes) in an empty database, ANIMAL with ``animal_columns``
-    and EVENT with or without METADATA."""
+    """The tracker's tables (no indexes) in an empty database, ANIMAL with ``animal_columns``,
+    EVENT with or without METADATA, and lmt-analysis's LOG if ``log``."""
     con.executescript(SCHEMA)
     if tuple(animal_columns) != TRACKER_ANIMAL_COLUMNS:
         con.executescript(f"DROP TABLE ANIMAL; {animal_table(animal_columns)};")
     if not event_metadata:
         con.executescript(f"DROP TABLE EVENT; {EVENT_WITHOUT_METADATA};")
+    if log:
+        con.execute(LOG_TABLE)

@@ -2,31 +2,53 @@
 
 A stop is a maximal run of an animal's detections whose centre-of-mass speed is at
 most ``speed_threshold_cm_s`` (paper: 5 cm/s) and that lasts at least
-``min_duration_s`` (paper: 1 s), measured as ``(end_frame - start_frame + 1) / fps``.
+``min_duration_s`` (paper: 1 s). The rule, exactly (the specification the tests check):
 
-How speed is estimated. For detection ``i`` of an animal's track (frames sorted,
-duplicates and junk already removed by the reader) with half-window
-``h = speed_window_frames // 2``, speed is the centred difference over the ``h``-th
-detections before and after it, divided by their true time apart:
-``|p[i+h] - p[i-h]| / ((frame[i+h] - frame[i-h]) / fps)``. With no dropped frames and
-the default window of 7 this spans 6 frames (0.2 s), the tracker's own Stop window,
-which averages out the ~1 px jitter a one-frame difference (lmt-analysis) turns into
-~2.6 cm/s of noise. Speed is undefined (so not a stop) for the first and last ``h``
-detections and where the window spans more than ``2h + max_gap_frames`` frames.
+1. Gaps and breaks. Take one animal's track, frames sorted, duplicates and junk already
+   removed by the reader: detections ``0 .. n-1`` at frames ``frame[i]`` and positions
+   ``p[i]`` (cm). Between consecutive detections ``i`` and ``i+1``, with
+   ``d = frame[i+1] - frame[i]``: ``d == 1`` is no gap (never a break, however far the
+   mouse moved). ``d > 1`` is a detection gap of ``d - 1`` missing frames; it is
+   *bridged* when ``d - 1 <= floor(max_gap_s * fps + 1e-9)`` **and**
+   ``|p[i+1] - p[i]| <= max_gap_cm`` (the mouse reappeared where it vanished), and
+   otherwise it is a *break*.
+2. Speed. Breaks cut the track into pieces. With half-window
+   ``h = speed_window_frames // 2``, the speed of detection ``i`` is the centred
+   difference over the ``h``-th detections before and after it, divided by their true
+   time apart: ``|p[i+h] - p[i-h]| / ((frame[i+h] - frame[i-h]) / fps)``. It is defined
+   only when detections ``i-h .. i+h`` all exist and lie in one piece (no break between
+   any two consecutive ones); an undefined speed is not stopped. A detection is
+   *stopped* when its speed is defined and ``<= speed_threshold_cm_s``.
+3. Stops. A stop is a maximal run of consecutive stopped detections inside one piece
+   (two consecutive stopped detections are never separated by a break anyway: both
+   their speed windows hold the pair between them). It is kept when
+   ``(end_frame - start_frame + 1) / fps >= min_duration_s``; its position is the mean
+   of its detections' positions (summed in exact fixed point) and ``n_detections``
+   their number.
 
-How gaps are treated. Frames where the animal was not detected are tolerated up to
-``max_gap_frames`` (default 15, 0.5 s): a stop continues across such a short gap.
-A longer gap (hidden in the house, tracking lost) ends the stop; the next detections
-start a new one. A stop never bridges a long gap, so its duration never counts time
-the animal was not seen.
+With no dropped frames and the default window of 7 the speed spans 6 frames (0.2 s),
+the tracker's own Stop window, which averages out the ~1 px jitter a one-frame
+difference turns into ~2.6 cm/s of noise. ``max_gap_s: 0`` bridges no gap at all; with
+``speed_window_frames: 3`` the speed is then exactly lmt-analysis's ``getSpeed``
+(centred one-frame difference, undefined next to any missing frame), and the rule is
+that speed followed by the paper's <= 5 cm/s for >= 1 s.
+
+Why a gap is bridged by where the mouse reappears, not by its speed across the gap: a
+mouse hidden (in the house, under another mouse, tracking lost) for up to ``max_gap_s``
+that reappears within ``max_gap_cm`` of where it vanished most likely sat there, so its
+stop goes on. A speed test (threshold x gap duration) would allow any displacement over
+a long gap (5 cm/s x 60 s = 300 cm, more than the cage), so it would bridge a mouse that
+left and came back to sit elsewhere. A stop's duration does include the bridged gaps.
 
 The detector is streaming: tracks arrive in chunks and only ``2h`` rows plus the sums
-of a still-open stop are carried between chunks, so memory does not grow with the
-recording and results do not depend on the chunk size.
+of a still-open stop are carried between chunks (whether a speed window crosses a break
+depends only on the rows inside it), so memory does not grow with the recording and
+results do not depend on the chunk size.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -92,6 +114,7 @@ class StopDetector:
         self._tail_has_speed = 0  # leading rows of the tail whose speed was already classified
         self._open: _OpenRun | None = None
         self._min_frames = params.min_duration_s * fps
+        self._bridge_frames = math.floor(params.max_gap_s * fps + 1e-9)  # missing frames a bridge may span
 
     def feed(self, chunk: TrackChunk) -> np.ndarray:
         f = np.concatenate([self._tail.frame, chunk.frame])
@@ -115,33 +138,44 @@ class StopDetector:
         self._tail_has_speed = 0
         return out
 
+    def _breaks(self, f: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Per pair of consecutive rows ``(i, i+1)``: whether a break separates them."""
+        missing = np.diff(f) - 1
+        moved = np.hypot(np.diff(x), np.diff(y))
+        return (missing > 0) & ((missing > self._bridge_frames) | ~(moved <= self.p.max_gap_cm))
+
     def _stopped(self, f: np.ndarray, x: np.ndarray, y: np.ndarray, lo: int, hi: int) -> np.ndarray:
-        """Whether rows ``[lo, hi)`` are stopped; rows without ``h`` neighbours each side are not."""
+        """Whether rows ``[lo, hi)`` are stopped; rows whose speed is undefined are not."""
         h = self.h
         stopped = np.zeros(hi - lo, dtype=bool)
-        a, b = max(lo, h), min(hi, len(f) - h)  # rows with a full speed window
+        a, b = max(lo, h), min(hi, len(f) - h)  # rows with h neighbours on each side
         if a < b:
             ahead, behind = slice(a + h, b + h), slice(a - h, b - h)
+            # breaks before row k: cum[k]; the window of row i crosses cum[i+h] - cum[i-h] of them
+            cum = np.concatenate([[0], np.cumsum(self._breaks(f, x, y))])
+            unbroken = cum[ahead] == cum[behind]
             span = f[ahead] - f[behind]
             dist = np.hypot(x[ahead] - x[behind], y[ahead] - y[behind])
             speed = dist * self.fps / span
-            stopped[a - lo : b - lo] = (span <= 2 * h + self.p.max_gap_frames) & (speed <= self.p.speed_threshold_cm_s)
+            stopped[a - lo : b - lo] = unbroken & (speed <= self.p.speed_threshold_cm_s)
         return stopped
 
     def _runs(
         self, f: np.ndarray, x: np.ndarray, y: np.ndarray, stopped: np.ndarray, final: bool = False
     ) -> np.ndarray:
-        """Group stopped rows into runs, merge with the open run, emit the finished ones."""
+        """Group stopped rows into runs, merge with the open run, emit the finished ones.
+
+        Rows arrive here once each, in order, so a run is a stretch of consecutive stopped
+        rows; no break can lie inside one (both neighbours' speed windows hold it).
+        """
         done: list[_OpenRun] = []
         if f.size:
-            gap = np.ones(len(f), dtype=bool)
-            gap[1:] = np.diff(f) > self.p.max_gap_frames + 1
-            starts = stopped & (gap | ~np.concatenate([[False], stopped[:-1]]))
+            starts = stopped & ~np.concatenate([[False], stopped[:-1]])
             runs = self._block_runs(f, x, y, stopped, starts)
-            # The open run continues if this block starts stopped with no long gap.
+            # The open run ended on the row just before this block: it goes on if this block starts stopped.
             o = self._open
             if o is not None:
-                if stopped[0] and f[0] - o.end <= self.p.max_gap_frames + 1:
+                if stopped[0]:
                     r = runs[0]
                     runs[0] = _OpenRun(o.start, r.end, o.sum_x + r.sum_x, o.sum_y + r.sum_y, o.n + r.n)
                 else:

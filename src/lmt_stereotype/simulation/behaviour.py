@@ -4,9 +4,12 @@ Each mouse alternates stops at sites of the cage with travel in between; the sit
 picks depends on the light phase, on its class (the planted effects), on its genotype
 (KO mice may favour the upper feeder: ``simulate.genotype``), on its cage (a fingerprint
 shared by cage mates, the reason for leave-one-cage-out CV) and on itself.
-A recording's ``n_intervals`` intervals of ``interval_s`` each are the hours of its
-day: interval k is hour ``(START_HOUR + k) % 24``, lights on as the room's
-``room.lights_on`` says (so that the demo compresses a day into 24 intervals of 30 s).
+The simulator's clock runs ``interval_s`` seconds of recording per hour (the demo
+compresses a day into 24 x 30 s); a recording starts at its own clock time
+(``start_hour``, a different one per recording, as labs start recordings when they
+can), and the lights are on as the room's ``room.lights_on`` says, by that clock.
+A recording lasts its profile's ``n_intervals`` hours plus ``margin_s`` (one stack
+interval), so that a stack window aligned on the clock's interval boundaries fits in it.
 
 This module plans paths in cm (:func:`plan_track`, :func:`positions`); it writes nothing.
 :mod:`~lmt_stereotype.simulation.lmt_writer` turns them into LMT rows.
@@ -56,7 +59,6 @@ class SimMouse:
         return ("A" if self.age == "adult" else "J") + self.sex
 
 
-START_HOUR = 10  # interval k is hour (START_HOUR + k) % 24 of the day
 LIGHT_HOUSE_FACTOR = 3.0  # mice rest in the house while lights are on
 
 STOP_MEDIAN_S = {False: 4.0, True: 6.0}  # by lights on; lognormal durations
@@ -74,7 +76,9 @@ DETOUR_P = {False: 0.25, True: 0.05}  # exploring detours, by lights on: more tr
 PAUSE_P, PAUSE_S = 0.15, (0.2, 0.8)  # short pauses during travel, below the 1 s of a stop
 SWAY_CM, SWAY_PERIOD_S = 0.25, (2.0, 6.0)  # body sway while stopped: a few cm/s at most
 
-HIDE_PER_S, HIDE_S = 0.15, (0.1, 2.0)  # runs of missing detections while in the house
+# Hidden in the house (under the dome, or in a heap of nest material) while resting there: runs of
+# missing detections, lognormal lengths (median 2 s, one in 40 over 15 s), at most the stop's length.
+HIDE_PER_S, HIDE_MEDIAN_S, HIDE_SIGMA = 0.2, 2.0, 1.0
 
 STOP, PAUSE, MOVE = 0, 1, 2
 
@@ -192,26 +196,25 @@ def genotype_site_multipliers(params: Params) -> dict[str, np.ndarray]:
     return out
 
 
-def lights_on(interval: int | np.ndarray, cycle: tuple[float, float]) -> bool | np.ndarray:
-    """Whether the room's lights (``room.lights_on``: on from, until) are on in an interval.
-
-    The interval index is the hour, so that the demo compresses a day into 24 intervals.
-    """
-    hour = (START_HOUR + interval) % 24
+def lights_on(hour: float | np.ndarray, cycle: tuple[float, float]) -> bool | np.ndarray:
+    """Whether the room's lights (``room.lights_on``: on from, until) are on at clock ``hour`` (counting past 24)."""
+    hour = np.mod(hour, 24)
     on, off = cycle
     return (hour >= on) & (hour < off) if on <= off else (hour >= on) | (hour < off)
 
 
-def _light_phases(n_intervals: int, cycle: tuple[float, float]) -> list[tuple[int, bool]]:
-    """Runs of intervals with the lights on or off: (end of the run, exclusive; lights on)."""
-    runs: list[tuple[int, bool]] = []
-    for k in range(n_intervals):
-        light = bool(lights_on(k, cycle))
-        if runs and runs[-1][1] == light:
-            runs[-1] = (k + 1, light)
-        else:
-            runs.append((k + 1, light))
-    return runs
+def frame_hours(frames: np.ndarray, start_hour: float, fps: float, seconds_per_hour: float) -> np.ndarray:
+    """Clock hour (counting past 24) of frames (0-based) of a recording that starts at ``start_hour``."""
+    return start_hour + np.asarray(frames) / (fps * seconds_per_hour)
+
+
+def _light_phases(
+    n_frames: int, start_hour: float, fps: float, seconds_per_hour: float, cycle: tuple[float, float]
+) -> list[tuple[int, bool]]:
+    """Runs of frames with the lights on or off: (end of the run, exclusive; lights on)."""
+    light = lights_on(frame_hours(np.arange(n_frames), start_hour, fps, seconds_per_hour), cycle)
+    ends = np.append(np.flatnonzero(np.diff(light)) + 1, n_frames)
+    return [(int(e), bool(light[e - 1])) for e in ends]
 
 
 @dataclass
@@ -328,9 +331,11 @@ class Track:
     hidden: np.ndarray  # (k, 2) frame ranges [start, end) hidden in the house
 
 
-def plan_track(mouse: SimMouse, params: Params, profile: Profile, rng: np.random.Generator, n_frames: int) -> Track:
-    """Bouts drawn light phase by light phase until the recording is covered; each bout keeps the
-    phase it starts in. Then hidden runs in the house."""
+def plan_track(
+    mouse: SimMouse, params: Params, profile: Profile, rng: np.random.Generator, n_frames: int, start_hour: float
+) -> Track:
+    """Bouts drawn light phase by light phase (of the recording's clock, from ``start_hour``) until the
+    recording is covered; each bout keeps the phase it starts in. Then hidden runs in the house."""
     fps, arena = params.lmt.fps, params.lmt.arena_size_cm
     sites = cage_sites(params.cage_layout, arena, mouse.fingerprint_cm)
     names = [s.name for s in sites]
@@ -343,11 +348,9 @@ def plan_track(mouse: SimMouse, params: Params, profile: Profile, rng: np.random
         + np.asarray(mouse.site_log_weights)
     )
     rest_median_s = max(REST_MEDIAN_S * profile.interval_s / 3600.0, REST_FLOOR_S)
-    per_interval = profile.interval_s * fps
     prev = np.clip(_sample_site(sites[0], rng, 1, arena)[0], EDGE_CM, arena - EDGE_CM)
     t, parts = 0, []
-    for stop_interval, light in _light_phases(profile.n_intervals, params.room.lights_on):
-        end = min(round(stop_interval * per_interval), n_frames)
+    for end, light in _light_phases(n_frames, start_hour, fps, profile.interval_s, params.room.lights_on):
         w = np.exp(logw)
         if light:
             w[0] *= LIGHT_HOUSE_FACTOR  # the house is site 0
@@ -368,7 +371,8 @@ def plan_track(mouse: SimMouse, params: Params, profile: Profile, rng: np.random
 
     house = np.flatnonzero((seg.kind == STOP) & (seg.site == 0))
     runs = np.repeat(house, rng.poisson(seg.n[house] / fps * HIDE_PER_S))
-    length = np.minimum(np.round(rng.uniform(*HIDE_S, len(runs)) * fps).astype(np.int64), seg.n[runs])
+    hide_s = HIDE_MEDIAN_S * np.exp(HIDE_SIGMA * rng.standard_normal(len(runs)))
+    length = np.minimum(np.round(hide_s * fps).astype(np.int64), seg.n[runs])
     first = start[runs] + (rng.random(len(runs)) * (seg.n[runs] - length + 1)).astype(np.int64)
     return Track(mouse, seg, start, np.column_stack([first, first + length]))
 
@@ -398,3 +402,10 @@ def hidden_frames(track: Track, f0: int, f1: int) -> np.ndarray:
     np.add.at(edges, np.clip(runs[:, 0], f0, f1) - f0, 1)
     np.add.at(edges, np.clip(runs[:, 1], f0, f1) - f0, -1)
     return np.cumsum(edges[:-1]) > 0
+
+
+def recording_frames(profile: Profile, params: Params) -> int:
+    """Frames of a recording: its profile's ``n_intervals`` hours and one stack interval
+    (``histograms.interval_s``) of margin, so that a stack window that starts at the clock's
+    first full interval boundary (``histograms.align: clock``) fits whatever the start time."""
+    return round((profile.n_intervals * profile.interval_s + params.histograms.interval_s) * params.lmt.fps)

@@ -3,10 +3,13 @@
 The paper's design: ``n_cages`` same-sex cages of 4 mice (the first half male), each
 recorded twice, as juveniles and as adults (``cageNN_juvenile.sqlite``,
 ``cageNN_adult.sqlite``); ANIMAL.IDs are per recording, RFIDs per mouse. Each cage has
-its own random stream, so adding cages leaves the first ones as they were. Across the
-cohort the recordings take every ANIMAL and EVENT variant, and the manifest names
-animals by ID in some recordings and by RFID in others, and leaves one mouse's sex and
-age to the ANIMAL table where it has them.
+its own random stream, so adding cages leaves the first ones as they were. Every
+recording starts at its own clock time (between 8:00 and 17:00 of the simulator's
+clock). Across the cohort the recordings take every ANIMAL layout lmt-analysis can open
+(4, 5, 7, 8 and 9 columns), EVENT with and without METADATA, files processed by
+lmt-analysis (a LOG table), an extra all-NULL ANIMAL row and animals identified late;
+the manifest names animals by ID in some recordings and by RFID in others, and leaves
+one mouse's sex and age to the ANIMAL table where it has them.
 
 A genotype (``simulate.genotype``) may be planted: ``housing: mixed`` makes 2 mice of
 every cage KO and 2 WT (which ones: the cage's own genotype stream), ``per_cage`` makes
@@ -14,13 +17,16 @@ half of the cages of each sex KO and half WT (a cohort stream; with an odd numbe
 cages of a sex, WT has the extra one), ``none`` (the demo) leaves every mouse WT as
 before. A mouse keeps its genotype at both ages; KO mice favour the upper feeder by
 ``strength`` (:func:`~lmt_stereotype.simulation.behaviour.genotype_site_multipliers`).
-The genotype is written to ANIMAL.GENOTYPE (every layout but the 3-column one has it)
-and, unless housing is ``none``, to the manifest's ``genotype`` column.
+The genotype is written to ANIMAL.GENOTYPE (every simulated layout has it) and, unless
+housing is ``none``, to the manifest's ``genotype`` column.
 
 Beside the recordings, :func:`simulate_cohort` writes
 
 - ``manifest.csv``: recording, animal, cage, sex, age (what a lab would write), and
   genotype when one is planted;
+- ``planted_stops/<recording>.parquet``: the ground truth, every planted stop of every
+  mouse (:func:`~lmt_stereotype.simulation.truth.planted_stops`; never in the databases, whose EVENT holds only what the
+  tracker computes);
 - ``simulation.json``, last, so that a half-written folder never looks done: what was
   simulated (profile, sites, planted effects, the genotype of every mouse, cage
   fingerprints, each recording's mice and classes), for people and for
@@ -28,11 +34,12 @@ Beside the recordings, :func:`simulate_cohort` writes
   Its ``clock`` object is the simulator's clock, which later stages need to place
   intervals in the day::
 
-      "clock": {"start_hour": 10, "seconds_per_hour": 30.0, "lights_on": [8, 20]}
+      "clock": {"seconds_per_hour": 30.0, "lights_on": [8, 20], "start": "..."}
 
-  interval k of a recording (``seconds_per_hour`` seconds long: the profile's
-  ``interval_s``, 30 in the demo, 3600 in the paper) is hour ``(start_hour + k) % 24``
-  of the day, and the lights are on (the rest phase) from ``lights_on[0]`` to
+  an hour of the simulator's day lasts ``seconds_per_hour`` seconds of recording (the
+  profile's ``interval_s``, 30 in the demo, 3600 in the paper); a recording's first
+  frame is at its ``start_hour`` (in ``recordings``, and in FRAME.TIMESTAMP, whose hour of
+  the day it is), and the lights are on (the rest phase) from ``lights_on[0]`` to
   ``lights_on[1]`` o'clock.
 """
 
@@ -52,7 +59,7 @@ from lmt_stereotype.errors import InputError
 from lmt_stereotype.files import write_json, write_table
 from lmt_stereotype.labels import PAPER_CLASSES
 from lmt_stereotype.parallel import available_cores, process_pool
-from lmt_stereotype.schema import animal_layout
+from lmt_stereotype.schema import ANIMAL_LAYOUTS
 from lmt_stereotype.simulation.behaviour import (
     BASE_WEIGHTS,
     EFFECT_SITES,
@@ -61,7 +68,6 @@ from lmt_stereotype.simulation.behaviour import (
     PROFILES,
     REST_FLOOR_S,
     REST_MEDIAN_S,
-    START_HOUR,
     STOP_MEDIAN_S,
     Profile,
     SimMouse,
@@ -70,12 +76,14 @@ from lmt_stereotype.simulation.behaviour import (
     class_site_multipliers,
     effect_coefficients,
     genotype_site_multipliers,
+    recording_frames,
     site_names,
     upper_feeder,
 )
-from lmt_stereotype.simulation.lmt_writer import simulate_recording
+from lmt_stereotype.simulation.lmt_writer import FileVariant, simulate_recording
+from lmt_stereotype.simulation.truth import truth_file
 
-SIMULATOR_VERSION = 1
+SIMULATOR_VERSION = 2
 """Bump when the simulated data change, so an existing simulation is not taken as up to date."""
 
 MAX_WORKERS = 4  # recordings written at once
@@ -83,7 +91,13 @@ MAX_WORKERS = 4  # recordings written at once
 AGES = ("juvenile", "adult")
 
 GENOTYPE_STREAM = 0x47454E4F  # ("GENO") entropy of the per_cage genotype draw, apart from any cage's streams
-MIXED_STREAM = 3  # a cage's streams: 0 its mice, 1 and 2 its recordings, 3 its mixed genotypes
+MIXED_STREAM = 3  # a cage's streams: 0 its mice, 1 and 2 its recordings, 3 its mixed genotypes, 4 its clock
+CLOCK_STREAM = 4
+START_HOURS = (8, 17)  # recordings start at a whole minute between 8:00 and 17:00 of the clock
+
+SIMULATED_LAYOUTS = ("4", "5", "7", "8", "9-IND")
+"""The ANIMAL layouts of FORMAT.md that lmt-analysis's loader opens (the 3-column one and the
+9-column one with TREATMENT are read by our reader, tested on hand-built files)."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +109,8 @@ class _RecordingPlan:
     age: str
     mice: tuple[SimMouse, ...]
     entropy: tuple[int, ...]
-    animal_columns: int
-    event_metadata: bool
+    variant: FileVariant
+    start_hour: float  # clock hour of the first frame
     key_by_rfid: bool  # manifest names animals by RFID instead of ANIMAL.ID
     unlabelled_id: int | None  # the mouse whose sex and age the manifest leaves to ANIMAL
 
@@ -160,6 +174,7 @@ def _plan_cohort(params: Params) -> tuple[list[_RecordingPlan], dict[str, list[f
         cage_logw = rng.normal(0, sim.cage_variability, n_sites)
         mouse_logw = cage_logw + rng.normal(0, sim.mouse_variability, (4, n_sites))
         rfids = [f"0000041{c + 1:03d}{i + 1:02d}" for i in range(4)]
+        clock = np.random.default_rng([seed, c, CLOCK_STREAM])
         for a, age in enumerate(AGES):
             ids = [1, 2, 3, 4] if a == 0 else (rng.permutation(4) + 1).tolist()  # IDs are per recording
             mice = tuple(
@@ -181,7 +196,15 @@ def _plan_cohort(params: Params) -> tuple[list[_RecordingPlan], dict[str, list[f
                 )
             )
             r = len(plans)
-            k = 3 + r % 7  # every ANIMAL variant over 7 recordings
+            processed = r % 4 == 1
+            variant = FileVariant(
+                animal_layout=SIMULATED_LAYOUTS[r % len(SIMULATED_LAYOUTS)],
+                event_metadata=r % 3 != 2 or processed,
+                processed=processed,
+                null_animal=r % 6 == 3,
+                late_animals=(0, 0, 1, 0, 0, 0, 2, 0)[r % 8],
+            )
+            start_hour = int(clock.integers(*START_HOURS)) + int(clock.integers(0, 60)) / 60
             plans.append(
                 _RecordingPlan(
                     file=f"{cage}_{age}.sqlite",
@@ -189,10 +212,10 @@ def _plan_cohort(params: Params) -> tuple[list[_RecordingPlan], dict[str, list[f
                     age=age,
                     mice=mice,
                     entropy=(seed, c, 1 + a),
-                    animal_columns=k,
-                    event_metadata=r % 3 != 2,
+                    variant=variant,
+                    start_hour=start_hour,
                     key_by_rfid=(c + a) % 2 == 1,  # not tied to age: half the cages each way
-                    unlabelled_id=1 + r % 4 if "SEX" in animal_layout(k) else None,
+                    unlabelled_id=1 + r % 4 if "SEX" in ANIMAL_LAYOUTS[variant.animal_layout] else None,
                 )
             )
     return plans, fingerprints
@@ -206,8 +229,9 @@ def _write_planned(plan: _RecordingPlan, params: Params, profile: Profile, out_d
         params,
         profile,
         np.random.default_rng(list(plan.entropy)),
-        animal_columns=plan.animal_columns,
-        event_metadata=plan.event_metadata,
+        variant=plan.variant,
+        start_hour=plan.start_hour,
+        truth=out_dir / truth_file(plan.file),
     )
 
 
@@ -273,6 +297,7 @@ def _description(params: Params, profile_name: str, plans: list[_RecordingPlan],
         for effect, coefficients in effect_coefficients(eff.juvenile_male_mix).items()
     }
     planted = params.simulate.genotype.housing != "none"
+    n_frames = recording_frames(profile, params)
     return {
         "simulator_version": SIMULATOR_VERSION,
         "simulate": params.simulate.model_dump(mode="json"),
@@ -280,7 +305,10 @@ def _description(params: Params, profile_name: str, plans: list[_RecordingPlan],
         "interval_s": profile.interval_s,
         "n_intervals": profile.n_intervals,
         "fps": params.lmt.fps,
-        "n_frames": round(profile.n_intervals * profile.interval_s * params.lmt.fps),
+        "n_frames": n_frames,
+        "recording_s": n_frames / params.lmt.fps,
+        "recording_words": "the profile's n_intervals x interval_s, and one stack interval (histograms.interval_s) of"
+        " margin so that a window aligned on the clock fits",
         "lmt": params.lmt.model_dump(mode="json", include={"fps", "px_per_cm", "arena_origin_px", "arena_size_cm"}),
         "cage_layout": params.cage_layout.model_dump(mode="json"),
         "sites_cm": regions,
@@ -296,12 +324,12 @@ def _description(params: Params, profile_name: str, plans: list[_RecordingPlan],
             " x exp(cage preference, shared at both ages) x exp(own preference)"
         ),
         "clock": {
-            "start_hour": START_HOUR,
             "seconds_per_hour": profile.interval_s,
             "lights_on": list(params.room.lights_on),
+            "start": "each recording's start_hour (recordings[]), the hour of the day of its first FRAME.TIMESTAMP",
         },
         "day_night": {
-            "hour_of_interval_k": f"({START_HOUR} + k) % 24",
+            "hour_of_frame_f": "(start_hour + f / (fps x seconds_per_hour)) % 24",
             "lights_on_hours": list(params.room.lights_on),
             "lights_on": f"house weight x{LIGHT_HOUSE_FACTOR}, stops median {STOP_MEDIAN_S[True]} s, house rests"
             f" median max({REST_MEDIAN_S} s x interval_s / 3600, {REST_FLOOR_S} s)",
@@ -312,8 +340,13 @@ def _description(params: Params, profile_name: str, plans: list[_RecordingPlan],
                 "recording": p.file,
                 "cage": p.cage,
                 "age": p.age,
-                "animal_columns": p.animal_columns,
-                "event_metadata": p.event_metadata,
+                "start_hour": p.start_hour,
+                "animal_layout": list(ANIMAL_LAYOUTS[p.variant.animal_layout]),
+                "event_metadata": p.variant.event_metadata,
+                "processed_by_lmt_analysis": p.variant.processed,
+                "null_animal": p.variant.null_animal,
+                "animals_identified_late": p.variant.late_animals,
+                "planted_stops": truth_file(p.file),
                 "mice": [
                     {
                         "animal_id": m.animal_id,
@@ -395,7 +428,8 @@ def write_simulated_cohort(params: Params, out_dir: Path, *, force: bool = False
     plans, fingerprints = _plan_cohort(params)
     expected = _description(params, params.simulate.profile, plans, fingerprints)
     if marker.exists():
-        complete = all((out_dir / p.file).exists() for p in plans) and (out_dir / "manifest.csv").exists()
+        files = [p.file for p in plans] + [truth_file(p.file) for p in plans] + ["manifest.csv"]
+        complete = all((out_dir / f).exists() for f in files)
         try:
             same = json.loads(marker.read_text()) == json.loads(json.dumps(expected))
         except ValueError:
@@ -405,6 +439,7 @@ def write_simulated_cohort(params: Params, out_dir: Path, *, force: bool = False
         old = {p.name for p in out_dir.glob("cage*_*.sqlite")}
         for stale in sorted(old - {p.file for p in plans}):
             (out_dir / stale).unlink()
+            (out_dir / truth_file(stale)).unlink(missing_ok=True)
     elif out_dir.exists() and (any(out_dir.glob("*.sqlite")) or (out_dir / "manifest.csv").exists()):
         raise InputError(out_dir, "holds recordings that were not simulated (no simulation.json); not overwriting")
     simulate_cohort(params, out_dir, progress=progress)

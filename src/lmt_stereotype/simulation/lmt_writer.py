@@ -1,12 +1,20 @@
 """The LMT writer: one simulated recording as a database the tracker could have written.
 
-It uses the tracker's own schema (:mod:`lmt_stereotype.schema`) and every quirk
-FORMAT.md lists (anonymous blobs, duplicated and junk rows, missing head/tail, dropped
-frames, a clock that jumps back, hidden animals, ANIMAL and EVENT variants), so that
-the reader meets what real files hold. The paths come from
-:mod:`~lmt_stereotype.simulation.behaviour`; DETECTION rows carry the tracker's XML
-with a zlib-compressed mask, FRAME rows a wall clock (ms since the epoch) starting at
-``START_MS`` plus a whole number of days, so at ``START_HOUR``.
+It follows FORMAT.md: the tracker's own schema with its quoted DDL and ten indexes
+(:mod:`lmt_stereotype.schema`), one of the ANIMAL layouts real files have, EVENT with or
+without METADATA, lmt-analysis's LOG table in files it has processed, and every quirk
+of real tracks (anonymous blobs, animals identified late, duplicated rows with the same
+or other coordinates, junk rows, missing head/tail, dropped frames, a clock that jumps
+back, long stretches hidden in the house). Coordinates are rounded to 2 decimals as the
+tracker does. DETECTION rows carry the tracker's XML (a DATA element, then ROI fields
+as child elements with a zlib-compressed mask); FRAME rows a wall clock (ms since the
+epoch) that starts at the recording's ``start_hour`` of a day.
+
+EVENT holds what the tracker itself computes, never the simulator's plan: "Detection"
+(runs of frames an animal was detected), "Stop" (the tracker's rule: a 6-frame
+displacement / 7 strictly below 1 px/frame, needing detections at t-3, t and t+3, no
+minimum duration) and "RFID MATCH". The planted stops, the ground truth, go to a table
+beside the recording (``truth``), which tests and benchmarks read.
 """
 
 from __future__ import annotations
@@ -14,40 +22,63 @@ from __future__ import annotations
 import math
 import sqlite3
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from lmt_stereotype.config import Params
-from lmt_stereotype.files import atomic_path
-from lmt_stereotype.schema import INDEXES, animal_layout, create_tables
+from lmt_stereotype.files import atomic_path, write_table
+from lmt_stereotype.schema import ANIMAL_LAYOUTS, INDEXES, create_tables
 from lmt_stereotype.simulation.behaviour import (
     EDGE_CM,
-    START_HOUR,
     STOP,
     Profile,
     SimMouse,
     Track,
+    cage_sites,
+    frame_hours,
     hidden_frames,
     lights_on,
     plan_track,
     positions,
+    recording_frames,
 )
 
 MISSED_P = 0.002  # single missing detections elsewhere
 DROPPED_FRAME_P = 0.0005  # frames with no FRAME row and no detection
 DUPLICATE_P = 0.001  # identified rows written twice
+DUPLICATE_MOVED_PX = 3.0  # half of the duplicates: the second row elsewhere by this sd
 JUNK_P = 0.0005  # identified rows with MASS_X < 10 (tracking errors)
 NO_HEAD_P = NO_TAIL_P = 0.05  # FRONT_* / BACK_* = -1
 REARING_P, LOOK_UP_P, LOOK_DOWN_P = 0.03, 0.02, 0.02
 TRACKING_NOISE_PX = 0.3
 BODY_HALF_PX = 12.0  # head and tail this far ahead of / behind the centre of mass
 N_POSES = 16  # heading bins; one precomputed mask per bin
+LATE_ID_FRAMES = (100, 400)  # an animal identified late: its first frames are anonymous blobs
 
 CHUNK_FRAMES = 54_000  # frames generated and inserted at a time (30 min at 30 fps)
 FIRST_FRAME = 1
-START_MS = 1_704_708_000_000  # 2024-01-08 10:00 (clock of the recording PC, written as UTC)
+START_MS = 1_704_672_000_000  # 2024-01-08 00:00 (clock of the recording PC, written as UTC)
 DAY_MS = 86_400_000
+TRACKER_STOP_PX = 1.0  # the tracker's Stop: |p(t+3) - p(t-3)| / 7 below this many px per frame
+
+TRUTH_COLUMNS = ["animal_id", "rfid", "start_frame", "end_frame", "x_cm", "y_cm", "site", "seen_frames"]
+"""The planted stops: file frame numbers, the planted spot (cm), its site, and in how many of its
+frames the animal was detected and identified (0: hidden the whole time, no rule can find it)."""
+
+
+@dataclass(frozen=True)
+class FileVariant:
+    """How one file differs from the tracker's default (FORMAT.md's variants)."""
+
+    animal_layout: str = "4"  # a key of schema.ANIMAL_LAYOUTS
+    event_metadata: bool = True
+    processed: bool = False  # lmt-analysis has processed it: a LOG table (and EVENT.METADATA)
+    null_animal: bool = False  # an extra ANIMAL row whose every column but ID is NULL
+    late_animals: int = 0  # animals identified only after LATE_ID_FRAMES
+
 
 _STAGE = "CREATE TEMP TABLE STAGE (F INTEGER, A INTEGER, X REAL, Y REAL, Z REAL, H INTEGER, K INTEGER)"
 # K bits: 1 rearing, 2 looking up, 4 looking down, 8 head not found, 16 tail not found.
@@ -58,9 +89,14 @@ SELECT F, NULLIF(A, 0), X, Y, Z,
        iif(K & 8, -1, round(X + DX, 2)), iif(K & 8, -1, round(Y + DY, 2)), iif(K & 8, -1, round(Z + 2, 1)),
        iif(K & 16, -1, round(X - DX, 2)), iif(K & 16, -1, round(Y - DY, 2)), iif(K & 16, -1, round(Z - 2, 1)),
        K & 1, (K >> 1) & 1, (K >> 2) & 1,
-       printf('<root><DATA mass_x="%.2f" mass_y="%.2f"/><ROI><boundsX>%d</boundsX><boundsY>%d</boundsY>'
-              || '<boundsW>%d</boundsW><boundsH>%d</boundsH><boolMaskData>%s</boolMaskData></ROI></root>',
-              X, Y, CAST(X AS INTEGER) - :half, CAST(Y AS INTEGER) - :half, :side, :side, MASK)
+       printf('<root><DATA mass_x="%.2f" mass_y="%.2f" mass_z="%.1f" isRearing="%s" isLookingUp="%s"'
+              || ' isLookingDown="%s" t="%d"/><ROI><classname>plugins.kernel.roi.roi2d.ROI2DArea</classname>'
+              || '<id>%d</id><name>%s</name><selected>false</selected><readOnly>false</readOnly>'
+              || '<boundsX>%d</boundsX><boundsY>%d</boundsY><boundsW>%d</boundsW><boundsH>%d</boundsH>'
+              || '<boolMaskData>%s</boolMaskData></ROI></root>',
+              X, Y, Z, iif(K & 1, 'true', 'false'), iif(K & 2, 'true', 'false'), iif(K & 4, 'true', 'false'), F,
+              A, iif(A, 'Mouse ' || A, 'blob'),
+              CAST(X AS INTEGER) - :half, CAST(Y AS INTEGER) - :half, :side, :side, MASK)
 FROM temp.STAGE JOIN temp.POSE USING (H) ORDER BY STAGE.rowid
 """
 
@@ -75,11 +111,14 @@ def _mask_hex(side: int, heading: float) -> str:
     return ":".join(f"{byte:x}" for byte in zlib.compress(mask.tobytes(), 5))
 
 
-def _create_tables(
-    con: sqlite3.Connection, animal_columns: tuple[str, ...], event_metadata: bool, mask_px: int
-) -> None:
+def _create_tables(con: sqlite3.Connection, variant: FileVariant, mask_px: int) -> None:
     """The tracker's tables in their variant, and the temporary tables rows are staged in."""
-    create_tables(con, animal_columns=animal_columns, event_metadata=event_metadata)
+    create_tables(
+        con,
+        animal_columns=ANIMAL_LAYOUTS[variant.animal_layout],
+        event_metadata=variant.event_metadata or variant.processed,
+        log=variant.processed,
+    )
     con.execute("PRAGMA temp_store = MEMORY")
     con.execute(_STAGE)
     con.execute("CREATE TEMP TABLE POSE (H INTEGER PRIMARY KEY, DX REAL, DY REAL, MASK TEXT)")
@@ -93,8 +132,10 @@ def _create_tables(
     )
 
 
-def _animal_rows(mice: list[SimMouse], animal_columns: tuple[str, ...]) -> tuple[list[str], list[tuple]]:
-    cols = list(animal_columns)
+def _write_animals(con: sqlite3.Connection, mice: list[SimMouse], variant: FileVariant) -> None:
+    """ANIMAL rows in the variant's layout (the tracker fills RFID and NAME; AGE, SEX ... as a lab's
+    script would), and the extra all-NULL row some files hold."""
+    cols = [c for c in ANIMAL_LAYOUTS[variant.animal_layout]]
     rows = []
     for m in mice:
         values = {
@@ -107,15 +148,60 @@ def _animal_rows(mice: list[SimMouse], animal_columns: tuple[str, ...]) -> tuple
             "SEX": m.sex,
             "STRAIN": "C57BL/6J",
             "SETUP": "",
+            "TREATMENT": "",
         }
         rows.append(tuple(values[c] for c in cols))
-    return cols, rows
+    con.executemany(f"INSERT INTO ANIMAL ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows)
+    if variant.null_animal:
+        con.execute("INSERT INTO ANIMAL (ID) VALUES (?)", (max(m.animal_id for m in mice) + 1,))
 
 
 def _timestamps(frames: np.ndarray, start_ms: int, jumps: np.ndarray, back_ms: np.ndarray, fps: float) -> np.ndarray:
     """Wall clock (ms) of frames; it jumps back by ``back_ms`` at each of ``jumps`` (a clock correction)."""
     setback = np.concatenate([[0], np.cumsum(back_ms)])[np.searchsorted(jumps, frames, side="right")]
     return start_ms + np.round(frames * 1000.0 / fps).astype(np.int64) - setback
+
+
+class _TrackerEvents:
+    """The tracker's "Detection" and "Stop" events of one animal, fed chunk by chunk (file frames)."""
+
+    def __init__(self) -> None:
+        self._tail = np.full((6, 2), np.nan)  # the 6 frames before the chunk (NaN: not detected)
+        self._open: dict[str, int | None] = {"Detection": None, "Stop": None}
+        self._last: dict[str, int] = {}
+        self.events: list[tuple[str, int, int]] = []
+
+    def feed(self, f0: int, f1: int, frames: np.ndarray, x_px: np.ndarray, y_px: np.ndarray) -> None:
+        """Frames [f0, f1) (0-based), the animal detected at ``frames`` (sorted, unique) at (x_px, y_px)."""
+        pos = np.full((f1 - f0 + 6, 2), np.nan)
+        pos[:6] = self._tail
+        pos[frames - f0 + 6] = np.column_stack([x_px, y_px])
+        seen = ~np.isnan(pos[:, 0])
+        self._runs("Detection", seen[6:], f0)
+        moved = np.hypot(pos[6:, 0] - pos[:-6, 0], pos[6:, 1] - pos[:-6, 1]) / 7  # NaN where a frame is missing
+        self._runs("Stop", seen[:-6] & seen[3:-3] & seen[6:] & (moved < TRACKER_STOP_PX), f0 - 3)
+        self._tail = pos[-6:]
+
+    def finish(self) -> list[tuple[str, int, int]]:
+        for name, start in self._open.items():
+            if start is not None:
+                self.events.append((name, start + FIRST_FRAME, self._last[name] + FIRST_FRAME))
+        return self.events
+
+    def _runs(self, name: str, flags: np.ndarray, first: int) -> None:
+        edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+        runs = [[first + s, first + e] for s, e in zip(starts.tolist(), ends.tolist())]
+        if self._open[name] is not None:
+            if runs and runs[0][0] == first:
+                runs[0][0] = self._open[name]
+            else:
+                self.events.append((name, self._open[name] + FIRST_FRAME, first - 1 + FIRST_FRAME))
+            self._open[name] = None
+        if runs and runs[-1][1] == first + len(flags) - 1:
+            self._open[name] = runs.pop()[0]
+        self._last[name] = first + len(flags) - 1
+        self.events += [(name, s + FIRST_FRAME, e + FIRST_FRAME) for s, e in runs]
 
 
 def _write_chunk(
@@ -125,25 +211,32 @@ def _write_chunk(
     f1: int,
     n_frames: int,
     clock: tuple[int, np.ndarray, np.ndarray],
+    start_hour: float,
+    identified_from: list[int],
+    events: list[_TrackerEvents],
+    seen: list[np.ndarray],
     params: Params,
     profile: Profile,
     rng: np.random.Generator,
 ) -> None:
-    """Frames [f0, f1): every animal's detections, anonymous blobs and the FRAME rows."""
+    """Frames [f0, f1): every animal's detections, anonymous blobs and the FRAME rows; the tracker's
+    events fed, and each planted segment's count of frames seen added to ``seen``."""
     g = params.lmt
     fps, (ox, oy), ppc, arena = g.fps, g.arena_origin_px, g.px_per_cm, g.arena_size_cm
     f = np.arange(f0, f1)
     exists = (rng.random(len(f)) >= DROPPED_FRAME_P) | (f == 0) | (f == n_frames - 1)
     frame, animal, x, y, heading = [], [], [], [], []
-    for tr in tracks:
+    for k, tr in enumerate(tracks):
         fv = f[exists & ~hidden_frames(tr, f0, f1) & (rng.random(len(f)) >= MISSED_P)]
         xc, yc, h = positions(tr, fv, fps)
+        ident = fv >= identified_from[k]
         frame.append(fv)
-        animal.append(np.full(len(fv), tr.mouse.animal_id))
+        animal.append(np.where(ident, tr.mouse.animal_id, 0))
         x.append(xc)
         y.append(yc)
         heading.append(h)
-    n_ident = sum(len(a) for a in frame)
+        np.add.at(seen[k], np.searchsorted(tr.start, fv[ident], side="right") - 1, 1)
+    n_ident = sum(int((a > 0).sum()) for a in animal)
     frac = profile.anonymous_fraction
     n_anon = round(n_ident * frac / (1 - frac))
     frame.append(np.sort(rng.choice(f[exists], n_anon)))
@@ -153,10 +246,13 @@ def _write_chunk(
     heading.append(rng.uniform(-np.pi, np.pi, n_anon))
     frame, animal = np.concatenate(frame), np.concatenate(animal)
     n = len(frame)
-    x_px = ox + np.concatenate(x) * ppc + rng.normal(0, TRACKING_NOISE_PX, n)
-    y_px = oy + np.concatenate(y) * ppc + rng.normal(0, TRACKING_NOISE_PX, n)
+    x_px = np.round(ox + np.concatenate(x) * ppc + rng.normal(0, TRACKING_NOISE_PX, n), 2)
+    y_px = np.round(oy + np.concatenate(y) * ppc + rng.normal(0, TRACKING_NOISE_PX, n), 2)
+    for k, tr in enumerate(tracks):  # the tracker's events, from the positions it measured
+        mine = animal == tr.mouse.animal_id
+        events[k].feed(f0, f1, frame[mine], x_px[mine], y_px[mine])
     junk = (animal > 0) & (rng.random(n) < JUNK_P)
-    x_px[junk] = rng.uniform(0, 5, int(junk.sum()))
+    x_px[junk] = np.round(rng.uniform(0, 5, int(junk.sum())), 2)
     pose = np.round(np.concatenate(heading) / (2 * np.pi) * N_POSES).astype(np.int64) % N_POSES
     rearing = rng.random(n) < REARING_P
     flags = (
@@ -168,16 +264,21 @@ def _write_chunk(
     )
     z = np.round(rng.normal(25.0, 1.5, n) + 15.0 * rearing, 1)
     particles = np.bincount(frame - f0, minlength=len(f))
-    rows = np.concatenate([np.arange(n), np.flatnonzero((animal > 0) & (rng.random(n) < DUPLICATE_P))])
-    rows = rows[np.argsort(frame[rows], kind="stable")]  # frame order; cage mates, blobs, then duplicates
+    duplicates = np.flatnonzero((animal > 0) & (rng.random(n) < DUPLICATE_P))
+    moved = rng.random(len(duplicates)) < 0.5  # half with other coordinates
+    dx, dy = (np.round(rng.normal(0, DUPLICATE_MOVED_PX, len(duplicates)) * moved, 2) for _ in range(2))
+    rows = np.concatenate([np.arange(n), duplicates])
+    shift_x, shift_y = np.concatenate([np.zeros(n), dx]), np.concatenate([np.zeros(n), dy])
+    order = np.argsort(frame[rows], kind="stable")  # frame order; cage mates, blobs, then duplicates
+    rows, shift_x, shift_y = rows[order], shift_x[order], shift_y[order]
 
     con.executemany(
         "INSERT INTO temp.STAGE VALUES (?, ?, ?, ?, ?, ?, ?)",
         zip(
             (frame[rows] + FIRST_FRAME).tolist(),
             animal[rows].tolist(),
-            np.round(x_px[rows], 2).tolist(),
-            np.round(y_px[rows], 2).tolist(),
+            np.round(x_px[rows] + shift_x, 2).tolist(),
+            np.round(y_px[rows] + shift_y, 2).tolist(),
             z[rows].tolist(),
             pose[rows].tolist(),
             flags[rows].tolist(),
@@ -188,8 +289,8 @@ def _write_chunk(
     con.execute("DELETE FROM temp.STAGE")
 
     fe = f[exists]
-    interval = fe / (profile.interval_s * fps)
-    hour, light = START_HOUR + interval, lights_on(np.floor(interval).astype(np.int64), params.room.lights_on)
+    hour = frame_hours(fe, start_hour, fps, profile.interval_s)
+    light = lights_on(hour, params.room.lights_on)
     m = len(fe)
     con.executemany(
         "INSERT INTO FRAME VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
@@ -209,18 +310,17 @@ def _write_chunk(
 def _write_events(
     con: sqlite3.Connection,
     tracks: list[Track],
+    tracker_events: list[list[tuple[str, int, int]]],
     clock: tuple[int, np.ndarray, np.ndarray],
     params: Params,
     rng: np.random.Generator,
 ) -> None:
-    """A "Stop" event per planted stop and a few RFID reads (RFIDEVENT + "RFID MATCH" events)."""
+    """The tracker's events ("Detection", "Stop") and a few RFID reads (RFIDEVENT + "RFID MATCH" events)."""
     g = params.lmt
-    events, reads = [], []
+    events = [(name, s, e, tr.mouse.animal_id) for tr, own in zip(tracks, tracker_events) for name, s, e in own]
+    reads = []
     for tr in tracks:
         stops = np.flatnonzero(tr.seg.kind == STOP)
-        first = tr.start[stops] + FIRST_FRAME
-        last = first + tr.seg.n[stops] - 1
-        events += [("Stop", s, e, tr.mouse.animal_id) for s, e in zip(first.tolist(), last.tolist())]
         for i in rng.choice(stops, min(3, len(stops)), replace=False).tolist():
             frame = int(tr.start[i])
             events.append(("RFID MATCH", frame + FIRST_FRAME, frame + FIRST_FRAME, tr.mouse.animal_id))
@@ -235,10 +335,41 @@ def _write_events(
             )
     events.sort(key=lambda e: (e[1], e[3], e[0]))
     con.executemany(
-        "INSERT INTO EVENT (NAME, DESCRIPTION, STARTFRAME, ENDFRAME, IDANIMALA) VALUES (?, ?, ?, ?, ?)",
-        [(name, name, s, e, a) for name, s, e, a in events],
+        "INSERT INTO EVENT (NAME, DESCRIPTION, STARTFRAME, ENDFRAME, IDANIMALA) VALUES (?, '', ?, ?, ?)", events
     )
     con.executemany("INSERT INTO RFIDEVENT (RFID, TIME, X, Y) VALUES (?, ?, ?, ?)", [r[1:] for r in sorted(reads)])
+
+
+def _write_log(con: sqlite3.Connection, n_frames: int) -> None:
+    """lmt-analysis's LOG rows, as its event builders leave them."""
+    processes = ("Build Event Stop", "Build Event Move", "Build Event Huddling")
+    con.executemany(
+        "INSERT INTO LOG (process, version, date, tmin, tmax) VALUES (?, ?, ?, ?, ?)",
+        [(p, "1.0.5", "08-January-2024 18:00:00", 0, n_frames + FIRST_FRAME - 1) for p in processes],
+    )
+
+
+def _planted_stops(tracks: list[Track], seen: list[np.ndarray], params: Params) -> pd.DataFrame:
+    """The ground truth: every planted stop of every mouse (file frames)."""
+    names = [s.name for s in cage_sites(params.cage_layout, params.lmt.arena_size_cm, (0.0, 0.0))]
+    parts = []
+    for tr, counts in zip(tracks, seen):
+        i = np.flatnonzero(tr.seg.kind == STOP)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "animal_id": np.full(len(i), tr.mouse.animal_id, dtype=np.int64),
+                    "rfid": tr.mouse.rfid,
+                    "start_frame": tr.start[i] + FIRST_FRAME,
+                    "end_frame": tr.start[i] + tr.seg.n[i] - 1 + FIRST_FRAME,
+                    "x_cm": tr.seg.x0[i],
+                    "y_cm": tr.seg.y0[i],
+                    "site": np.array(names, dtype=object)[tr.seg.site[i]],
+                    "seen_frames": counts[i],
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)[TRUTH_COLUMNS]
 
 
 def simulate_recording(
@@ -248,33 +379,46 @@ def simulate_recording(
     profile: Profile,
     rng: np.random.Generator,
     *,
-    animal_columns: int = 4,
-    event_metadata: bool = True,
+    variant: FileVariant = FileVariant(),
+    start_hour: float = 10.0,
+    truth: Path | None = None,
 ) -> None:
-    """Writes one LMT database for one cage at one age.
+    """Writes one LMT database for one cage at one age, starting at clock ``start_hour``; the planted
+    stops to ``truth`` (a parquet table, :data:`TRUTH_COLUMNS`) when given.
 
     Generated and inserted ``CHUNK_FRAMES`` at a time, so that memory stays bounded for
     72-h recordings; indexes are built after the inserts (much faster). Written to a
     temporary file beside ``path`` and renamed into place.
     """
-    layout = animal_layout(animal_columns)  # ValueError unless 3..9
-    n_frames = round(profile.n_intervals * profile.interval_s * params.lmt.fps)
-    tracks = [plan_track(m, params, profile, rng, n_frames) for m in mice]
+    if variant.animal_layout not in ANIMAL_LAYOUTS:
+        raise ValueError(f"animal_layout must be one of {', '.join(ANIMAL_LAYOUTS)}, not {variant.animal_layout!r}")
+    n_frames = recording_frames(profile, params)
+    tracks = [plan_track(m, params, profile, rng, n_frames, start_hour) for m in mice]
     jumps = np.sort(rng.integers(n_frames // 10, n_frames * 9 // 10, rng.integers(1, 3)))
-    clock = (START_MS + int(rng.integers(0, 300)) * DAY_MS, jumps, rng.integers(200, 1500, len(jumps)))
+    day = int(rng.integers(0, 300))
+    clock = (START_MS + day * DAY_MS + round(start_hour * 3_600_000), jumps, rng.integers(200, 1500, len(jumps)))
+    late = set(rng.choice(len(mice), variant.late_animals, replace=False).tolist())
+    identified_from = [int(rng.integers(*LATE_ID_FRAMES)) if k in late else 0 for k in range(len(mice))]
+    events = [_TrackerEvents() for _ in tracks]
+    seen = [np.zeros(len(tr.start), dtype=np.int64) for tr in tracks]
     with atomic_path(path) as tmp:
         con = sqlite3.connect(tmp, isolation_level=None)  # explicit BEGIN/COMMIT
         try:
             con.execute("PRAGMA journal_mode = OFF")
             con.execute("PRAGMA synchronous = OFF")
-            _create_tables(con, layout, event_metadata, profile.data_mask_px)
+            _create_tables(con, variant, profile.data_mask_px)
             con.execute("BEGIN")
-            cols, rows = _animal_rows(mice, layout)
-            con.executemany(f"INSERT INTO ANIMAL ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows)
+            _write_animals(con, mice, variant)
             for f0 in range(0, n_frames, CHUNK_FRAMES):
-                _write_chunk(con, tracks, f0, min(f0 + CHUNK_FRAMES, n_frames), n_frames, clock, params, profile, rng)
-            _write_events(con, tracks, clock, params, rng)
+                f1 = min(f0 + CHUNK_FRAMES, n_frames)
+                ids = (identified_from, events, seen)
+                _write_chunk(con, tracks, f0, f1, n_frames, clock, start_hour, *ids, params, profile, rng)
+            _write_events(con, tracks, [e.finish() for e in events], clock, params, rng)
+            if variant.processed:
+                _write_log(con, n_frames)
             con.execute("COMMIT")
             con.executescript("DROP TABLE temp.STAGE; DROP TABLE temp.POSE;" + INDEXES)
         finally:
             con.close()
+    if truth is not None:
+        write_table(_planted_stops(tracks, seen, params), truth)
