@@ -28,9 +28,9 @@ def test_dark_phases_are_the_hours_outside_lights_on_every_day():
 
 
 def test_the_clock_of_a_first_frame_is_read_in_the_room_s_time_zone():
-    assert clock_hour(START_MS, "UTC") == pytest.approx(10.0)  # the simulator's recordings start at 10:00
-    assert clock_hour(START_MS, "Europe/Paris") == pytest.approx(11.0)  # January: UTC+1
-    assert clock_hour(START_MS + 90 * 60_000, "UTC") == pytest.approx(11.5)
+    assert clock_hour(START_MS, "UTC") == pytest.approx(0.0)  # the simulator's day 0 starts at midnight
+    assert clock_hour(START_MS + 10 * 3_600_000, "Europe/Paris") == pytest.approx(11.0)  # January: UTC+1
+    assert clock_hour(START_MS + 690 * 60_000, "UTC") == pytest.approx(11.5)
 
 
 def test_a_simulated_cohort_says_how_fast_its_clock_runs_and_a_real_one_runs_in_real_time(tmp_path):

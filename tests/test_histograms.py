@@ -8,7 +8,15 @@ import pytest
 from helpers.params import DEMO, varied
 
 from lmt_stereotype.errors import InputError
-from lmt_stereotype.histograms import Stacks, build_stacks, labelled_samples, stop_histograms
+from lmt_stereotype.histograms import (
+    Stacks,
+    Window,
+    build_stacks,
+    check_length,
+    labelled_samples,
+    stack_window,
+    stop_histograms,
+)
 from lmt_stereotype.labels import GROUPING_COLUMNS, PAPER_CLASSES, Target
 
 PAPER = varied(DEMO.histograms, n_intervals=72, interval_s=3600, grid=30)
@@ -72,10 +80,11 @@ STOPS = {
 SMALL = varied(DEMO.histograms, n_intervals=2, interval_s=10, grid=10)
 LABELS = {"sex": ["F", "F", "M"], "age": ["adult", "juvenile", "adult"], "genotype": ["WT", "KO", "KO"]}
 CLASS = Target.of("class", PAPER_CLASSES)
+WINDOWS = {"r1": Window(0.0, 10.0), "r2": Window(0.0, 21.5)}  # each from its first frame
 
 
 def test_stacks_round_trip_through_one_file_with_labels_cages_and_ids(tmp_path):
-    stacks = build_stacks(samples(**LABELS, strain=["B6"] * 3), STOPS, SMALL, 50.0, CLASS)
+    stacks = build_stacks(samples(**LABELS, strain=["B6"] * 3), STOPS, WINDOWS, SMALL, 50.0, CLASS)
     assert stacks.X.reshape(3, -1).sum(axis=1).tolist() == [2, 1, 1]
     stacks.save(tmp_path / "s.npz")
     first = (tmp_path / "s.npz").read_bytes()
@@ -97,17 +106,17 @@ def test_stacks_round_trip_through_one_file_with_labels_cages_and_ids(tmp_path):
 )
 def test_stacks_are_labelled_by_the_target_column_in_its_class_order(tmp_path, column, labels, classes, y):
     target = Target.of(column, labels)
-    stacks = build_stacks(samples(**LABELS), STOPS, SMALL, 50.0, target)
+    stacks = build_stacks(samples(**LABELS), STOPS, WINDOWS, SMALL, 50.0, target)
     assert stacks.label.tolist() == labels and stacks.classes == classes and stacks.y.tolist() == y
     stacks.save(tmp_path / "s.npz")
     back = Stacks.load(tmp_path / "s.npz")
     assert back.target == target and back.y.tolist() == y
-    reordered = build_stacks(samples(**LABELS), STOPS, SMALL, 50.0, Target.of(column, labels, classes[::-1]))
+    reordered = build_stacks(samples(**LABELS), STOPS, WINDOWS, SMALL, 50.0, Target.of(column, labels, classes[::-1]))
     assert reordered.y.tolist() == [1 - k for k in y]  # target.classes decides the indices
 
 
 def test_a_subset_of_stacks_keeps_every_per_recording_field_aligned():
-    stacks = build_stacks(samples(**LABELS), STOPS, SMALL, 50.0, CLASS)
+    stacks = build_stacks(samples(**LABELS), STOPS, WINDOWS, SMALL, 50.0, CLASS)
     part = stacks.subset(np.array([2, 0]))
     assert part.label.tolist() == ["AM", "AF"] and part.sample.tolist() == ["r2:1", "r1:1"]
     assert part.groups["genotype"].tolist() == ["KO", "WT"] and part.cage.tolist() == ["c2", "c1"]
@@ -155,3 +164,51 @@ def test_a_cohort_of_one_class_is_stacked_but_refused_where_models_are_trained(t
     params = DEMO.model_copy(update={"target": varied(DEMO.target, column="sex")})
     with pytest.raises(InputError, match="every recording has sex 'M': two classes or more are needed"):
         check_design(params, one_sex, tmp_path / "params.yaml")
+
+
+# --- where the window lies: the room's clock, or the recording's first frame -------------------
+
+CLOCK = varied(DEMO.histograms, n_intervals=72, interval_s=3600, grid=30, align="clock", clock_start=12)
+
+
+@pytest.mark.parametrize("start_hour", [9 + 20 / 60, 10.75, 11.999])
+def test_on_the_clock_interval_t_covers_the_same_clock_hour_in_every_recording(start_hour):
+    """Interval 0 starts at the first 12:00 after the first frame: a stop at 12:30 is in interval 0, one at
+    14:10 in interval 2, whenever the recording started; stops before 12:00 are left out."""
+    window = stack_window(start_hour, 3600.0, CLOCK, "r.sqlite")
+    assert window.start_hour == 12 and window.offset_s == pytest.approx((12 - start_hour) * 3600)
+    since_start = (np.array([11.9, 12.5, 14 + 10 / 60]) - start_hour) * 3600  # stops at these clock hours
+    stack = stop_histograms(since_start, np.full(3, 10.0), np.full(3, 10.0), CLOCK, 50.0, window.offset_s)
+    assert stack.sum(axis=(1, 2))[:3].tolist() == [1, 0, 1] and stack.sum() == 2
+
+
+def test_a_recording_started_on_the_hour_loses_nothing_and_one_started_after_it_waits_a_day():
+    assert stack_window(12.0, 3600.0, CLOCK, "r.sqlite").offset_s == 0
+    assert stack_window(12.5, 3600.0, CLOCK, "r.sqlite").offset_s == pytest.approx(23.5 * 3600)
+    assert stack_window(11.0, 30.0, CLOCK, "r.sqlite").offset_s == pytest.approx(30.0), "the simulator's 30-s hours"
+
+
+def test_aligned_on_the_recording_interval_0_is_its_first_frame():
+    window = stack_window(9.5, 3600.0, varied(CLOCK, align="recording"), "r.sqlite")
+    assert (window.offset_s, window.start_hour) == (0.0, 9.5)
+    with pytest.raises(InputError, match="r.sqlite: its first frame has no clock time .*align: recording"):
+        stack_window(float("nan"), 3600.0, CLOCK, "r.sqlite")
+
+
+def test_one_tolerance_for_short_recordings_in_histograms_and_predict(caplog):
+    """Short by 2 frames: padded with a warning by both; short by more than pad_tolerance of an interval:
+    padded by histograms, refused by predict; the message shows the duration to the frame."""
+    window = Window(0.0, 10.0)
+    full = 72 * 3600.0
+    for refuse in (False, True):
+        check_length("r.sqlite", full - 2 / 30, 30, window, CLOCK, refuse=refuse)
+    assert len(caplog.records) == 2 and all("0.067 s (2 frames) short" in r.message for r in caplog.records)
+    assert all("padded (within histograms.pad_tolerance: 0.1" in r.message for r in caplog.records)
+    caplog.clear()
+    check_length("r.sqlite", full - 1800, 30, window, CLOCK, refuse=False)
+    assert "padded, its last 0.5 of 72 intervals are empty" in caplog.records[0].message
+    with pytest.raises(InputError, match=r"lasts 257400.000 s \(7722000 frames\), 1800.000 s .* more than"):
+        check_length("r.sqlite", full - 1800, 30, window, CLOCK, refuse=True)
+    caplog.clear()
+    check_length("r.sqlite", full + 1, 30, window, CLOCK, refuse=True)
+    assert not caplog.records, "longer is not short"

@@ -53,7 +53,7 @@ def test_params_yaml_is_the_one_source_of_every_setting_and_the_paper_file_diffe
     raw, raw_paper = (yaml.safe_load((ROOT / f).read_text()) for f in ("params.yaml", "configs/paper.yaml"))
     assert set(raw) == set(Params.model_fields) and _keys(raw) == _keys(raw_paper)
     differ = {k for k in _keys(raw) if "." in k and _get(raw, k) != _get(raw_paper, k)}
-    assert differ == {"histograms.n_intervals", "histograms.interval_s", "simulate.profile"}
+    assert differ == {"histograms.n_intervals", "histograms.interval_s", "histograms.align", "simulate.profile"}
     assert (paper.histograms.n_intervals, paper.histograms.interval_s) == (72, 3600)  # the paper: T = 72 hours
     assert params.stops.speed_threshold_cm_s == 5.0 and params.stops.min_duration_s == 1.0
     assert params.histograms.grid == 30 and params.cnn.kernel_sizes == (3, 9) and params.cnn.lr == 1e-3

@@ -66,11 +66,19 @@ class StopParams(_Section):
 
 
 class HistogramParams(_Section):
-    """Stack geometry: ``n_intervals`` time bins of ``interval_s`` by a ``grid`` x ``grid`` cage."""
+    """Stack geometry: ``n_intervals`` time bins of ``interval_s`` by a ``grid`` x ``grid`` cage,
+    and where the bins lie in time (:mod:`lmt_stereotype.histograms`)."""
 
     n_intervals: int = Field(gt=0)
     interval_s: float = Field(gt=0)
     grid: int = Field(gt=0)
+    align: Literal["recording", "clock"] = Field(
+        description="recording: interval 0 starts at the first frame; clock: at the first clock_start o'clock"
+    )
+    clock_start: float = Field(ge=0, lt=24, description="align clock: the hour of the day interval 0 starts at")
+    pad_tolerance: float = Field(
+        ge=0, le=1, description="share of one interval a recording may fall short of the window and be padded"
+    )
 
 
 class RoomParams(_Section):

@@ -1,19 +1,28 @@
 """Stacks of stop histograms: T time intervals x an N x N grid over the cage.
 
 A stop belongs to the interval of its start and the tile of its mean position;
-positions outside the arena are clipped to the border tile, stops starting after
-the last interval are left out (and counted). Array layout: ``[t, row, col]`` with
+positions outside the arena are clipped to the border tile, stops starting outside
+the window are left out (and counted). Array layout: ``[t, row, col]`` with
 row = y (top of the image first) and col = x, as the camera sees the cage.
 
-Recordings that do not match the stack's time window (``n_intervals`` x ``interval_s``
-from the recording's first frame):
+Where the window (``n_intervals`` x ``interval_s``) lies, :func:`stack_window`:
 
-- shorter: **padded, with a warning** naming the recording and how many intervals stay
-  empty (a recording stopped early keeps its cage in the cohort; the stack says no
-  stops where nothing was recorded). ``predict`` instead refuses a recording shorter
-  than its model's window: one mouse's classification would rest on the padding;
-- longer: **truncated, logged** (info) with the length kept; the stops after the
-  window are counted in ``n_stops_after_window``.
+- ``align: clock`` (the default): interval 0 starts at the first ``clock_start``
+  o'clock of the room's clock at or after the recording's first frame (its
+  FRAME.TIMESTAMP in ``room.timezone``; the simulator's clock for simulated files), so
+  channel t is the same time of day in every recording, and the light phases drawn
+  behind the time plots are exact. LMT recordings start whenever the mice were put in,
+  so counting from the first frame would give the same channel a different circadian
+  phase in each; the price is the stops before ``clock_start`` (left out, counted) and
+  a recording that must run that much longer than the window;
+- ``align: recording`` (the paper's): interval 0 starts at the first frame.
+
+A recording shorter than its window by at most ``pad_tolerance`` of one interval is
+padded, with a warning, by ``histograms`` and ``predict`` alike (one rule,
+:func:`check_length`); a shorter one is padded with a warning naming how many intervals
+stay empty by ``histograms`` (it keeps its cage in the cohort) and refused by
+``predict`` (one mouse's classification would rest on the padding). Stops after the
+window are left out; "truncated" is logged only when some were.
 
 A mouse-recording of the manifest with no stop at all (no valid detection, e.g. only
 anonymous ones, or a mouse that never held still) is an error naming its manifest
@@ -29,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lmt_stereotype.config import HistogramParams, TargetParams
+from lmt_stereotype.config import HistogramParams, LMTGeometry, TargetParams
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.files import read_table, save_npz
 from lmt_stereotype.labels import GROUPING_COLUMNS, Target, label_factors, sample_labels
@@ -38,12 +47,86 @@ from lmt_stereotype.manifest import read_samples
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Window:
+    """Where a recording's stack lies: interval 0 starts ``offset_s`` after its first frame, at
+    clock hour ``start_hour`` (NaN when unknown: a recording without a clock, aligned on itself)."""
+
+    offset_s: float
+    start_hour: float
+
+    def words(self, params: HistogramParams) -> str:
+        window_s = params.n_intervals * params.interval_s
+        if params.align == "recording":
+            return f"{params.n_intervals} x {params.interval_s:g} s = {window_s:g} s from its first frame"
+        return (
+            f"{params.n_intervals} x {params.interval_s:g} s = {window_s:g} s from {_hhmm(self.start_hour)} on the"
+            f" clock, {self.offset_s:.3f} s after its first frame"
+        )
+
+
+def _hhmm(hour: float) -> str:
+    minutes = round(hour * 60) % (24 * 60)
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def stack_window(start_hour: float, seconds_per_hour: float, params: HistogramParams, recording: str) -> Window:
+    """The window of a recording whose first frame is at clock hour ``start_hour`` (a clock hour
+    lasting ``seconds_per_hour`` seconds of recording: 3600, the simulator's fewer)."""
+    if params.align == "recording":
+        return Window(0.0, start_hour)
+    if not np.isfinite(start_hour):
+        raise InputError(
+            recording,
+            "its first frame has no clock time (FRAME.TIMESTAMP), so its stack cannot start at"
+            f" histograms.clock_start ({_hhmm(params.clock_start)}); set histograms.align: recording",
+        )
+    offset_h = (params.clock_start - start_hour) % 24
+    if offset_h > 24 - 1e-6:  # at clock_start to the microsecond
+        offset_h = 0.0
+    return Window(offset_h * seconds_per_hour, params.clock_start)
+
+
+def check_length(
+    recording: str, duration_s: float, fps: float, window: Window, params: HistogramParams, *, refuse: bool
+) -> None:
+    """The one rule for recordings shorter than their window: short by at most ``pad_tolerance`` of an
+    interval, padded with a warning; more, refused (``refuse``: ``predict``) or padded with a warning."""
+    need_s = window.offset_s + params.n_intervals * params.interval_s
+    short_s = need_s - duration_s
+    if short_s <= 0:
+        return
+    what = (
+        f"lasts {duration_s:.3f} s ({round(duration_s * fps)} frames), {short_s:.3f} s ({round(short_s * fps)}"
+        f" frames) short of its window of {window.words(params)}"
+    )
+    tolerance = f"histograms.pad_tolerance: {params.pad_tolerance:g} of one {params.interval_s:g}-s interval"
+    if short_s <= params.pad_tolerance * params.interval_s:
+        log.warning("%s %s: padded (within %s)", recording, what, tolerance)
+    elif refuse:
+        raise InputError(recording, f"{what}: more than {tolerance}")
+    else:
+        log.warning(
+            "%s %s: padded, its last %.3g of %d intervals are empty",
+            recording,
+            what,
+            short_s / params.interval_s,
+            params.n_intervals,
+        )
+
+
 def stop_histograms(
-    start_s: np.ndarray, x_cm: np.ndarray, y_cm: np.ndarray, params: HistogramParams, arena_size_cm: float
+    start_s: np.ndarray,
+    x_cm: np.ndarray,
+    y_cm: np.ndarray,
+    params: HistogramParams,
+    arena_size_cm: float,
+    offset_s: float = 0.0,
 ) -> np.ndarray:
-    """Count stops per (interval, row, col): a float32 array of shape (T, N, N)."""
+    """Count stops per (interval, row, col): a float32 array of shape (T, N, N); interval 0 starts
+    ``offset_s`` after the first frame (:attr:`Window.offset_s`)."""
     T, N = params.n_intervals, params.grid
-    t = np.floor(np.asarray(start_s, dtype=np.float64) / params.interval_s).astype(np.int64)
+    t = np.floor((np.asarray(start_s, dtype=np.float64) - offset_s) / params.interval_s).astype(np.int64)
     inside = (t >= 0) & (t < T)
     cell = arena_size_cm / N
     col = np.clip(np.floor(np.asarray(x_cm) / cell), 0, N - 1).astype(np.int64)
@@ -67,7 +150,7 @@ class Stacks:
     animal_id: np.ndarray
     sample: np.ndarray
     interval_s: float
-    start_hour: np.ndarray  # clock hour of each recording's first frame (room time, :mod:`~lmt_stereotype.clock`)
+    start_hour: np.ndarray  # clock hour at which each recording's interval 0 starts (room time, :class:`Window`)
     seconds_per_hour: float  # seconds of recording per hour of the room's clock (3600; the simulator's fewer)
 
     @property
@@ -134,11 +217,13 @@ class Stacks:
 def build_stacks(
     samples: pd.DataFrame,
     stops_by_recording: dict[str, pd.DataFrame],
+    windows: dict[str, Window],
     params: HistogramParams,
     arena_size_cm: float,
     target: Target,
 ) -> Stacks:
-    """One stack per row of a sample table (:func:`lmt_stereotype.manifest.sample_table`), labelled for ``target``.
+    """One stack per row of a sample table (:func:`lmt_stereotype.manifest.sample_table`), labelled for
+    ``target``, in its recording's window.
 
     The grouping columns with two levels or more in the cohort go along, for accuracy within their levels.
     """
@@ -147,7 +232,12 @@ def build_stacks(
         stops = stops_by_recording[row.recording_id]
         mine = stops[stops["animal_id"] == row.animal_id]
         X[k] = stop_histograms(
-            mine["start_s"].to_numpy(), mine["x_cm"].to_numpy(), mine["y_cm"].to_numpy(), params, arena_size_cm
+            mine["start_s"].to_numpy(),
+            mine["x_cm"].to_numpy(),
+            mine["y_cm"].to_numpy(),
+            params,
+            arena_size_cm,
+            windows[row.recording_id].offset_s,
         )
     groups = {c: samples[c].to_numpy(dtype=str) for c in GROUPING_COLUMNS}
     return Stacks(
@@ -161,7 +251,7 @@ def build_stacks(
         animal_id=samples["animal_id"].to_numpy(dtype=np.int64),
         sample=samples["sample"].to_numpy(dtype=str),
         interval_s=params.interval_s,
-        start_hour=samples["start_hour"].to_numpy(dtype=np.float64),
+        start_hour=np.array([windows[r].start_hour for r in samples["recording_id"]], dtype=np.float64),
         seconds_per_hour=float(samples["seconds_per_hour"].iloc[0]),
     )
 
@@ -208,7 +298,7 @@ def build_cohort_stacks(
     samples_path: Path,
     stops_dir: Path,
     out_path: Path,
-    arena_size_cm: float,
+    geometry: LMTGeometry,
     params: HistogramParams,
     target_params: TargetParams,
     manifest: Path,
@@ -216,32 +306,34 @@ def build_cohort_stacks(
     """Stacks for every mouse-recording of the sample table (written by ``stops``), labelled for the
     target and saved to ``out_path``.
 
-    Reads only what ``stops`` wrote, never the raw recordings. A recording shorter than
-    the stack's window gets empty trailing intervals (warned); stops after the window
-    are left out (logged and counted); a mouse-recording without a single stop is an
-    error naming its row of ``manifest``, and so is one without a label
-    (:func:`labelled_samples`). Returns counts.
+    Reads only what ``stops`` wrote, never the raw recordings. Each recording's window is
+    placed by :func:`stack_window`; one shorter than its window is padded (warned,
+    :func:`check_length`); stops outside the window are left out (logged and counted); a
+    mouse-recording without a single stop is an error naming its row of ``manifest``, and
+    so is one without a label (:func:`labelled_samples`). Returns counts.
     """
     samples, target, n_unlabelled = labelled_samples(read_samples(samples_path), target_params, manifest)
     summary = read_table(stops_dir / "recordings.csv").set_index("recording_id")
     window_s = params.n_intervals * params.interval_s
-    stops = {}
-    for rid in samples["recording_id"].unique():
+    stops, windows, before, after = {}, {}, 0, 0
+    for rid, rec in samples.drop_duplicates("recording_id").set_index("recording_id").iterrows():
         if rid not in summary.index:
             raise InputError(stops_dir, f"no stops for recording {rid}: run the stops stage first")
-        stops[rid] = read_table(stops_dir / f"{rid}.parquet")
-        duration = summary.at[rid, "duration_s"]
-        if duration < window_s:
-            log.warning(
-                "%s lasts %.0f s, shorter than the %.0f s window: padded, its last %.3g of %d intervals are empty",
-                rid,
-                duration,
-                window_s,
-                (window_s - duration) / params.interval_s,
-                params.n_intervals,
+        stops[rid] = table = read_table(stops_dir / f"{rid}.parquet")
+        windows[rid] = window = stack_window(rec["start_hour"], rec["seconds_per_hour"], params, rec["recording"])
+        check_length(rec["recording"], summary.at[rid, "duration_s"], geometry.fps, window, params, refuse=False)
+        mine = table[table["animal_id"].isin(samples.loc[samples["recording_id"] == rid, "animal_id"])]
+        n_before = int((mine["start_s"] < window.offset_s).sum())
+        n_after = int((mine["start_s"] >= window.offset_s + window_s).sum())
+        before, after = before + n_before, after + n_after
+        if n_before or n_after:
+            log.info(
+                "%s: truncated to its window of %s: %d stops before it and %d after it left out",
+                rec["recording"],
+                window.words(params),
+                n_before,
+                n_after,
             )
-        elif duration > window_s:
-            log.info("%s lasts %.0f s: truncated, stops after the first %.0f s are left out", rid, duration, window_s)
     for row in samples.itertuples(index=False):
         if not (stops[row.recording_id]["animal_id"] == row.animal_id).any():
             raise InputError(
@@ -249,17 +341,17 @@ def build_cohort_stacks(
                 f"row {row.manifest_row}: animal {row.animal} of {row.recording} has no stop at all (no valid "
                 "detection, or it never held still): its stack would be empty; check its tracking or remove the row",
             )
-    stacks = build_stacks(samples, stops, params, arena_size_cm, target)
+    stacks = build_stacks(samples, stops, windows, params, geometry.arena_size_cm, target)
     stacks.save(out_path)
     n_stops = sum(int(stops[r]["animal_id"].isin(g["animal_id"]).sum()) for r, g in samples.groupby("recording_id"))
-    n_in_window = int(stacks.X.sum())
     return {
         "n_samples": len(samples),
         "n_cages": samples["cage"].nunique(),
         "n_recordings": len(stops),
         "n_stops": n_stops,
-        "n_stops_in_window": n_in_window,
-        "n_stops_after_window": n_stops - n_in_window,
+        "n_stops_in_window": int(stacks.X.sum()),
+        "n_stops_before_window": before,
+        "n_stops_after_window": after,
         "n_without_target": n_unlabelled,
         **{f"n_{c}": int((stacks.label == c).sum()) for c in target.classes},
     }

@@ -23,7 +23,8 @@ What a recording gets (each case is in ``tests/test_corpus.py``):
   NULL) or infinite coordinate or frame number are missing detections, like junk
   (MASS_X below ``min_mass_x_px``); coordinates outside the arena are kept as measured
   (the histograms clip them to the border tile); FRAME.TIMESTAMP is used only for the
-  clock time of the first frame (where the clock's intervals start), never for timing, so a clock going backwards later changes nothing;
+  clock time of the first frame (where the clock's intervals start), never for timing,
+  so a clock going backwards later changes nothing;
 - read, with a warning naming the recording and animal: an animal with no valid
   detection at all (so no stops), which is every animal when only anonymous detections
   are left; an empty ANIMAL table.

@@ -3,8 +3,11 @@
 The recording goes through the same stop detection and histograms as the training
 cohort, with the ``stops`` and ``histograms`` parameters stored in the model, so a model
 keeps meaning what it meant when it was trained, whatever ``params.yaml`` says today.
-Only the camera geometry (``lmt``: frame rate, scale, arena) comes from the caller: it
-describes the set-up that made the recording, not the model.
+Only the camera geometry (``lmt``: frame rate, scale, arena) and the room's time zone
+come from the caller: they describe the set-up that made the recording, not the model.
+The window is placed and checked by the same rules as ``histograms``
+(:func:`~lmt_stereotype.histograms.stack_window`, :func:`~lmt_stereotype.histograms.check_length`),
+but a recording short of it by more than ``pad_tolerance`` of an interval is refused.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lmt_stereotype.clock import clock_hour, seconds_per_clock_hour
 from lmt_stereotype.config import LMTGeometry, StackParams
 from lmt_stereotype.errors import InputError
-from lmt_stereotype.histograms import stop_histograms
+from lmt_stereotype.histograms import check_length, stack_window, stop_histograms
 from lmt_stereotype.lmt import LMTDatabase
 from lmt_stereotype.parallel import available_cores
 from lmt_stereotype.stops import recording_stops
@@ -35,41 +39,45 @@ def load_model(uri: str) -> tuple[Any, StackParams]:
     except (MlflowException, OSError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(uri, f"no such model ({first_line}); train one first or pass --model URI") from None
-    params = stack_params(model)
+    try:
+        params = stack_params(model)
+    except ValueError as exc:  # pydantic's ValidationError
+        first_line = str(exc).strip().splitlines()[0]
+        raise InputError(uri, f"trained by another version of lmt-stereotype ({first_line}): retrain it") from None
     if params is None:
         raise InputError(uri, "not an lmt-stereotype model: its metadata lacks the stop and histogram parameters")
     return model, params
 
 
-def recording_stacks(db: Path, params: StackParams) -> tuple[pd.DataFrame, np.ndarray]:
-    """One stack per identified animal of ``db`` (rows: animal_id, rfid, name, n_stops in the window)."""
-    window_s = params.histograms.n_intervals * params.histograms.interval_s
-    stops, summary = recording_stops(db, params.lmt, params.stops, threads=available_cores())
-    duration_s = (summary.last_frame - summary.first_frame + 1) / params.lmt.fps
-    if duration_s < window_s:
-        raise InputError(
-            db,
-            f"the recording lasts {duration_s:.0f} s, shorter than the model's window of "
-            f"{params.histograms.n_intervals} x {params.histograms.interval_s:g} s = {window_s:.0f} s",
-        )
+def recording_stacks(db: Path, params: StackParams, timezone: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """One stack per identified animal of ``db`` (rows: animal_id, rfid, name, n_stops in the window),
+    in the window the model's histograms parameters place (its clock read in ``timezone``)."""
+    h = params.histograms
     with LMTDatabase(db, params.lmt) as recording:
         animals = recording.animals()
+        start_ms = recording.start_ms()
+    start_hour = clock_hour(start_ms, timezone) if start_ms is not None else float("nan")
+    window = stack_window(start_hour, seconds_per_clock_hour(Path(db).parent), h, str(db))
+    stops, summary = recording_stops(db, params.lmt, params.stops, threads=available_cores())
+    duration_s = (summary.last_frame - summary.first_frame + 1) / params.lmt.fps
+    check_length(str(db), duration_s, params.lmt.fps, window, h, refuse=True)
     if not animals:
         raise InputError(db, "no identified animal in ANIMAL: nothing to classify")
     rows, stacks = [], []
     for animal in animals:
         mine = stops[stops["animal_id"] == animal.id]
         stacks.append(
-            stop_histograms(mine["start_s"], mine["x_cm"], mine["y_cm"], params.histograms, params.lmt.arena_size_cm)
+            stop_histograms(mine["start_s"], mine["x_cm"], mine["y_cm"], h, params.lmt.arena_size_cm, window.offset_s)
         )
         in_window = int(stacks[-1].sum())
         rows.append({"animal_id": animal.id, "rfid": animal.rfid, "name": animal.name, "n_stops": in_window})
     return pd.DataFrame(rows), np.stack(stacks)
 
 
-def predict_recording(db: Path, uri: str, geometry: LMTGeometry) -> pd.DataFrame:
-    """Per-mouse class and class probabilities for one recording made with the camera ``geometry``."""
+def predict_recording(db: Path, uri: str, geometry: LMTGeometry, timezone: str) -> pd.DataFrame:
+    """Per-mouse class and class probabilities for one recording made with the camera ``geometry``
+    in a room whose clock (FRAME.TIMESTAMP) is in ``timezone``."""
     model, trained = load_model(uri)
-    animals, X = recording_stacks(db, trained.model_copy(update={"lmt": geometry}))
+    animals, X = recording_stacks(db, trained.model_copy(update={"lmt": geometry}), timezone)
     predictions = model.predict(X)
     return pd.concat([animals, predictions.reset_index(drop=True)], axis=1)

@@ -260,16 +260,17 @@ def recording_stops(
 
 
 def _recording_job(
-    path: Path, recording_id: str, folder: Path, geometry: LMTGeometry, params: StopParams, threads: int
+    raw: Path, recording: str, recording_id: str, folder: Path, geometry: LMTGeometry, params: StopParams, threads: int
 ) -> dict:
-    """One recording's stops into ``folder``; its summary row."""
+    """One recording's stops into ``folder``; its summary row (``recording``: its path relative to ``raw``)."""
+    path = raw / recording
     stops, info = recording_stops(path, geometry, params, threads)
     write_table(stops, folder / f"{recording_id}.parquet")
     with LMTDatabase(path, geometry) as db:
         start_ms = db.start_ms()
     return {
         "recording_id": recording_id,
-        "recording": path.name,
+        "recording": recording,
         "start_ms": start_ms,
         "first_frame": info.first_frame,
         "last_frame": info.last_frame,
@@ -303,7 +304,7 @@ def detect_cohort_stops(
     with atomic_dir(out_dir) as tmp, process_pool(len(recordings), workers) as pool:
         futures = [
             pool.submit(
-                _recording_job, manifest_path.parent / rec.recording, rec.recording_id, tmp, geometry, params, threads
+                _recording_job, manifest_path.parent, rec.recording, rec.recording_id, tmp, geometry, params, threads
             )
             for rec in recordings.itertuples(index=False)
         ]

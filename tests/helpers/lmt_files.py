@@ -13,7 +13,7 @@ from lmt_stereotype.schema import ANIMAL_LAYOUTS, INDEXES, TRACKER_ANIMAL_COLUMN
 
 FPS = 30
 GEOMETRY = DEMO.lmt
-ANIMAL_VARIANTS = list(ANIMAL_LAYOUTS)  # 3 to 9 columns
+ANIMAL_VARIANTS = list(ANIMAL_LAYOUTS.values())  # every layout of FORMAT.md, 3 to 9 columns
 
 
 def cm_to_px(x_cm: np.ndarray, y_cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

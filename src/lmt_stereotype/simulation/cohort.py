@@ -4,12 +4,14 @@ The paper's design: ``n_cages`` same-sex cages of 4 mice (the first half male), 
 recorded twice, as juveniles and as adults (``cageNN_juvenile.sqlite``,
 ``cageNN_adult.sqlite``); ANIMAL.IDs are per recording, RFIDs per mouse. Each cage has
 its own random stream, so adding cages leaves the first ones as they were. Every
-recording starts at its own clock time (between 8:00 and 17:00 of the simulator's
-clock). Across the cohort the recordings take every ANIMAL layout lmt-analysis can open
-(4, 5, 7, 8 and 9 columns), EVENT with and without METADATA, files processed by
-lmt-analysis (a LOG table), an extra all-NULL ANIMAL row and animals identified late;
-the manifest names animals by ID in some recordings and by RFID in others, and leaves
-one mouse's sex and age to the ANIMAL table where it has them.
+recording starts at its own clock time, a whole minute in the stack interval before
+``histograms.clock_start`` (the demo: between 6:00 and 12:00 of the simulator's clock)
+and lasts one stack interval more than the window. Across the cohort the recordings
+take every ANIMAL layout lmt-analysis can open (4, 5, 7, 8 and 9 columns), EVENT with
+and without METADATA, files processed by lmt-analysis (a LOG table), an extra all-NULL
+ANIMAL row and animals identified late; the manifest names animals by ID in some
+recordings and by RFID in others, and leaves one mouse's sex and age to the ANIMAL
+table where it has them.
 
 A genotype (``simulate.genotype``) may be planted: ``housing: mixed`` makes 2 mice of
 every cage KO and 2 WT (which ones: the cage's own genotype stream), ``per_cage`` makes
@@ -93,7 +95,6 @@ AGES = ("juvenile", "adult")
 GENOTYPE_STREAM = 0x47454E4F  # ("GENO") entropy of the per_cage genotype draw, apart from any cage's streams
 MIXED_STREAM = 3  # a cage's streams: 0 its mice, 1 and 2 its recordings, 3 its mixed genotypes, 4 its clock
 CLOCK_STREAM = 4
-START_HOURS = (8, 17)  # recordings start at a whole minute between 8:00 and 17:00 of the clock
 
 SIMULATED_LAYOUTS = ("4", "5", "7", "8", "9-IND")
 """The ANIMAL layouts of FORMAT.md that lmt-analysis's loader opens (the 3-column one and the
@@ -158,6 +159,15 @@ def _genotypes(params: Params, seed: int) -> list[tuple[str, ...]]:
     return [("KO" if c in ko_cages else "WT",) * 4 for c in range(sim.n_cages)]
 
 
+def _start_hour(rng: np.random.Generator, params: Params) -> float:
+    """A recording's clock hour at its first frame: a whole minute in the stack interval before
+    ``histograms.clock_start``, so that a window aligned on the clock fits in the recording's margin."""
+    h = params.histograms
+    margin_h = h.interval_s / PROFILES[params.simulate.profile].interval_s  # one stack interval, in clock hours
+    minutes = int(rng.integers(0, max(round(margin_h * 60), 1)))
+    return (h.clock_start - margin_h + minutes / 60) % 24
+
+
 def _plan_cohort(params: Params) -> tuple[list[_RecordingPlan], dict[str, list[float]]]:
     """Cages, their mice and fingerprints, and the per-recording variants; cheap (no tracks)."""
     sim = params.simulate
@@ -204,7 +214,7 @@ def _plan_cohort(params: Params) -> tuple[list[_RecordingPlan], dict[str, list[f
                 null_animal=r % 6 == 3,
                 late_animals=(0, 0, 1, 0, 0, 0, 2, 0)[r % 8],
             )
-            start_hour = int(clock.integers(*START_HOURS)) + int(clock.integers(0, 60)) / 60
+            start_hour = _start_hour(clock, params)
             plans.append(
                 _RecordingPlan(
                     file=f"{cage}_{age}.sqlite",

@@ -26,7 +26,7 @@ def run(params: Params) -> dict[str, float]:
             params.data.samples,
             params.data.stops,
             params.data.stacks,
-            params.lmt.arena_size_cm,
+            params.lmt,
             h,
             params.target,
             params.data.manifest,
