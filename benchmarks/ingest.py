@@ -41,6 +41,7 @@ from lmt_stereotype.errors import InputError
 from lmt_stereotype.lmt import COVERING_INDEX, LMTDatabase
 from lmt_stereotype.parallel import available_cores
 from lmt_stereotype.simulation import FIRST_FRAME, PROFILES
+from lmt_stereotype.simulation.behaviour import recording_frames
 from lmt_stereotype.simulation.cohort import _plan_cohort, _write_planned
 from lmt_stereotype.stops import recording_stops
 
@@ -57,14 +58,15 @@ def recording(out: Path, hours: int) -> tuple[Path, float | None]:
     """
     params = PAPER
     path = out / f"lmt_{hours}h.sqlite"
-    n_frames = round(hours * 3600 * params.lmt.fps)
+    # recordings last their profile's intervals and one stack interval (1 h) of margin: hours - 1 + 1
+    profile = replace(PROFILES["paper"], interval_s=3600.0, n_intervals=hours - 1)
+    n_frames = recording_frames(profile, params)
     try:
         with LMTDatabase(path, params.lmt) as db:
             if db.frame_range() == (FIRST_FRAME, FIRST_FRAME + n_frames - 1):
                 return path, None
     except InputError:
         pass  # missing or broken: write it
-    profile = replace(PROFILES["paper"], interval_s=3600.0, n_intervals=hours)
     plan = replace(_plan_cohort(params)[0][0], file=path.name)
     start = time.perf_counter()
     _write_planned(plan, params, profile, out)

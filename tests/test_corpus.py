@@ -341,7 +341,8 @@ def _stack(project: Path, sample: str) -> np.ndarray:
 @pytest.mark.slow
 def test_a_recording_shorter_than_the_window_is_padded_with_a_warning(quirky):
     project, proc = quirky
-    assert "a lasts 5 s, shorter than the 8 s window: padded, its last 0.75 of 2 intervals are empty" in proc.stderr
+    said = "a.sqlite lasts 5.000 s (150 frames), 3.000 s (90 frames) short of its window of 2 x 4 s = 8 s from 12:00"
+    assert said in proc.stderr and "padded, its last 0.75 of 2 intervals are empty" in proc.stderr
     stack = _stack(project, "a:1")
     assert stack[0].sum() == 1 and stack[1].sum() == 0
 
@@ -349,7 +350,9 @@ def test_a_recording_shorter_than_the_window_is_padded_with_a_warning(quirky):
 @pytest.mark.slow
 def test_a_recording_longer_than_the_window_is_truncated_and_logged(quirky):
     project, proc = quirky
-    assert "b lasts 20 s: truncated, stops after the first 8 s are left out" in proc.stderr
+    assert "b.sqlite: truncated to its window of 2 x 4 s = 8 s from 12:00" in proc.stderr
+    assert "0 stops before it and 1 after it left out" in proc.stderr
+    assert "a.sqlite: truncated" not in proc.stderr, "nothing of a was cut"
     assert _stack(project, "b:1").sum() == 2
     counts = json.loads((project / "reports/histograms.json").read_text())
     assert counts["n_stops_after_window"] == 1 and counts["n_stops_in_window"] == 4

@@ -18,7 +18,11 @@ import yaml
 from helpers.cohort import BIN, cli, small_params
 from helpers.params import DEMO
 
+from lmt_stereotype.clock import clock_hour
+from lmt_stereotype.config import load_params
+from lmt_stereotype.histograms import stack_window
 from lmt_stereotype.labels import sample_labels
+from lmt_stereotype.lmt import LMTDatabase
 from lmt_stereotype.manifest import read_manifest, resolve
 
 pytestmark = pytest.mark.slow  # reads the trained cohort `planted` and simulates new recordings
@@ -62,20 +66,45 @@ def test_predict_builds_stacks_with_the_models_parameters_not_todays(planted, ne
     assert cli("predict", db, cwd=planted).stdout == champion  # README: no --model means the champion
 
 
-def test_predict_refuses_a_recording_shorter_than_the_models_window(planted, new_recordings, tmp_path):
-    short = tmp_path / "short.sqlite"
+def shortened(new_recordings: Path, folder: Path, last_frame: int) -> Path:
+    """A copy of a new recording (beside its simulation.json: the simulator's clock) ending at ``last_frame``."""
+    short = folder / "short.sqlite"
     shutil.copy(new_recordings / "cage01_adult.sqlite", short)
+    shutil.copy(new_recordings / "simulation.json", folder / "simulation.json")
     with sqlite3.connect(short) as db:
         for table in ("DETECTION", "FRAME"):
-            db.execute(f"DELETE FROM {table} WHERE FRAMENUMBER > 30 * 600")
-    proc = subprocess.run(
-        [BIN / "lmt-stereotype", "predict", str(short), "--model", registered(planted)],
+            db.execute(f"DELETE FROM {table} WHERE FRAMENUMBER > ?", (last_frame,))
+    return short
+
+
+def predict(planted: Path, db: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [BIN / "lmt-stereotype", "predict", str(db), "--model", registered(planted)],
         cwd=planted,
         capture_output=True,
         text=True,
     )
+
+
+def test_predict_refuses_a_recording_short_of_the_models_window_by_more_than_the_tolerance(
+    planted, new_recordings, tmp_path
+):
+    proc = predict(planted, shortened(new_recordings, tmp_path, 30 * 600))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "short.sqlite" in proc.stderr and "shorter than the model's window" in proc.stderr
+    assert "short.sqlite lasts 600.000 s (18000 frames)" in proc.stderr and "short of its window" in proc.stderr
+    assert "more than histograms.pad_tolerance: 0.1 of one 180-s interval" in proc.stderr
+
+
+def test_predict_pads_a_recording_two_frames_short_of_its_window_with_a_warning(planted, new_recordings, tmp_path):
+    """The same tolerance as histograms: the window starts at 12:00 on the simulator's clock."""
+    h = load_params(planted / "params.yaml").histograms
+    with LMTDatabase(new_recordings / "cage01_adult.sqlite", DEMO.lmt) as db:
+        window = stack_window(clock_hour(db.start_ms(), "UTC"), 30.0, h, "db")
+        first, _ = db.frame_range()
+    needed = round((window.offset_s + h.n_intervals * h.interval_s) * DEMO.lmt.fps)
+    proc = predict(planted, shortened(new_recordings, tmp_path, first + needed - 1 - 2))
+    assert proc.returncode == 0, proc.stderr
+    assert "0.067 s (2 frames) short of its window" in proc.stderr and "padded (within" in proc.stderr
 
 
 def test_predict_with_a_model_that_does_not_exist_is_a_clear_error(planted, new_recordings):

@@ -226,17 +226,18 @@ def spot_positions(spots: list[tuple[int, int]], extent: tuple[float, float, flo
 def interval_clock(stacks: Stacks, lights_on: tuple[float, float]) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """Clock hour (counting on past 24) at which each interval starts, and the dark stretches between.
 
-    Interval 0 starts at the recordings' first frame (their median clock hour, with a
-    warning when they started at different times: each stack counts from its own first
-    frame); an interval spans ``interval_s / seconds_per_hour`` clock hours (the
-    simulator's day runs faster than a real one, :mod:`~lmt_stereotype.clock`).
+    Interval 0 starts at the stacks' ``start_hour``: the same clock hour in every stack
+    aligned on the clock (``histograms.align: clock``); aligned on each recording, their
+    median, with a warning when they started at different times. An interval spans
+    ``interval_s / seconds_per_hour`` clock hours (the simulator's day runs faster than a
+    real one, :mod:`~lmt_stereotype.clock`).
     """
     starts = stacks.start_hour[np.isfinite(stacks.start_hour)]
     start = float(np.median(starts)) if len(starts) else 0.0
     if len(starts) and np.ptp(starts) * stacks.seconds_per_hour > stacks.interval_s / 2:
         log.warning(
             "recordings start between %.1f h and %.1f h: the time plots place interval 0 at %.1f h, but each "
-            "stack counts from its own first frame",
+            "stack counts from its own first frame (histograms.align: clock puts them on one clock)",
             starts.min(),
             starts.max(),
             start,

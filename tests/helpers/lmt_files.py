@@ -13,6 +13,7 @@ from lmt_stereotype.schema import ANIMAL_LAYOUTS, INDEXES, TRACKER_ANIMAL_COLUMN
 
 FPS = 30
 GEOMETRY = DEMO.lmt
+CLOCK_START_MS = 1_699_963_200_000  # 2023-11-14 12:00 UTC: the first frame at histograms.clock_start
 ANIMAL_VARIANTS = list(ANIMAL_LAYOUTS.values())  # every layout of FORMAT.md, 3 to 9 columns
 
 
@@ -65,7 +66,7 @@ def write_lmt(
     all_frames = sorted({int(f) for fr, _, _ in tracks.values() for f in fr})
     con.executemany(
         "INSERT INTO FRAME (FRAMENUMBER, TIMESTAMP) VALUES (?, ?)",
-        [(f, 1_700_000_000_000 + f * 33) for f in all_frames],
+        [(f, CLOCK_START_MS + f * 33) for f in all_frames],
     )
     rows = []
     for aid, (frames, x, y) in tracks.items():
