@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
-from helpers.lmt_files import FPS, GEOMETRY, track
+from helpers.lmt_files import FPS, GEOMETRY, still_track, track, write_lmt
 from helpers.params import DEMO, varied
 
 from lmt_stereotype.lmt import TrackChunk
-from lmt_stereotype.stops import STOP_COLUMNS, detect_track_stops, recording_stops
+from lmt_stereotype.stops import STOP_COLUMNS, detect_cohort_stops, detect_track_stops, recording_stops
 
 PARAMS = DEMO.stops
 H = PARAMS.speed_window_frames // 2
@@ -170,3 +171,20 @@ def test_recording_stops_table_has_the_documented_columns(two_stop_db):
     assert second.duration_s == pytest.approx(3, abs=0.3)
     assert second.x_cm == pytest.approx(10 + 40, abs=0.2)  # 2 s at 20 cm/s from x = 10 cm
     assert summary.first_frame == 1 and summary.n_animals == 2 and summary.covering_index
+
+
+def test_recordings_csv_keeps_each_recording_s_path_relative_to_the_raw_folder(tmp_path):
+    """``juvenile/a.sqlite`` and ``adult/a.sqlite`` are two recordings, also in ``recordings.csv``."""
+    raw = tmp_path / "raw"
+    for age in ("juvenile", "adult"):
+        (raw / age).mkdir(parents=True)
+        write_lmt(raw / age / "a.sqlite", {1: still_track()})
+    manifest = raw / "manifest.csv"
+    manifest.write_text(
+        "recording,animal,cage,sex,age\njuvenile/a.sqlite,1,c1,F,juvenile\nadult/a.sqlite,1,c1,F,adult\n"
+    )
+    summary = detect_cohort_stops(manifest, tmp_path / "stops", DEMO.lmt, DEMO.stops, workers=1)
+    assert summary["recording"].tolist() == ["juvenile/a.sqlite", "adult/a.sqlite"]
+    assert summary["recording_id"].tolist() == ["juvenile__a", "adult__a"]
+    written = pd.read_csv(tmp_path / "stops" / "recordings.csv")
+    assert written["recording"].tolist() == ["juvenile/a.sqlite", "adult/a.sqlite"]
