@@ -192,7 +192,7 @@ class LMTDatabase:
             if any(v is not None for v in values.values()):
                 animals.append(Animal(id=int(row[0]), **values))
             else:
-                log.info("%s: ANIMAL row %s is empty but for its ID: no animal", self.path, row[0])
+                log.debug("%s: ANIMAL row %s is empty but for its ID: no animal", self.path, row[0])
         if not animals:
             log.warning("%s: the ANIMAL table is empty: no identified mouse, so no stops", self.path)
         return animals
