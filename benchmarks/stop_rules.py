@@ -13,8 +13,9 @@ Each rule runs our stop detector with other ``stops`` settings on
   ``--work`` (real time: rests in the house of minutes, hidden in runs of seconds to minutes).
 
 Rules: lmt-analysis's speed (a centred one-frame difference, undefined next to any missing
-frame: ``speed_window_frames: 3, max_gap_s: 0``), the old rule (every gap up to 15 frames
-bridged, wherever the mouse reappeared: ``max_gap_s: 0.5`` and no distance limit), and the new
+frame: ``speed_window_frames: 3, max_gap_s: 0``), the old rule as the new detector can say it
+(every gap up to 15 frames bridged, wherever the mouse reappeared: ``max_gap_s: 0.5``, no
+distance limit; the old code limited the missing frames per speed window, not per gap), and the new
 one over a grid of ``max_gap_s`` and ``max_gap_cm``. Scores
 (:func:`~lmt_stereotype.simulation.truth.score_stops`): recall of the planted stops (all, and
 those the animal was seen in for at least 1 s), precision of the detected ones.
@@ -51,7 +52,7 @@ def rules(base: StopParams) -> dict[str, StopParams]:
     }
     return {
         "lmt-analysis (no bridging)": base.model_copy(update={"speed_window_frames": 3, "max_gap_s": 0.0}),
-        "old: 0.5 s, anywhere": base.model_copy(update={"max_gap_s": 0.5, "max_gap_cm": NO_LIMIT_CM}),
+        "old: 15 frames, anywhere": base.model_copy(update={"max_gap_s": 0.5, "max_gap_cm": NO_LIMIT_CM}),
         **grid,
     }
 

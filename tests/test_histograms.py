@@ -212,3 +212,10 @@ def test_one_tolerance_for_short_recordings_in_histograms_and_predict(caplog):
     caplog.clear()
     check_length("r.sqlite", full + 1, 30, window, CLOCK, refuse=True)
     assert not caplog.records, "longer is not short"
+
+
+def test_a_recording_that_ends_before_its_window_starts_is_refused_by_both():
+    window = stack_window(12.5, 3600.0, CLOCK, "r.sqlite")  # started after 12:00: its window starts tomorrow
+    for refuse in (False, True):
+        with pytest.raises(InputError, match="r.sqlite: lasts 3600.000 s .* ends before its window starts"):
+            check_length("r.sqlite", 3600.0, 30, window, CLOCK, refuse=refuse)

@@ -15,7 +15,7 @@ import pytest
 from helpers.cohort import BIN, FAST, ROOT, cli, small_params
 
 from lmt_stereotype.config import load_params
-from lmt_stereotype.histograms import Stacks
+from lmt_stereotype.histograms import Stacks, stack_window
 from lmt_stereotype.stops import detect_cohort_stops
 
 
@@ -49,9 +49,10 @@ def test_stops_resolves_the_cohort_once_and_histograms_never_opens_the_raw_recor
     assert samples["recording"].tolist() == manifest["recording"].tolist()
     assert {"animal_id", "rfid", "cage", "sex", "age", "genotype", "start_hour", "seconds_per_hour"} <= set(samples)
     assert samples["rfid"].str.startswith("0000041").all()  # read as text: leading zeros kept
-    assert (samples["start_hour"] == 10.0).all() and (
-        samples["seconds_per_hour"] == 30.0
-    ).all()  # the simulator's clock
+    truth = json.loads((demo / "data/raw/simulation.json").read_text())
+    starts = samples["recording"].map({r["recording"]: r["start_hour"] for r in truth["recordings"]})
+    assert np.allclose(samples["start_hour"], starts) and samples["start_hour"].nunique() > 1, "each its own start"
+    assert (samples["seconds_per_hour"] == 30.0).all()  # the simulator's clock
     project = tmp_path / "project"
     shutil.copytree(demo, project, ignore=shutil.ignore_patterns("raw"))
     assert not (project / "data/raw").exists()
@@ -74,12 +75,18 @@ def test_reading_recordings_in_one_process_or_several_gives_the_same_stops(demo,
 
 @pytest.mark.slow
 def test_each_stack_sums_to_its_stops_inside_the_time_window(demo):
+    """The window starts at 12:00 on the simulator's clock, 0 to 2 of its hours after the first frame."""
     stacks = Stacks.load(demo / "data/processed/stacks.npz")
+    histograms = load_params(demo / "params.yaml").histograms
+    samples = pd.read_csv(demo / "data/interim/samples.csv").set_index("sample")
     window_s = 12 * stacks.interval_s
     for k in (0, 13, 31):
         rec, animal = stacks.sample[k].rsplit(":", 1)
+        window = stack_window(samples.at[stacks.sample[k], "start_hour"], 30.0, histograms, rec)
+        assert stacks.start_hour[k] == 12 and 0 <= window.offset_s <= stacks.interval_s
         stops = pd.read_parquet(demo / f"data/interim/stops/{rec}.parquet")
-        mine = stops[(stops.animal_id == int(animal)) & (stops.start_s < window_s)]
+        start = stops.start_s - window.offset_s
+        mine = stops[(stops.animal_id == int(animal)) & (start >= 0) & (start < window_s)]
         assert stacks.X[k].sum() == len(mine) > 50
 
 

@@ -91,7 +91,7 @@ def test_predict_refuses_a_recording_short_of_the_models_window_by_more_than_the
 ):
     proc = predict(planted, shortened(new_recordings, tmp_path, 30 * 600))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "short.sqlite lasts 600.000 s (18000 frames)" in proc.stderr and "short of its window" in proc.stderr
+    assert "short.sqlite: lasts 600.000 s (18000 frames)" in proc.stderr and "short of its window" in proc.stderr
     assert "more than histograms.pad_tolerance: 0.1 of one 180-s interval" in proc.stderr
 
 

@@ -95,7 +95,7 @@ def demo(tmp_path_factory) -> dict:
 @pytest.mark.slow
 def test_a_full_run_leaves_the_raw_recordings_byte_for_byte_as_they_were(demo):
     after = digests(demo["a"], "data/raw")
-    assert after == demo["raw_before"] and len(after) == 8 + 2  # 8 recordings, manifest, simulation.json
+    assert after == demo["raw_before"] and len(after) == 8 + 8 + 2  # recordings, planted stops, manifest, json
     assert not [p for p in (demo["a"] / "data/raw").iterdir() if p.name.endswith(("-journal", "-wal", "-shm"))]
 
 

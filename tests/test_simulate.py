@@ -22,6 +22,7 @@ from lmt_stereotype.manifest import read_manifest, resolve
 from lmt_stereotype.schema import ANIMAL_LAYOUTS
 from lmt_stereotype.simulation.behaviour import recording_frames
 from lmt_stereotype.simulation.cohort import SIMULATED_LAYOUTS, _plan_cohort
+from lmt_stereotype.simulation.lmt_writer import _TrackerEvents
 
 TINY = simulation.Profile(interval_s=30.0, n_intervals=6, anonymous_fraction=0.2, data_mask_px=6)
 """3 minutes per recording: enough rows for every quirk, small enough to run in a second."""
@@ -114,6 +115,18 @@ def test_recording_has_every_table_and_index_of_the_format_in_the_tracker_s_quot
     assert not list(tmp_path.glob("*.tmp")), "written through a temporary file, renamed into place"
 
 
+def test_the_recording_pc_s_clock_shows_the_start_hour_in_the_room_s_time_zone(tmp_path):
+    params = tiny_params()
+    params = params.model_copy(update={"room": varied(params.room, timezone="Europe/Paris")})
+    path = tmp_path / "rec.sqlite"
+    mice = [
+        simulation.SimMouse(1, "000004199901", "m1", "F", "adult", (30.0, 20.0), (0.0,) * 8),
+    ]
+    simulation.simulate_recording(path, mice, params, TINY, np.random.default_rng(0), start_hour=11.5)
+    with LMTDatabase(path, DEMO.lmt) as lmt:
+        assert clock_hour(lmt.start_ms(), "Europe/Paris") == pytest.approx(11.5)
+
+
 def test_a_file_processed_by_lmt_analysis_has_its_log_table_and_event_metadata(tmp_path):
     db = one_recording(tmp_path / "rec.sqlite", simulation.FileVariant(event_metadata=False, processed=True))
     assert [r[1] for r in query(db, "PRAGMA table_info(LOG)")] == ["id", "process", "version", "date", "tmin", "tmax"]
@@ -156,8 +169,7 @@ def test_recording_has_the_quirks_of_real_files(tmp_path):
 def test_an_extra_all_null_animal_and_animals_identified_late(tmp_path):
     db = one_recording(tmp_path / "rec.sqlite", simulation.FileVariant(null_animal=True, late_animals=2))
     assert query(db, "SELECT * FROM ANIMAL WHERE ID = 5") == [(5, None, None, None)]
-    firsts = sorted(f for (f,) in query(db, "SELECT MIN(FRAMENUMBER) FROM DETECTION GROUP BY ANIMALID"))
-    assert firsts[:3] == [1, 1, 1] or firsts[0] is None  # anonymous rows (NULL) from frame 1
+    assert scalar(db, "SELECT MIN(FRAMENUMBER) FROM DETECTION WHERE ANIMALID IS NULL") == 1, "blobs from frame 1"
     identified = [
         f for (f,) in query(db, "SELECT MIN(FRAMENUMBER) FROM DETECTION WHERE ANIMALID > 0 GROUP BY ANIMALID")
     ]
@@ -257,6 +269,27 @@ def test_events_are_what_the_tracker_computes_never_the_planted_stops(tmp_path):
     assert sum(e - s + 1 for s, e in detections) == len(at), "Detection events cover every detected frame once"
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_the_tracker_s_events_do_not_depend_on_how_frames_are_chunked(seed):
+    rng = np.random.default_rng(seed)
+    n = 3000
+    frames = np.flatnonzero(rng.random(n) > 0.05)  # some frames missing
+    x = np.cumsum(rng.normal(0, 0.6, len(frames)) * (rng.random(len(frames)) < 0.3))
+    y = np.cumsum(rng.normal(0, 0.6, len(frames)) * (rng.random(len(frames)) < 0.3))
+
+    def events(cuts: list[int]) -> list[tuple[str, int, int]]:
+        tracker = _TrackerEvents()
+        for f0, f1 in zip([0, *cuts], [*cuts, n]):
+            inside = (frames >= f0) & (frames < f1)
+            tracker.feed(f0, f1, frames[inside], x[inside], y[inside])
+        return sorted(tracker.finish())
+
+    whole = events([])
+    assert {name for name, _, _ in whole} == {"Detection", "Stop"}
+    for _ in range(5):
+        assert events(sorted(set(rng.integers(1, n, rng.integers(1, 30)).tolist()))) == whole
+
+
 def test_mice_are_slow_in_planted_stops_and_fast_in_between(tmp_path):
     db = one_recording(tmp_path / "rec.sqlite")
     planted = pd.read_parquet(db.with_suffix(".parquet"))
@@ -282,7 +315,8 @@ def test_mice_are_slow_in_planted_stops_and_fast_in_between(tmp_path):
             in_stop.append(speed[planted])
             between.append(speed[~near])
     in_stop, between = np.concatenate(in_stop), np.concatenate(between)
-    assert len(in_stop) > 1000 and in_stop.max() < 5.0
+    # a duplicated row with other coordinates (the reader keeps the smallest MASS_X) can jump a centimetre
+    assert len(in_stop) > 1000 and np.mean(in_stop >= 5.0) < 0.005 and np.median(in_stop) < 1.0
     assert np.median(between) > 10.0
 
 
@@ -371,6 +405,10 @@ def test_every_file_variant_appears_in_the_default_cohort():
     assert {r.variant.processed for r in recordings} == {True, False}
     assert {r.variant.null_animal for r in recordings} == {True, False}
     assert {r.variant.late_animals for r in recordings} == {0, 1, 2}
+    for age in ("juvenile", "adult"):  # no variant tells the age (the class) of a recording
+        mine = [r.variant for r in recordings if r.age == age]
+        assert {v.processed for v in mine} == {v.null_animal for v in mine} == {True, False}, age
+        assert {v.late_animals for v in mine} == {0, 1, 2} and len({v.animal_layout for v in mine}) == 5, age
     assert {r.key_by_rfid for r in recordings if r.age == "adult"} == {True, False}
     assert len({r.start_hour for r in recordings}) > 20 and len({int(r.start_hour) for r in recordings}) == 6
 

@@ -106,9 +106,10 @@ def test_a_mouse_that_reappears_5_cm_away_after_a_gap_ends_its_stop_there():
 
 def test_a_gap_of_more_than_max_gap_s_is_never_bridged():
     x = np.zeros(120)
+    params = varied(PARAMS, max_gap_s=5.0)
     frames = np.r_[0:60, 210:270]  # 150 frames (5 s) missing: bridged; one more is not
-    assert len(stops_of(x, x, frames)) == 1
-    stops = stops_of(x, x, frames + np.r_[np.zeros(60, int), np.ones(60, int)])
+    assert len(stops_of(x, x, frames, params=params)) == 1
+    stops = stops_of(x, x, frames + np.r_[np.zeros(60, int), np.ones(60, int)], params=params)
     assert len(stops) == 2
     assert stops[0]["end_frame"] < 60 and stops[1]["start_frame"] >= 211
 

@@ -7,7 +7,7 @@ row = y (top of the image first) and col = x, as the camera sees the cage.
 
 Where the window (``n_intervals`` x ``interval_s``) lies, :func:`stack_window`:
 
-- ``align: clock`` (the default): interval 0 starts at the first ``clock_start``
+- ``align: clock`` (``params.yaml``'s choice): interval 0 starts at the first ``clock_start``
   o'clock of the room's clock at or after the recording's first frame (its
   FRAME.TIMESTAMP in ``room.timezone``; the simulator's clock for simulated files), so
   channel t is the same time of day in every recording, and the light phases drawn
@@ -19,9 +19,10 @@ Where the window (``n_intervals`` x ``interval_s``) lies, :func:`stack_window`:
 
 A recording shorter than its window by at most ``pad_tolerance`` of one interval is
 padded, with a warning, by ``histograms`` and ``predict`` alike (one rule,
-:func:`check_length`); a shorter one is padded with a warning naming how many intervals
-stay empty by ``histograms`` (it keeps its cage in the cohort) and refused by
-``predict`` (one mouse's classification would rest on the padding). Stops after the
+:func:`check_length`); one short by more is padded with a warning naming how many
+intervals stay empty by ``histograms`` (it keeps its cage in the cohort) and refused by
+``predict`` (one mouse's classification would rest on the padding). One that ends
+before its window starts is an error in both: its stack would be empty. Stops after the
 window are left out; "truncated" is logged only when some were.
 
 A mouse-recording of the manifest with no stop at all (no valid detection, e.g. only
@@ -91,7 +92,8 @@ def check_length(
     recording: str, duration_s: float, fps: float, window: Window, params: HistogramParams, *, refuse: bool
 ) -> None:
     """The one rule for recordings shorter than their window: short by at most ``pad_tolerance`` of an
-    interval, padded with a warning; more, refused (``refuse``: ``predict``) or padded with a warning."""
+    interval, padded with a warning; more, refused (``refuse``: ``predict``) or padded with a warning;
+    ending before the window starts, refused."""
     need_s = window.offset_s + params.n_intervals * params.interval_s
     short_s = need_s - duration_s
     if short_s <= 0:
@@ -101,6 +103,8 @@ def check_length(
         f" frames) short of its window of {window.words(params)}"
     )
     tolerance = f"histograms.pad_tolerance: {params.pad_tolerance:g} of one {params.interval_s:g}-s interval"
+    if duration_s <= window.offset_s:
+        raise InputError(recording, f"{what}: it ends before its window starts, so its stacks would be empty")
     if short_s <= params.pad_tolerance * params.interval_s:
         log.warning("%s %s: padded (within %s)", recording, what, tolerance)
     elif refuse:

@@ -8,8 +8,8 @@ The simulator's clock runs ``interval_s`` seconds of recording per hour (the dem
 compresses a day into 24 x 30 s); a recording starts at its own clock time
 (``start_hour``, a different one per recording, as labs start recordings when they
 can), and the lights are on as the room's ``room.lights_on`` says, by that clock.
-A recording lasts its profile's ``n_intervals`` hours plus ``margin_s`` (one stack
-interval), so that a stack window aligned on the clock's interval boundaries fits in it.
+A recording lasts its profile's ``n_intervals`` hours plus one stack interval
+(:func:`recording_frames`).
 
 This module plans paths in cm (:func:`plan_track`, :func:`positions`); it writes nothing.
 :mod:`~lmt_stereotype.simulation.lmt_writer` turns them into LMT rows.
@@ -76,9 +76,11 @@ DETOUR_P = {False: 0.25, True: 0.05}  # exploring detours, by lights on: more tr
 PAUSE_P, PAUSE_S = 0.15, (0.2, 0.8)  # short pauses during travel, below the 1 s of a stop
 SWAY_CM, SWAY_PERIOD_S = 0.25, (2.0, 6.0)  # body sway while stopped: a few cm/s at most
 
-# Hidden in the house (under the dome, or in a heap of nest material) while resting there: runs of
-# missing detections, lognormal lengths (median 2 s, one in 40 over 15 s), at most the stop's length.
+# Runs of missing detections, lognormal lengths. In the house (under the dome, in nest material) while
+# resting there: median 2 s, one in 40 over 15 s; a run starts during the rest and may outlast it (the
+# mouse leaves unseen). While travelling (tracking lost, under another mouse): median 0.5 s.
 HIDE_PER_S, HIDE_MEDIAN_S, HIDE_SIGMA = 0.2, 2.0, 1.0
+HIDE_MOVE_PER_S, HIDE_MOVE_MEDIAN_S = 0.05, 0.5
 
 STOP, PAUSE, MOVE = 0, 1, 2
 
@@ -370,11 +372,18 @@ def plan_track(
     seg.n[-1] = n_frames - start[-1]
 
     house = np.flatnonzero((seg.kind == STOP) & (seg.site == 0))
-    runs = np.repeat(house, rng.poisson(seg.n[house] / fps * HIDE_PER_S))
-    hide_s = HIDE_MEDIAN_S * np.exp(HIDE_SIGMA * rng.standard_normal(len(runs)))
-    length = np.minimum(np.round(hide_s * fps).astype(np.int64), seg.n[runs])
-    first = start[runs] + (rng.random(len(runs)) * (seg.n[runs] - length + 1)).astype(np.int64)
-    return Track(mouse, seg, start, np.column_stack([first, first + length]))
+    legs = np.flatnonzero(seg.kind == MOVE)
+    runs = np.concatenate(
+        [
+            np.repeat(house, rng.poisson(seg.n[house] / fps * HIDE_PER_S)),
+            np.repeat(legs, rng.poisson(seg.n[legs] / fps * HIDE_MOVE_PER_S)),
+        ]
+    )
+    median = np.where(seg.kind[runs] == STOP, HIDE_MEDIAN_S, HIDE_MOVE_MEDIAN_S)
+    length = np.maximum(np.round(median * np.exp(HIDE_SIGMA * rng.standard_normal(len(runs))) * fps), 1)
+    first = start[runs] + (rng.random(len(runs)) * seg.n[runs]).astype(np.int64)  # may run past the segment
+    last = np.minimum(first + length.astype(np.int64), n_frames)
+    return Track(mouse, seg, start, np.column_stack([first, last]))
 
 
 def positions(track: Track, frames: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -406,6 +415,7 @@ def hidden_frames(track: Track, f0: int, f1: int) -> np.ndarray:
 
 def recording_frames(profile: Profile, params: Params) -> int:
     """Frames of a recording: its profile's ``n_intervals`` hours and one stack interval
-    (``histograms.interval_s``) of margin, so that a stack window that starts at the clock's
-    first full interval boundary (``histograms.align: clock``) fits whatever the start time."""
+    (``histograms.interval_s``) of margin, so that a stack window that starts at
+    ``histograms.clock_start`` fits in a recording that starts within the interval before it
+    (as :mod:`~lmt_stereotype.simulation.cohort` starts them)."""
     return round((profile.n_intervals * profile.interval_s + params.histograms.interval_s) * params.lmt.fps)

@@ -205,14 +205,14 @@ def _plan_cohort(params: Params) -> tuple[list[_RecordingPlan], dict[str, list[f
                     key=lambda m: m.animal_id,
                 )
             )
-            r = len(plans)
-            processed = r % 4 == 1
+            r, v = len(plans), c + a  # variants by v take every value at both ages: none tells the age
+            processed = v % 4 == 1
             variant = FileVariant(
                 animal_layout=SIMULATED_LAYOUTS[r % len(SIMULATED_LAYOUTS)],
                 event_metadata=r % 3 != 2 or processed,
                 processed=processed,
-                null_animal=r % 6 == 3,
-                late_animals=(0, 0, 1, 0, 0, 0, 2, 0)[r % 8],
+                null_animal=v % 6 == 3,
+                late_animals=(0, 0, 1, 0, 0, 0, 2, 0)[v % 8],
             )
             start_hour = _start_hour(clock, params)
             plans.append(

@@ -23,7 +23,9 @@ import math
 import sqlite3
 import zlib
 from dataclasses import dataclass
+from datetime import datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -60,7 +62,7 @@ LATE_ID_FRAMES = (100, 400)  # an animal identified late: its first frames are a
 
 CHUNK_FRAMES = 54_000  # frames generated and inserted at a time (30 min at 30 fps)
 FIRST_FRAME = 1
-START_MS = 1_704_672_000_000  # 2024-01-08 00:00 (clock of the recording PC, written as UTC)
+START_MS = 1_704_672_000_000  # 2024-01-08 00:00 UTC: recordings fall on one of the 300 days after it
 DAY_MS = 86_400_000
 TRACKER_STOP_PX = 1.0  # the tracker's Stop: |p(t+3) - p(t-3)| / 7 below this many px per frame
 
@@ -156,6 +158,14 @@ def _write_animals(con: sqlite3.Connection, mice: list[SimMouse], variant: FileV
         con.execute("INSERT INTO ANIMAL (ID) VALUES (?)", (max(m.animal_id for m in mice) + 1,))
 
 
+def _first_frame_ms(day: int, start_hour: float, timezone: str) -> int:
+    """Epoch ms of clock ``start_hour`` of the ``day``-th day after START_MS's date, in the room's ``timezone``
+    (the recording PC's clock shows local time; the pipeline reads it in ``room.timezone``)."""
+    midnight = datetime.fromtimestamp(START_MS / 1000, tz=ZoneInfo("UTC")).date() + timedelta(days=day)
+    local = datetime.combine(midnight, time(), tzinfo=ZoneInfo(timezone)) + timedelta(hours=start_hour)
+    return round(local.timestamp() * 1000)
+
+
 def _timestamps(frames: np.ndarray, start_ms: int, jumps: np.ndarray, back_ms: np.ndarray, fps: float) -> np.ndarray:
     """Wall clock (ms) of frames; it jumps back by ``back_ms`` at each of ``jumps`` (a clock correction)."""
     setback = np.concatenate([[0], np.cumsum(back_ms)])[np.searchsorted(jumps, frames, side="right")]
@@ -248,7 +258,7 @@ def _write_chunk(
     n = len(frame)
     x_px = np.round(ox + np.concatenate(x) * ppc + rng.normal(0, TRACKING_NOISE_PX, n), 2)
     y_px = np.round(oy + np.concatenate(y) * ppc + rng.normal(0, TRACKING_NOISE_PX, n), 2)
-    for k, tr in enumerate(tracks):  # the tracker's events, from the positions it measured
+    for k, tr in enumerate(tracks):  # the tracker's events, from the positions it measured (not the junk rows)
         mine = animal == tr.mouse.animal_id
         events[k].feed(f0, f1, frame[mine], x_px[mine], y_px[mine])
     junk = (animal > 0) & (rng.random(n) < JUNK_P)
@@ -396,7 +406,7 @@ def simulate_recording(
     tracks = [plan_track(m, params, profile, rng, n_frames, start_hour) for m in mice]
     jumps = np.sort(rng.integers(n_frames // 10, n_frames * 9 // 10, rng.integers(1, 3)))
     day = int(rng.integers(0, 300))
-    clock = (START_MS + day * DAY_MS + round(start_hour * 3_600_000), jumps, rng.integers(200, 1500, len(jumps)))
+    clock = (_first_frame_ms(day, start_hour, params.room.timezone), jumps, rng.integers(200, 1500, len(jumps)))
     late = set(rng.choice(len(mice), variant.late_animals, replace=False).tolist())
     identified_from = [int(rng.integers(*LATE_ID_FRAMES)) if k in late else 0 for k in range(len(mice))]
     events = [_TrackerEvents() for _ in tracks]

@@ -31,9 +31,11 @@ def planted_stops(raw_dir: Path, recording: str) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class StopScore:
-    """Detected stops against planted ones: a pair matches when both are the same animal's and
-    overlap by at least half of the shorter; each planted stop matches at most one detected stop
-    (a planted stop split in two gives one match and one false detection)."""
+    """Detected stops against planted ones: a pair matches when both are the same animal's and their
+    intersection is more than half of their union (IoU > 0.5, so that each planted stop matches at
+    most one detected stop and the other way round). A rest found in pieces that each cover less
+    than half of it is missed, and its pieces are false detections; two rests merged into one stop
+    match one of them at most."""
 
     n_planted: int
     n_detected: int
@@ -71,16 +73,13 @@ def score_stops(detected: pd.DataFrame, planted: pd.DataFrame, fps: float) -> St
         ds, de = d["start_frame"].to_numpy(), d["end_frame"].to_numpy()
         lo = np.searchsorted(pe, ds, side="left")  # planted stops are disjoint and sorted
         hi = np.searchsorted(ps, de, side="right")
-        best, best_overlap = np.full(len(d), -1), np.zeros(len(d))
         for j in range(int((hi - lo).max(initial=0))):
             k = lo + j
             ok = k < hi
             kk = np.where(ok, k, 0)
-            overlap = np.minimum(de, pe[kk]) - np.maximum(ds, ps[kk]) + 1
-            shorter = np.minimum(de - ds, pe[kk] - ps[kk]) + 1
-            good = ok & (overlap >= shorter / 2) & (overlap > best_overlap)
-            best[good], best_overlap[good] = kk[good], overlap[good]
-        matched[p.index[np.unique(best[best >= 0])]] = True
+            inter = np.minimum(de, pe[kk]) - np.maximum(ds, ps[kk]) + 1
+            union = np.maximum(de, pe[kk]) - np.minimum(ds, ps[kk]) + 1
+            matched[p.index[kk[ok & (2 * inter > union)]]] = True
     return StopScore(
         n_planted=len(planted),
         n_detected=len(detected),
