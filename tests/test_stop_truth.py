@@ -55,7 +55,7 @@ def test_resting_mice_are_hidden_in_the_house_for_long_stretches(recording):
 
 
 def test_the_default_rule_finds_the_planted_stops_and_little_else(recording):
-    s = score(recording)  # params.yaml: max_gap_s 60, max_gap_cm 2
+    s = score(recording)  # params.yaml: max_gap_s 120, max_gap_cm 2
     assert s.recall_seen >= 0.93 and s.precision >= 0.93
 
 
