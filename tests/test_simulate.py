@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.mice import adult_females
 from helpers.params import DEMO, varied
 
 from lmt_stereotype import simulation
@@ -65,18 +66,7 @@ TRACKER_FILE = simulation.FileVariant()
 
 def one_recording(path: Path, variant: simulation.FileVariant = TRACKER_FILE, seed: int = 1) -> Path:
     params = tiny_params()
-    mice = [
-        simulation.SimMouse(
-            animal_id=i + 1,
-            rfid=f"0000041999{i + 1:02d}",
-            name=f"m{i + 1}",
-            sex="F",
-            age="adult",
-            fingerprint_cm=(30.0, 20.0),
-            site_log_weights=(0.0,) * len(simulation.site_names(params.cage_layout)),
-        )
-        for i in range(4)
-    ]
+    mice = adult_females(params)
     simulation.simulate_recording(
         path,
         mice,
@@ -119,9 +109,7 @@ def test_the_recording_pc_s_clock_shows_the_start_hour_in_the_room_s_time_zone(t
     params = tiny_params()
     params = params.model_copy(update={"room": varied(params.room, timezone="Europe/Paris")})
     path = tmp_path / "rec.sqlite"
-    mice = [
-        simulation.SimMouse(1, "000004199901", "m1", "F", "adult", (30.0, 20.0), (0.0,) * 8),
-    ]
+    mice = adult_females(params, 1)
     simulation.simulate_recording(path, mice, params, TINY, np.random.default_rng(0), start_hour=11.5)
     with LMTDatabase(path, DEMO.lmt) as lmt:
         assert clock_hour(lmt.start_ms(), "Europe/Paris") == pytest.approx(11.5)

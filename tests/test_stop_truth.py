@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.mice import adult_females
 from helpers.params import DEMO, varied
 
 from lmt_stereotype import simulation
@@ -21,18 +22,7 @@ PROFILE = simulation.Profile(interval_s=30.0, n_intervals=12, anonymous_fraction
 def recording(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
     path = tmp_path_factory.mktemp("truth") / "rec.sqlite"
     params = DEMO.model_copy(update={"histograms": varied(DEMO.histograms, interval_s=30.0, n_intervals=12)})
-    mice = [
-        simulation.SimMouse(
-            animal_id=i + 1,
-            rfid=f"0000041999{i + 1:02d}",
-            name=f"m{i + 1}",
-            sex="F",
-            age="adult",
-            fingerprint_cm=(30.0, 20.0),
-            site_log_weights=(0.0,) * len(simulation.site_names(params.cage_layout)),
-        )
-        for i in range(4)
-    ]
+    mice = adult_females(params)
     truth = path.with_suffix(".parquet")
     simulation.simulate_recording(path, mice, params, PROFILE, np.random.default_rng(7), start_hour=10.0, truth=truth)
     return path, pd.read_parquet(truth)
