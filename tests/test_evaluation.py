@@ -95,6 +95,7 @@ def tiny_stacks(seed: int = 0, n_cages: int = N_CAGES, column: str = "class") ->
         recording=np.array(recording),
         animal_id=np.array(animal_id, dtype=np.int64),
         sample=np.array(sample),
+        identity=np.char.add("id-", np.array(recording)),
         interval_s=1.0,
         start_hour=np.full(n, 10.0),
         seconds_per_hour=3600.0,

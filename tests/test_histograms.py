@@ -62,6 +62,7 @@ def samples(**labels: list[str]) -> pd.DataFrame:
             "animal_id": [1, 2, 1],
             "cage": ["c1", "c1", "c2"],
             **{column: [""] * 3 for column in GROUPING_COLUMNS},
+            "identity": ["0123456789abcdef", "0123456789abcdef", "fedcba9876543210"],
             "start_hour": [10.0, 10.0, 21.5],
             "seconds_per_hour": [3600.0] * 3,
         }
@@ -97,6 +98,7 @@ def test_stacks_round_trip_through_one_file_with_labels_cages_and_ids(tmp_path):
     assert set(back.groups) == {"sex", "age", "genotype"}  # strain has one level, treatment none: no groups
     assert back.groups["genotype"].tolist() == ["WT", "KO", "KO"] and back.groups["sex"].tolist() == ["F", "F", "M"]
     assert back.cage.tolist() == ["c1", "c1", "c2"] and back.sample.tolist() == ["r1:1", "r1:2", "r2:1"]
+    assert back.identity.tolist() == ["0123456789abcdef", "0123456789abcdef", "fedcba9876543210"]
     assert back.interval_s == 10 and back.start_hour.tolist() == [10.0, 10.0, 21.5] and back.seconds_per_hour == 3600
 
 

@@ -12,7 +12,8 @@ from helpers.params import DEMO, varied
 
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.histograms import labelled_samples
-from lmt_stereotype.manifest import SAMPLE_COLUMNS, read_manifest, resolve, sample_table
+from lmt_stereotype.lmt import LMTDatabase
+from lmt_stereotype.manifest import SAMPLE_COLUMNS, cohort_samples, read_manifest, resolve
 
 COLUMNS = ("ID", "RFID", "NAME", "GENOTYPE", "IND", "AGE", "SEX", "TREATMENT")
 
@@ -36,9 +37,10 @@ def write(folder: Path, text: str, header: str = "recording,animal,cage,sex,age"
 
 
 def samples_of(path: Path) -> pd.DataFrame:
-    """The sample table ``stops`` would write for this manifest (its clock columns made up)."""
-    resolved = resolve(read_manifest(path), path, GEOMETRY)
-    return sample_table(resolved.assign(start_hour=10.0, seconds_per_hour=3600.0))
+    """The sample table ``stops`` writes for this manifest of one recording, ``rec.sqlite``."""
+    with LMTDatabase(path.parent / "rec.sqlite", GEOMETRY) as db:
+        summary = pd.DataFrame({"recording_id": ["rec"], "identity": [db.identity()], "start_ms": [db.start_ms()]})
+    return cohort_samples(path, summary, GEOMETRY, "Europe/Paris")
 
 
 def test_animal_by_id_or_rfid_and_gaps_filled_from_animal(cohort):

@@ -53,16 +53,19 @@ def _main(
 def simulate(
     params_path: ParamsOpt = Path("params.yaml"),
     out: Annotated[Path | None, typer.Option(help="Raw folder to write [default: data.raw].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Simulation seed [default: simulate.seed].")] = None,
+    cages: Annotated[int | None, typer.Option(min=2, help="Number of cages [default: simulate.n_cages].")] = None,
     force: Annotated[bool, typer.Option(help="Rewrite even if the folder is up to date.")] = False,
 ) -> None:
     """Write the synthetic cohort (LMT databases + manifest) into the raw folder.
 
     Skips when the folder already holds the same simulation; refuses to overwrite a
-    folder of real recordings (one without simulation.json).
+    folder of real recordings (one without simulation.json). Another --seed and --out
+    write an independent cohort (other mice, cages, clocks), e.g. for `validate`.
     """
     from lmt_stereotype.stages import simulate
 
-    simulate.run(load_params(params_path), params_path, out, force)
+    simulate.run(load_params(params_path), params_path, out, force, seed=seed, n_cages=cages)
 
 
 @app.command()
@@ -175,28 +178,60 @@ def tune(
     tune.run(load_params(params_path), params_path, workers)
 
 
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="MLflow model URI [default: models:/<registry.model_name>@champion; -<target.column> appended "
+        "unless the target is class]."
+    ),
+]
+
+
 @app.command()
 def predict(
-    db: Annotated[Path, typer.Argument(help="An LMT recording (.sqlite).", readable=False)],  # our own message
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="MLflow model URI [default: models:/<registry.model_name>@champion; -<target.column> appended "
-            "unless the target is class]."
-        ),
-    ] = None,
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="LMT recordings (.sqlite), folders of them, or manifests (.csv).", readable=False),
+    ],
+    model: ModelOpt = None,
     out: Annotated[Path | None, typer.Option(help="Also write the table (.csv or .parquet).")] = None,
     params_path: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """Classify every identified mouse of a recording with a registered model.
+    """Classify every identified mouse of one or more recordings with a registered model.
 
-    Its stops and stacks are made with the parameters stored in the model; params.yaml
-    gives only MLflow's place, the registered name and the camera geometry (lmt).
+    A folder means every *.sqlite under it; a manifest, the recordings it lists (labels
+    unused). Stops and stacks are made with the parameters stored in the model;
+    params.yaml gives only MLflow's place, the registered name, the camera geometry (lmt)
+    and the room's time zone. One table for all, and an MLflow run (model version,
+    inputs' identities, the table).
     """
     from lmt_stereotype.stages import predict
 
-    table = predict.run(load_params(params_path), db, model, out)
+    table = predict.run(load_params(params_path), inputs, model, out)
     typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+@app.command()
+def validate(
+    manifest: Annotated[Path, typer.Argument(help="The labelled cohort's manifest (.csv).", readable=False)],
+    model: ModelOpt = None,
+    name: Annotated[
+        str | None, typer.Option(help="The cohort's name in tags and reports [default: the manifest's folder].")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder [default: reports/external/NAME].")] = None,
+    params_path: ParamsOpt = Path("params.yaml"),
+    workers: Annotated[int, typer.Option("--workers", "-w", min=0, help="Recordings read at once (0: per core).")] = 0,
+) -> None:
+    """Score a registered model on a labelled cohort it never saw, without retraining (external validation).
+
+    Its stops and stacks are made with the parameters stored in the model; a cohort
+    sharing a recording with the model's training set is refused. The same metrics as
+    cross-validation, chance and a permutation test of the cohort's labels; a report
+    folder, an MLflow run linked to the model version, and external.NAME.* tags on it.
+    """
+    from lmt_stereotype.stages import validate
+
+    validate.run(load_params(params_path), manifest, model, name, out, workers)
 
 
 @app.command("stop-table")

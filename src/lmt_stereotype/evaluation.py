@@ -444,11 +444,22 @@ def permutation_p_value(observed: float, null: np.ndarray) -> float:
     return float((1 + np.sum(null >= observed - 1e-12)) / (1 + len(null))) if len(null) else np.nan
 
 
+def label_permutation_null(
+    target: Target, y_true: np.ndarray, y_pred: np.ndarray, cages: np.ndarray, n_permutations: int, seed: int
+) -> np.ndarray:
+    """Accuracies of these very predictions against the true labels permuted as the design allows
+    (:func:`~lmt_stereotype.design.design_permutation`): what a model that knows nothing of the
+    labels would score with the same predictions."""
+    rng = np.random.default_rng(seed)
+    y_pred = np.asarray(y_pred)
+    return np.array([np.mean(design_permutation(target, y_true, cages, rng) == y_pred) for _ in range(n_permutations)])
+
+
 def below_chance_p_value(
     target: Target, y_true: np.ndarray, y_pred: np.ndarray, cages: np.ndarray, n_permutations: int, seed: int
 ) -> float:
     """One-sided p-value for accuracy *below* chance: how often these very predictions score as
-    low or lower against the true labels permuted as the design allows.
+    low or lower against the true labels permuted as the design allows (:func:`label_permutation_null`).
 
     Under this null the predictions know nothing of the labels, so it centres on chance
     whatever the training did, and whole cages swap sex, so it is as wide as cage-level
@@ -457,10 +468,8 @@ def below_chance_p_value(
     cannot show it: it shares the scheme's bias (it sat near 0 too on the cohort that
     revealed the problem).
     """
-    rng = np.random.default_rng(seed)
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    observed = np.mean(y_true == y_pred)
-    null = np.array([np.mean(design_permutation(target, y_true, cages, rng) == y_pred) for _ in range(n_permutations)])
+    observed = np.mean(np.asarray(y_true) == np.asarray(y_pred))
+    null = label_permutation_null(target, np.asarray(y_true), y_pred, cages, n_permutations, seed)
     return float((1 + np.sum(null <= observed + 1e-12)) / (1 + n_permutations))
 
 

@@ -153,6 +153,7 @@ class Stacks:
     recording: np.ndarray
     animal_id: np.ndarray
     sample: np.ndarray
+    identity: np.ndarray  # each sample's recording's identity (LMTDatabase.identity): what a model was trained on
     interval_s: float
     start_hour: np.ndarray  # clock hour at which each recording's interval 0 starts (room time, :class:`Window`)
     seconds_per_hour: float  # seconds of recording per hour of the room's clock (3600; the simulator's fewer)
@@ -177,6 +178,7 @@ class Stacks:
             recording=self.recording[index],
             animal_id=self.animal_id[index],
             sample=self.sample[index],
+            identity=self.identity[index],
             start_hour=self.start_hour[index],
         )
 
@@ -192,6 +194,7 @@ class Stacks:
             recording=self.recording.astype(str),
             animal_id=self.animal_id.astype(np.int64),
             sample=self.sample.astype(str),
+            identity=self.identity.astype(str),
             interval_s=np.float64(self.interval_s),
             start_hour=np.asarray(self.start_hour, dtype=np.float64),
             seconds_per_hour=np.float64(self.seconds_per_hour),
@@ -202,6 +205,8 @@ class Stacks:
         if not Path(path).exists():
             raise InputError(path, "no histogram stacks; run `lmt-stereotype histograms` first")
         with np.load(path, allow_pickle=False) as z:
+            if "identity" not in z.files:
+                raise InputError(path, "made by an older lmt-stereotype (no recording identity): run preprocess again")
             return cls(
                 X=z["X"],
                 label=z["label"],
@@ -212,6 +217,7 @@ class Stacks:
                 recording=z["recording"],
                 animal_id=z["animal_id"],
                 sample=z["sample"],
+                identity=z["identity"],
                 interval_s=float(z["interval_s"]),
                 start_hour=z["start_hour"],
                 seconds_per_hour=float(z["seconds_per_hour"]),
@@ -254,6 +260,7 @@ def build_stacks(
         recording=samples["recording_id"].to_numpy(dtype=str),
         animal_id=samples["animal_id"].to_numpy(dtype=np.int64),
         sample=samples["sample"].to_numpy(dtype=str),
+        identity=samples["identity"].to_numpy(dtype=str),
         interval_s=params.interval_s,
         start_hour=np.array([windows[r].start_hour for r in samples["recording_id"]], dtype=np.float64),
         seconds_per_hour=float(samples["seconds_per_hour"].iloc[0]),

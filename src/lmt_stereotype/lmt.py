@@ -32,6 +32,7 @@ What a recording gets (each case is in ``tests/test_corpus.py``):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 import stat
@@ -58,6 +59,8 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 BUSY_TIMEOUT_S = 5.0
 """How long opening waits for a writer's lock (the tracker still writing) before giving up."""
+IDENTITY_DETECTIONS = 1000
+"""Detections a recording's :meth:`LMTDatabase.identity` reads."""
 
 _FINITE = 1.7976931348623157e308
 """Coordinates are kept between -_FINITE and _FINITE: this drops NULL, infinities and text
@@ -220,6 +223,23 @@ class LMTDatabase:
         rows = self._query("SELECT TIMESTAMP FROM FRAME WHERE FRAMENUMBER = ?", (first,))
         value = rows[0][0] if rows else None
         return int(value) if isinstance(value, int | float) and value == value else None
+
+    def identity(self) -> str:
+        """What makes this recording this recording, as 16 hex digits: a SHA-256 of what the tracker
+        wrote first (the first frame's number and clock, the animals' RFIDs, the first
+        :data:`IDENTITY_DETECTIONS` detections' frames, animals and positions).
+
+        A copy, a renamed file, or one to which lmt-analysis has since added events keeps its
+        identity (a hash of the file's bytes would not); another recording, even of the same
+        mice, starts at another time with other detections; a copy cut short keeps it too.
+        """
+        first, _ = self.frame_range()
+        rfids = sorted(a.rfid or f"#{a.id}" for a in self.animals())
+        detections = self._query(
+            "SELECT FRAMENUMBER, ANIMALID, MASS_X, MASS_Y FROM DETECTION ORDER BY ID LIMIT ?", (IDENTITY_DETECTIONS,)
+        )
+        digest = hashlib.sha256(repr((first, self.start_ms(), rfids, detections)).encode())
+        return digest.hexdigest()[:16]
 
     def iter_track(self, animal_id: int) -> Iterator[TrackChunk]:
         """Stream one animal's valid detections in frame order, ``chunk_rows`` at a time.

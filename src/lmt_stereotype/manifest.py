@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lmt_stereotype.clock import clock_hour, seconds_per_clock_hour
 from lmt_stereotype.config import LMTGeometry
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.labels import GROUPING_COLUMNS
@@ -128,6 +129,7 @@ SAMPLE_COLUMNS = (
     "rfid",
     "cage",
     *GROUPING_COLUMNS,
+    "identity",
     "start_hour",
     "seconds_per_hour",
 )
@@ -219,3 +221,17 @@ def resolve(manifest: pd.DataFrame, manifest_path: Path, geometry: LMTGeometry) 
     out["manifest_row"] = out.index + 2
     out["sample"] = [f"{r}:{a}" for r, a in zip(out["recording_id"], out["animal_id"])]
     return out
+
+
+def cohort_samples(manifest_path: Path, summary: pd.DataFrame, geometry: LMTGeometry, timezone: str) -> pd.DataFrame:
+    """The sample table of a cohort whose stops are found (``summary``: one row per recording, from
+    :func:`~lmt_stereotype.stops.detect_cohort_stops`): each mouse-recording resolved against its
+    ANIMAL table, with its recording's identity and clock (the time of day of its first frame in
+    ``timezone``, seconds per clock hour)."""
+    samples = resolve(read_manifest(manifest_path), manifest_path, geometry)
+    by_recording = summary.set_index("recording_id")
+    samples["identity"] = by_recording.loc[samples["recording_id"], "identity"].to_numpy()
+    start_ms = by_recording.loc[samples["recording_id"], "start_ms"].to_numpy(dtype=float)
+    samples["start_hour"] = [clock_hour(ms, timezone) if ms == ms else float("nan") for ms in start_ms]
+    samples["seconds_per_hour"] = seconds_per_clock_hour(manifest_path.parent)
+    return sample_table(samples)

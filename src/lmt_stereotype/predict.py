@@ -1,4 +1,4 @@
-"""Classify every identified mouse of a new LMT recording with a registered model.
+"""Classify every identified mouse of new LMT recordings with a registered model.
 
 The recording goes through the same stop detection and histograms as the training
 cohort, with the ``stops`` and ``histograms`` parameters stored in the model, so a model
@@ -12,17 +12,20 @@ but a recording short of it by more than ``pad_tolerance`` of an interval is ref
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from lmt_stereotype.clock import clock_hour, seconds_per_clock_hour
-from lmt_stereotype.config import LMTGeometry, StackParams
+from lmt_stereotype.config import StackParams
 from lmt_stereotype.errors import InputError
 from lmt_stereotype.histograms import check_length, stack_window, stop_histograms
 from lmt_stereotype.lmt import LMTDatabase
+from lmt_stereotype.manifest import read_manifest
 from lmt_stereotype.parallel import available_cores
 from lmt_stereotype.stops import recording_stops
 
@@ -74,10 +77,35 @@ def recording_stacks(db: Path, params: StackParams, timezone: str) -> tuple[pd.D
     return pd.DataFrame(rows), np.stack(stacks)
 
 
-def predict_recording(db: Path, uri: str, geometry: LMTGeometry, timezone: str) -> pd.DataFrame:
-    """Per-mouse class and class probabilities for one recording made with the camera ``geometry``
-    in a room whose clock (FRAME.TIMESTAMP) is in ``timezone``."""
-    model, trained = load_model(uri)
-    animals, X = recording_stacks(db, trained.model_copy(update={"lmt": geometry}), timezone)
-    predictions = model.predict(X)
-    return pd.concat([animals, predictions.reset_index(drop=True)], axis=1)
+def prediction_inputs(inputs: Sequence[Path]) -> list[Path]:
+    """The recordings ``inputs`` name, in order, each once: a file as given, every ``*.sqlite`` under a
+    folder (sorted), the recordings a manifest (``.csv``) lists (its labels, if any, unused)."""
+    recordings: list[Path] = []
+    for path in map(Path, inputs):
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*.sqlite") if p.is_file())
+            if not found:
+                raise InputError(path, "no LMT recording (*.sqlite) in this folder")
+            recordings += found
+        elif path.suffix.lower() == ".csv":
+            recordings += [path.parent / r for r in read_manifest(path)["recording"].unique()]
+        else:
+            recordings.append(path)
+    return list(dict.fromkeys(recordings))
+
+
+def predict_recordings(
+    recordings: Sequence[Path], model: Any, trained: StackParams, timezone: str, progress: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-mouse class and class probabilities of every recording, by the loaded ``model`` (whose stop and
+    histogram parameters are ``trained``, the camera geometry the caller's), one table for all; and
+    the inputs: each recording with its identity (:meth:`~lmt_stereotype.lmt.LMTDatabase.identity`)."""
+    tables, inputs = [], []
+    for db in tqdm(recordings, desc="predict", unit="rec", disable=not progress):
+        animals, X = recording_stacks(db, trained, timezone)
+        table = pd.concat([animals, model.predict(X).reset_index(drop=True)], axis=1)
+        table.insert(0, "recording", str(db))
+        tables.append(table)
+        with LMTDatabase(db, trained.lmt) as recording:
+            inputs.append({"recording": str(db), "identity": recording.identity(), "bytes": Path(db).stat().st_size})
+    return pd.concat(tables, ignore_index=True), pd.DataFrame(inputs)

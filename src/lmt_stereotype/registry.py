@@ -64,10 +64,15 @@ mlflow.models.set_model(StopClassifier())
 
 def log_model(classifier: CNNClassifier, params: Params, stacks: Stacks) -> Any:
     """Log the fitted CNN to the active run as a pyfunc with signature, input example (a stack of
-    ``stacks``), its target and classes, and the parameters that make a stack."""
+    ``stacks``), its target and classes, the identities of the recordings it was trained on (so that
+    an external validation can refuse them) and the parameters that make a stack."""
     dumped = params.model_dump(mode="json")
     classes = stacks.classes
-    metadata = {"target": stacks.target_column, "classes": list(classes)}
+    metadata = {
+        "target": stacks.target_column,
+        "classes": list(classes),
+        "training_recordings": sorted(set(stacks.identity.tolist())),
+    }
     metadata.update({s: dumped[s] for s in StackParams.model_fields})
     example = np.asarray(stacks.X[:1], dtype=np.float32)
     signature = infer_signature(example, prediction_frame(np.full((1, len(classes)), 1 / len(classes)), classes))
@@ -278,3 +283,43 @@ def stack_params(model: mlflow.pyfunc.PyFuncModel) -> StackParams | None:
     if not all(section in metadata for section in StackParams.model_fields):
         return None
     return StackParams.model_validate({s: metadata[s] for s in StackParams.model_fields})
+
+
+def training_recordings(model: mlflow.pyfunc.PyFuncModel) -> set[str]:
+    """Identities (:meth:`~lmt_stereotype.lmt.LMTDatabase.identity`) of the recordings the model was trained on."""
+    return set((model.metadata.metadata or {}).get("training_recordings", []))
+
+
+def model_version(uri: str) -> tuple[str, str] | None:
+    """The registered name and version a ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` URI points at
+    (None for any other URI: a run's model is no version)."""
+    if not uri.startswith("models:/"):
+        return None
+    reference = uri.removeprefix("models:/")
+    if "@" in reference:
+        name, alias = reference.split("@", 1)
+        return name, str(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
+    name, _, version = reference.rpartition("/")
+    return (name, version) if name and version.isdigit() else None
+
+
+def cross_validated_confusion(name: str, version: str) -> np.ndarray | None:
+    """The confusion matrix of the version's own cross-validation (its ``cv.confusion`` tag), if it has one."""
+    tag = mlflow.MlflowClient().get_model_version(name, version).tags.get("cv.confusion")
+    return np.array(json.loads(tag)) if tag else None
+
+
+EXTERNAL_TAGS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "balanced_accuracy", "chance_level")
+
+
+def tag_external(name: str, version: str, cohort: str, metrics: dict[str, float], run_id: str) -> dict[str, str]:
+    """Tag the version with its result on an external ``cohort`` (``external.<cohort>.accuracy`` ...,
+    the p-value above chance and the run that measured it); the tags set."""
+    tags = {f"external.{cohort}.{k}": f"{metrics[k]:.4f}" for k in EXTERNAL_TAGS}
+    tags[f"external.{cohort}.permutation_p_value"] = f"{metrics['permutation_p_value']:.4g}"
+    tags[f"external.{cohort}.n_recordings"] = str(int(metrics["n_recordings"]))
+    tags[f"external.{cohort}.run_id"] = run_id
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    return tags

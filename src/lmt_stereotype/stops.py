@@ -267,10 +267,11 @@ def _recording_job(
     stops, info = recording_stops(path, geometry, params, threads)
     write_table(stops, folder / f"{recording_id}.parquet")
     with LMTDatabase(path, geometry) as db:
-        start_ms = db.start_ms()
+        start_ms, identity = db.start_ms(), db.identity()
     return {
         "recording_id": recording_id,
         "recording": recording,
+        "identity": identity,
         "start_ms": start_ms,
         "first_frame": info.first_frame,
         "last_frame": info.last_frame,
@@ -292,8 +293,8 @@ def detect_cohort_stops(
 ) -> pd.DataFrame:
     """Stops of every recording named in the manifest, one parquet file per recording.
 
-    Writes ``out_dir/<recording_id>.parquet`` and ``out_dir/recordings.csv`` (frame range
-    and stop count per recording); the folder is replaced atomically as a whole.
+    Writes ``out_dir/<recording_id>.parquet`` and ``out_dir/recordings.csv`` (identity,
+    frame range and stop count per recording); the folder is replaced atomically as a whole.
     Recordings are read by ``workers`` processes at once (0: one per core), each reading
     its animals in as many threads as leaves every core busy; the results do not depend
     on how many. Returns the per-recording summary.

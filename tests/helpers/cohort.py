@@ -119,6 +119,7 @@ def tiny_stacks(n_cages: int = 6, column: str = "class") -> Stacks:
         recording=ids,
         animal_id=np.arange(n) % 4 + 1,
         sample=ids,
+        identity=np.char.add("id-", ids),
         interval_s=60.0,
         start_hour=np.full(n, 10.0),
         seconds_per_hour=3600.0,

@@ -18,8 +18,19 @@ from lmt_stereotype.tracking import stage_run
 log = logging.getLogger("lmt_stereotype")
 
 
-def run(params: Params, params_file: Path, out: Path | None = None, force: bool = False) -> bool:
-    """Simulate into ``out`` (default ``data.raw``); True when something was written."""
+def run(
+    params: Params,
+    params_file: Path,
+    out: Path | None = None,
+    force: bool = False,
+    *,
+    seed: int | None = None,
+    n_cages: int | None = None,
+) -> bool:
+    """Simulate into ``out`` (default ``data.raw``), with another ``seed`` or number of cages than
+    ``simulate`` says if given; True when something was written."""
+    overrides = {k: v for k, v in {"seed": seed, "n_cages": n_cages}.items() if v is not None}
+    params = params.model_copy(update={"simulate": params.simulate.model_copy(update=overrides)})
     profile = PROFILES[params.simulate.profile]
     window_s = params.histograms.n_intervals * params.histograms.interval_s
     recording_s = profile.n_intervals * profile.interval_s

@@ -115,6 +115,7 @@ def _register(
         "run_id": run.run.info.run_id,
         "params": final.get_params(),
         "histograms": params.histograms.model_dump(mode="json"),
+        "cv.confusion": evidence.confusion.tolist(),  # beside an external validation's
     }
     description = describe(evidence.metrics, SCHEMES[evidence.scheme], tags, stacks)
     return register(info.model_uri, params.registry_of_target, evidence.metrics, version_tags, description)
