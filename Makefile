@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 
-.PHONY: run test test-fast venv clean
+.PHONY: run test test-fast serve venv clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ test: venv
 ## test-fast: the one-minute loop: the tests not marked slow (no CLI training, servers, browser or hypothesis)
 test-fast: venv
 	pytest -m "not slow" -n auto --dist loadfile
+
+## serve: a registered model over HTTP on 127.0.0.1:PORT (MODEL: default the target's champion), against
+## the project's tracking store; mlflow's server starts `uvicorn` by name, found on this PATH (the venv's bin)
+PORT ?= 5001
+serve: venv
+	@set -- $$(python -c 'from lmt_stereotype.config import load_params; from lmt_stereotype.tracking import \
+	tracking_uri; p = load_params("params.yaml"); print(tracking_uri(p.mlflow), p.registry_of_target.model_name)'); \
+	set -x; MLFLOW_TRACKING_URI=$$1 exec mlflow models serve -m "$(or $(MODEL),models:/$$2@champion)" \
+		--env-manager local -h 127.0.0.1 -p $(PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -13,7 +13,7 @@ import pytest
 from helpers.cohort import PLANTED_EXPERIMENT, cli, simulated_cohort
 from helpers.lmt_files import track, write_lmt
 
-PLANTED_MODULES = ("test_predict.py", "test_report.py", "test_training.py")
+PLANTED_MODULES = ("test_predict.py", "test_report.py", "test_training.py", "test_validate.py")
 """The modules that read :func:`planted`: one work unit under ``--dist loadfile``."""
 
 

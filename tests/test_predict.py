@@ -6,16 +6,23 @@ The registered model comes from the trained cohort ``planted`` (conftest.py)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import socket
 import sqlite3
 import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers.cohort import BIN, cli, small_params
+from helpers.cohort import BIN, PLANTED_EXPERIMENT, ROOT, cli, small_params
 from helpers.params import DEMO
 
 from lmt_stereotype.clock import clock_hour
@@ -24,6 +31,7 @@ from lmt_stereotype.histograms import stack_window
 from lmt_stereotype.labels import sample_labels
 from lmt_stereotype.lmt import LMTDatabase
 from lmt_stereotype.manifest import read_manifest, resolve
+from lmt_stereotype.predict import load_model, recording_stacks
 
 pytestmark = pytest.mark.slow  # reads the trained cohort `planted` and simulates new recordings
 
@@ -52,6 +60,28 @@ def test_predict_returns_the_planted_class_of_strongly_planted_mice(planted, new
         assert len(table) == 4 and np.allclose(table.filter(like="p_").sum(axis=1), 1, atol=1e-5)
         right += (table["predicted"] == sample_labels(table, "class")).sum()
     assert right / len(truth) >= 0.75, right
+
+
+def test_predict_over_a_folder_or_a_manifest_equals_one_predict_per_file(planted, new_recordings, tmp_path):
+    files = sorted(new_recordings.glob("*.sqlite"))
+    out, uri = str(tmp_path / "all.parquet"), registered(planted)
+    cli("predict", str(new_recordings), str(files[0]), "--model", uri, "--out", out, cwd=planted)  # each once
+    together = pd.read_parquet(out)
+    assert together["recording"].unique().tolist() == [str(f) for f in files]
+    manifest = str(new_recordings / "manifest.csv")
+    cli("predict", manifest, "--model", uri, "--out", str(tmp_path / "listed.csv"), cwd=planted)
+    listed = pd.read_csv(tmp_path / "listed.csv", dtype={"rfid": str}).sort_values(["recording", "animal_id"])
+    pd.testing.assert_frame_equal(listed.reset_index(drop=True), together, check_dtype=False)
+    for db in files:
+        cli("predict", str(db), "--model", registered(planted), "--out", str(tmp_path / "one.csv"), cwd=planted)
+        alone = pd.read_csv(tmp_path / "one.csv", dtype={"rfid": str})
+        mine = together[together["recording"] == str(db)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine, alone, check_dtype=False)
+    folder_runs = "tags.stage = 'predict' and metrics.n_recordings = 4"
+    run = mlflow.search_runs(experiment_names=[PLANTED_EXPERIMENT], filter_string=folder_runs).iloc[0]
+    assert run["tags.model_uri"] == registered(planted)
+    inputs = pd.read_csv(mlflow.artifacts.download_artifacts(f"runs:/{run.run_id}/inputs.csv", dst_path=str(tmp_path)))
+    assert inputs["identity"].str.fullmatch("[0-9a-f]{16}").all() and inputs["identity"].is_unique
 
 
 def test_predict_builds_stacks_with_the_models_parameters_not_todays(planted, new_recordings, tmp_path):
@@ -122,3 +152,60 @@ def test_predict_with_a_model_that_does_not_exist_is_a_clear_error(planted, new_
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "models:/nope@champion" in proc.stderr and "no such model" in proc.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(planted) -> Iterator[str]:
+    """``make serve`` of the planted model on loopback, as README starts it, from a shell whose PATH
+    lacks the venv (the server's ``uvicorn`` is found all the same); its URL once it answers."""
+    port = free_port()
+    path = os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep) if Path(d) != BIN)
+    server = subprocess.Popen(
+        ["make", "-C", str(ROOT), "serve", f"MODEL={registered(planted)}", f"PORT={port}"],
+        env={**os.environ, "PATH": path},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=1) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                assert server.poll() is None, server.stderr.read()
+                time.sleep(0.5)
+        else:
+            pytest.fail("the model server did not answer within 2 minutes")
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_the_served_model_answers_as_predict_does(planted, new_recordings, served, tmp_path):
+    db, uri = new_recordings / "cage02_juvenile.sqlite", registered(planted)
+    cli("predict", str(db), "--model", uri, "--out", str(tmp_path / "p.csv"), cwd=planted)
+    expected = pd.read_csv(tmp_path / "p.csv")
+    _, trained = load_model(uri)
+    params = load_params(planted / "params.yaml")
+    _, X = recording_stacks(db, trained.model_copy(update={"lmt": params.lmt}), params.room.timezone)
+    request = urllib.request.Request(
+        f"{served}/invocations",
+        data=json.dumps({"inputs": X.tolist()}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        served_rows = pd.DataFrame(json.loads(answer.read())["predictions"])
+    assert served_rows["predicted"].tolist() == expected["predicted"].tolist()
+    p = [c for c in expected.columns if c.startswith("p_")]
+    np.testing.assert_allclose(served_rows[p].to_numpy(), expected[p].to_numpy(), atol=1e-6)

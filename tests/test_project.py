@@ -14,6 +14,7 @@ from pathlib import Path
 
 import typer
 import yaml
+from mlflow.projects._project_spec import load_project
 from typer.testing import CliRunner
 
 import lmt_stereotype
@@ -94,6 +95,18 @@ def test_a_stage_has_one_name_module_subcommand_entry_point_and_dvc_stage():
         assert name == "main" or argv[:2] == ["lmt-stereotype", name]
     for name, stage in DVC.items():
         assert shlex.split(stage["cmd"]) == ["lmt-stereotype", name]
+
+
+def test_every_entry_point_makes_its_command_and_passes_an_undeclared_option_on(tmp_path):
+    """MLflow formats an entry point's command with ``str.format``: no shell ``${x:+...}`` there."""
+    project = load_project(ROOT)
+    (tmp_path / "m.csv").touch()
+    given = {"db": tmp_path / "m.csv", "input": tmp_path / "m.csv", "manifest": tmp_path / "m.csv"}
+    for name in ENTRY_POINTS:
+        entry = project.get_entry_point(name)
+        values = {k: str(v) for k, v in given.items() if k in entry.parameters}
+        argv = shlex.split(entry.compute_command({**values, "model": "models:/m/2"}, str(tmp_path)))
+        assert argv[-2:] == ["--model", "models:/m/2"], name
 
 
 def _module_path(name: str) -> Path | None:

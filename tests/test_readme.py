@@ -31,9 +31,26 @@ RUN_BY = {
         '"mlflow", "run", ".", "-e", "main", "--experiment-name", "lmt-stereotype", "--env-manager", "local"',
     ),
     "lmt-stereotype predict new_recording.sqlite": ("tests/test_predict.py", 'cli("predict", db, cwd=planted)'),
-    "lmt-stereotype predict new_recording.sqlite --model models:/lmt-stereotype-cnn/3 --out predictions.csv": (
+    "lmt-stereotype predict recordings/ other.sqlite --out predictions.parquet": (
         "tests/test_predict.py",
-        '"--model", registered(planted), "--out"',
+        'cli("predict", str(new_recordings), str(files[0]), "--model", uri, "--out", out',
+    ),
+    "lmt-stereotype predict cohort/manifest.csv --model models:/lmt-stereotype-cnn/3 --out predictions.csv": (
+        "tests/test_predict.py",
+        'cli("predict", manifest, "--model", uri, "--out"',
+    ),
+    "lmt-stereotype simulate --seed 7 --out data/external/second": (
+        "tests/test_validate.py",
+        '"simulate", "--seed", "12", "--cages", "4", "--out", "data/external/second"',
+    ),
+    "lmt-stereotype validate data/external/second/manifest.csv": (
+        "tests/test_validate.py",
+        'validate(planted, "data/external/second/manifest.csv"',
+    ),
+    "make serve": ("tests/test_predict.py", '"make", "-C", str(ROOT), "serve"'),
+    "make serve MODEL=models:/lmt-stereotype-cnn/2 PORT=5002": (
+        "tests/test_predict.py",
+        '"serve", f"MODEL={registered(planted)}", f"PORT={port}"',
     ),
     "pip install -e '.[postgres]'": ("tests/test_readme.py", '"install", "--dry-run"'),
     "createdb optuna && createdb mlflow": ("tests/test_tuning.py", "CREATE DATABASE mlflow"),  # + postgres.py
