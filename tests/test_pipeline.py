@@ -17,6 +17,7 @@ from helpers.cohort import BIN, FAST, ROOT, cli, small_params
 from lmt_stereotype.config import load_params
 from lmt_stereotype.histograms import Stacks, stack_window
 from lmt_stereotype.simulation.behaviour import effect_coefficients
+from lmt_stereotype.simulation.cohort import IN_PROGRESS
 from lmt_stereotype.stops import detect_cohort_stops
 
 
@@ -146,6 +147,21 @@ def test_simulate_keeps_an_up_to_date_cohort_and_never_overwrites_real_data(demo
     proc = subprocess.run([BIN / "lmt-stereotype", "simulate"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 2 and "not simulated" in proc.stderr
     assert (real / "manifest.csv").read_text() == "recording,animal,cage,sex,age\n"
+
+
+@pytest.mark.slow
+def test_an_interrupted_simulation_is_finished_by_the_next_run(tmp_path):
+    """Recordings without simulation.json are refused as possibly real, unless the simulator's own
+    in-progress marker says an interrupted simulation wrote them."""
+    small_params(tmp_path, n_cages=2)
+    raw = tmp_path / "data/raw"
+    raw.mkdir(parents=True)
+    (raw / "cage01_adult.sqlite").write_bytes(b"half")
+    (raw / IN_PROGRESS).touch()
+    proc = cli("simulate", cwd=tmp_path)
+    assert "finishing an interrupted simulation" in proc.stderr
+    assert (raw / "simulation.json").exists() and not (raw / IN_PROGRESS).exists()
+    assert (raw / "cage01_adult.sqlite").stat().st_size > 1_000_000
 
 
 @pytest.mark.slow

@@ -48,6 +48,7 @@ Beside the recordings, :func:`simulate_cohort` writes
 from __future__ import annotations
 
 import json
+import logging
 from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -87,8 +88,11 @@ from lmt_stereotype.simulation.truth import truth_file
 
 SIMULATOR_VERSION = 2
 """Bump when the simulated data change, so an existing simulation is not taken as up to date."""
+log = logging.getLogger(__name__)
 
 MAX_WORKERS = 4  # recordings written at once
+IN_PROGRESS = ".simulation-in-progress"
+"""Marks a raw folder whose simulation has started and not finished: a re-run may overwrite it."""
 
 AGES = ("juvenile", "adult")
 
@@ -409,6 +413,7 @@ def simulate_cohort(params: Params, out_dir: Path, *, progress: bool = True) -> 
     """Writes the cohort into out_dir (all DBs, manifest.csv, simulation.json); returns manifest path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / IN_PROGRESS).touch()  # an interrupted simulation is ours to overwrite, not real recordings
     (out_dir / "simulation.json").unlink(missing_ok=True)  # written last: a half-written folder never looks done
     name = params.simulate.profile
     profile = PROFILES[name]
@@ -424,13 +429,15 @@ def simulate_cohort(params: Params, out_dir: Path, *, progress: bool = True) -> 
     manifest = out_dir / "manifest.csv"
     write_table(_manifest(plans, params.simulate.genotype.housing != "none"), manifest)
     write_json(_description(params, name, plans, fingerprints), out_dir / "simulation.json")
+    (out_dir / IN_PROGRESS).unlink()
     return manifest
 
 
 def write_simulated_cohort(params: Params, out_dir: Path, *, force: bool = False, progress: bool = True) -> bool:
     """Simulate into ``out_dir`` unless it already holds this very simulation; True if written.
 
-    Refuses a folder that holds recordings but no simulation.json: they may be real.
+    Refuses a folder that holds recordings but no simulation.json: they may be real, unless
+    it holds :data:`IN_PROGRESS`, left by a simulation that was interrupted.
     Recordings of an earlier, larger simulation there are removed.
     """
     out_dir = Path(out_dir)
@@ -450,6 +457,8 @@ def write_simulated_cohort(params: Params, out_dir: Path, *, force: bool = False
         for stale in sorted(old - {p.file for p in plans}):
             (out_dir / stale).unlink()
             (out_dir / truth_file(stale)).unlink(missing_ok=True)
+    elif (out_dir / IN_PROGRESS).exists():
+        log.info("%s: finishing an interrupted simulation", out_dir)
     elif out_dir.exists() and (any(out_dir.glob("*.sqlite")) or (out_dir / "manifest.csv").exists()):
         raise InputError(out_dir, "holds recordings that were not simulated (no simulation.json); not overwriting")
     simulate_cohort(params, out_dir, progress=progress)
