@@ -13,6 +13,8 @@ median of ``--repeat`` runs of
   as one query (``ANIMALID IS NOT NULL``) and per animal (``ANIMALID = ?``, as our reader asks);
 * our ingest: ``recording_stops`` with default geometry and stop parameters, the animals
   read in one thread per core (as ``predict`` and ``stops DB`` do) and in a single thread;
+* the recording's identity (``LMTDatabase.identity``, what ``validate`` compares with a
+  model's training recordings and ``predict`` logs), in a fresh process;
 * a naive reader as users write it (lmt-analysis style, recordings up to 6 h only): fetch
   all rows, build ``{animal: {frame: (x, y)}}`` row by row, then a per-frame speed loop.
 
@@ -104,6 +106,13 @@ def ingest(path: Path, threads: int = 0) -> dict:
     return {"stops": len(stops)}
 
 
+def identity(path: Path) -> dict:
+    """What ``validate`` and ``predict`` read of a recording to know it: its first frame, clock,
+    RFIDs and first detections, by index, whatever the file's length."""
+    with LMTDatabase(path, PAPER.lmt) as db:
+        return {"identity": db.identity()}
+
+
 def naive(path: Path) -> dict:
     """lmt-analysis' way: every row into a dict keyed by frame, then speed frame by frame in Python."""
     g = PAPER.lmt
@@ -121,7 +130,7 @@ def naive(path: Path) -> dict:
     return {"rows": len(rows), "slow_frames": slow}
 
 
-MEASURED = {"ingest": ingest, "ingest_1thread": lambda path: ingest(path, 1), "naive": naive}
+MEASURED = {"ingest": ingest, "ingest_1thread": lambda path: ingest(path, 1), "identity": identity, "naive": naive}
 
 
 def memory_mb(field: str) -> float:
@@ -197,6 +206,7 @@ def bench(hours: int, out: Path, repeat: int) -> dict:
     }
     r["ingest"] = median_child("ingest", path, repeat)
     r["ingest_1thread"] = median_child("ingest_1thread", path, repeat)
+    r["identity"] = median_child("identity", path, repeat)
     r["naive"] = median_child("naive", path, repeat) if hours <= NAIVE_MAX_HOURS else None
     return r
 
@@ -204,7 +214,8 @@ def bench(hours: int, out: Path, repeat: int) -> dict:
 def table(results: list[dict]) -> str:
     head = (
         f"{'hours':>5} {'rows':>11} {'file GB':>7} {'write s':>7} {'bare s':>7} {'bare/an s':>9} {'ingest s':>8} "
-        f"{'ing/bare':>8} {'1 thread s':>10} {'ingest MB':>9} {'naive s':>7} {'naive MB':>8} {'rows/s':>10}"
+        f"{'ing/bare':>8} {'1 thread s':>10} {'ingest MB':>9} {'naive s':>7} {'naive MB':>8} {'rows/s':>10} "
+        f"{'identity ms':>11}"
     )
     lines = [head]
     for r in results:
@@ -215,7 +226,8 @@ def table(results: list[dict]) -> str:
             f"{r['bare_s']:>7.3f} {r['bare_per_animal_s']:>9.3f} {ing['s']:>8.3f} {ing['s'] / r['bare_s']:>8.1f} "
             f"{one['s']:>10.3f} "
             f"{ing['peak_mb']:>9.0f} {'-' if nv is None else format(nv['s'], '.2f'):>7} "
-            f"{'-' if nv is None else format(nv['peak_mb'], '.0f'):>8} {r['rows'] / ing['s']:>10,.0f}"
+            f"{'-' if nv is None else format(nv['peak_mb'], '.0f'):>8} {r['rows'] / ing['s']:>10,.0f} "
+            f"{1000 * r['identity']['s']:>11.1f}"
         )
     return "\n".join(lines)
 

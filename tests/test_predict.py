@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -23,6 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 from helpers.cohort import BIN, PLANTED_EXPERIMENT, ROOT, cli, small_params
+from helpers.mlflow_server import free_port, stop
 from helpers.params import DEMO
 
 from lmt_stereotype.clock import clock_hour
@@ -154,42 +153,39 @@ def test_predict_with_a_model_that_does_not_exist_is_a_clear_error(planted, new_
     assert "models:/nope@champion" in proc.stderr and "no such model" in proc.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, whatever HTTP_PROXY says
 
 
 @pytest.fixture
-def served(planted) -> Iterator[str]:
+def served(planted, tmp_path) -> Iterator[str]:
     """``make serve`` of the planted model on loopback, as README starts it, from a shell whose PATH
     lacks the venv (the server's ``uvicorn`` is found all the same); its URL once it answers."""
     port = free_port()
     path = os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep) if Path(d) != BIN)
-    server = subprocess.Popen(
-        ["make", "-C", str(ROOT), "serve", f"MODEL={registered(planted)}", f"PORT={port}"],
-        env={**os.environ, "PATH": path},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            ["make", "-C", str(ROOT), "serve", f"MODEL={registered(planted)}", f"PORT={port}"],
+            env={**os.environ, "PATH": path},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, log.read_text()[-3000:]
             try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=1) as answer:
+                with DIRECT.open(f"{url}/ping", timeout=1) as answer:
                     if answer.status == 200:
                         break
             except OSError:
-                assert server.poll() is None, server.stderr.read()
+                assert time.monotonic() < deadline, "the model server did not answer within 2 minutes"
                 time.sleep(0.5)
-        else:
-            pytest.fail("the model server did not answer within 2 minutes")
         yield url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop(server)
 
 
 def test_the_served_model_answers_as_predict_does(planted, new_recordings, served, tmp_path):
@@ -204,7 +200,7 @@ def test_the_served_model_answers_as_predict_does(planted, new_recordings, serve
         data=json.dumps({"inputs": X.tolist()}).encode(),
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=60) as answer:
+    with DIRECT.open(request, timeout=60) as answer:
         served_rows = pd.DataFrame(json.loads(answer.read())["predictions"])
     assert served_rows["predicted"].tolist() == expected["predicted"].tolist()
     p = [c for c in expected.columns if c.startswith("p_")]
