@@ -191,7 +191,9 @@ ModelOpt = Annotated[
 def predict(
     inputs: Annotated[
         list[Path],
-        typer.Argument(help="LMT recordings (.sqlite), folders of them, or manifests (.csv).", readable=False),
+        typer.Argument(
+            metavar="INPUT", help="LMT recordings (.sqlite), folders of them, or manifests (.csv).", readable=False
+        ),
     ],
     model: ModelOpt = None,
     out: Annotated[Path | None, typer.Option(help="Also write the table (.csv or .parquet).")] = None,
@@ -213,7 +215,9 @@ def predict(
 
 @app.command()
 def validate(
-    manifest: Annotated[Path, typer.Argument(help="The labelled cohort's manifest (.csv).", readable=False)],
+    manifest: Annotated[
+        Path, typer.Argument(metavar="MANIFEST", help="The labelled cohort's manifest (.csv).", readable=False)
+    ],
     model: ModelOpt = None,
     name: Annotated[
         str | None, typer.Option(help="The cohort's name in tags and reports [default: the manifest's folder].")
@@ -236,7 +240,7 @@ def validate(
 
 @app.command("stop-table")
 def stop_table(
-    db: Annotated[Path, typer.Argument(help="One LMT database.", readable=False)],
+    db: Annotated[Path, typer.Argument(metavar="DB", help="One LMT database.", readable=False)],
     out: Annotated[
         Path | None, typer.Option(help="Output table (.csv or .parquet) [default: standard output].")
     ] = None,
