@@ -121,3 +121,16 @@ def test_the_report_and_the_runs_name_the_genotype(planted, mlflow_store):
     mlflow.set_tracking_uri(mlflow_store)  # where the CLI tracked (conftest)
     runs = mlflow.search_runs(experiment_names=["lmt-stereotype-genotype"])
     assert len(runs) and set(runs["tags.target"]) == {"genotype"}
+
+
+def test_the_genotype_model_is_validated_on_another_genotype_cohort_as_a_genotype_question(planted):
+    record = json.loads((planted / "reports/genotype/registered_model.json").read_text())
+    cli("simulate", "--params", CONFIG, "--seed", "5", "--cages", "4", "--out", "data/genotype/second", cwd=planted)
+    manifest, model = "data/genotype/second/manifest.csv", record["model_uri"]
+    cli("validate", manifest, "--params", CONFIG, "--model", model, cwd=planted)
+    report = planted / "reports/genotype/external/second"
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert {"recall_KO", "recall_WT", "roc_auc", "accuracy_female", "accuracy_male"} <= set(metrics)
+    assert metrics["chance_level"] == 0.5 and metrics["n_recordings"] == 32
+    assert metrics["accuracy"] > 0.5 and metrics["permutation_p_value"] <= 0.05  # the planted KO effect, found anew
+    assert json.loads((report / "confusion.json").read_text())["classes"] == ["KO", "WT"]
