@@ -42,6 +42,7 @@ from lmt_stereotype.models import (
     load_cnn,
     make_baseline,
     save_cnn,
+    torch_device,
     transform_stacks,
 )
 
@@ -131,6 +132,21 @@ def test_same_seed_gives_identical_probabilities_and_loss_curve():
     assert a.loss_curve_ == b.loss_curve_
 
 
+def test_fits_advanced_epoch_by_epoch_in_turn_equal_each_fit_alone():
+    """A tuning trial trains its inner folds side by side, so it can be scored (and pruned) after any epoch."""
+    (X1, y1), (X2, y2) = tiny_data(1), tiny_data(2)
+    a, b = CNNClassifier(**TINY), CNNClassifier(**{**TINY, "lr": 0.01})
+    with a.torch_threads():  # as fit runs them
+        fits = [a.fit_epochs(X1, y1), b.fit_epochs(X2, y2)]
+        for epoch in range(1, TINY["epochs"] + 1):
+            assert [next(fit) for fit in fits] == [epoch, epoch]
+            assert a.predict_proba(X1).shape == (len(X1), 4)  # usable midway
+    alone_a, alone_b = CNNClassifier(**TINY).fit(X1, y1), CNNClassifier(**{**TINY, "lr": 0.01}).fit(X2, y2)
+    np.testing.assert_array_equal(a.predict_proba(X1), alone_a.predict_proba(X1))
+    np.testing.assert_array_equal(b.predict_proba(X2), alone_b.predict_proba(X2))
+    assert a.loss_curve_ == alone_a.loss_curve_
+
+
 def test_a_different_seed_gives_different_probabilities():
     X, y = tiny_data()
     a = CNNClassifier(seed=0, **TINY).fit(X, y)
@@ -197,6 +213,25 @@ def test_from_params_takes_the_network_and_training_settings_of_the_cnn_section(
     assert (model.channels, model.kernel_sizes, model.epochs, model.lr, model.seed) == ((4, 4), (3, 5), 7, 0.05, 11)
     assert model.n_classes == 2
     assert not hasattr(model, "n_permutations")
+
+
+def test_the_device_auto_is_the_gpu_only_when_torch_sees_one():
+    assert torch_device("cpu").type == "cpu"
+    assert torch_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="cnn.device is cuda but torch sees no GPU"):
+            torch_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+def test_a_cnn_trained_on_the_gpu_repeats_itself_exactly_and_agrees_with_the_cpu_closely(tmp_path):
+    X, y = tiny_data()
+    a, b = (CNNClassifier(device="cuda", **TINY).fit(X, y) for _ in range(2))
+    cpu = CNNClassifier(device="cpu", **TINY).fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))  # cuDNN's deterministic algorithms
+    np.testing.assert_allclose(a.predict_proba(X), cpu.predict_proba(X), atol=1e-4)  # not bit-identical
+    save_cnn(a, (4, 12), PAPER_CLASSES, tmp_path / "gpu.npz")  # saved from the GPU, loaded on the CPU
+    np.testing.assert_allclose(load_cnn(tmp_path / "gpu.npz")[0].predict_proba(X), a.predict_proba(X), atol=1e-6)
 
 
 # --- input transforms -----------------------------------------------------------------

@@ -14,6 +14,7 @@ from helpers.params import DEMO, varied
 from lmt_stereotype.design import cage_strata
 from lmt_stereotype.evaluation import make_folds
 from lmt_stereotype.labels import PAPER_CLASSES, Target
+from lmt_stereotype.models import CNNClassifier
 from lmt_stereotype.tuning import (
     Objective,
     fixed_trial_params,
@@ -22,6 +23,7 @@ from lmt_stereotype.tuning import (
     nested_cross_validate,
     outside_space,
     study_name,
+    trial_records,
     tune,
 )
 
@@ -121,6 +123,35 @@ def test_the_fixed_settings_are_the_first_trial(storage):
     study = tune(X, y, cages, PAPER, CNN, TUNING, storage, "first")
     assert study.trials[0].params == fixed_trial_params(CNN)
     assert len(study.trials) == 2 and study.trials[1].params != study.trials[0].params
+
+
+def test_a_trial_scores_its_inner_folds_as_cnns_trained_fold_by_fold_would(storage):
+    X, y, cages = tiny_cohort()
+    tuning = varied(TUNING, n_trials=1, min_epochs=1)
+    objective = Objective(X, y, cages, PAPER, CNN, tuning)
+    study = tune(X, y, cages, PAPER, CNN, tuning, storage, "fold-by-fold", folds=objective.folds)
+    by_hand = []
+    for fold in objective.folds:
+        model = CNNClassifier.from_params(CNN, 4).fit(X[fold.train], y[fold.train])
+        by_hand.append(np.mean(model.predict(X[fold.test]) == y[fold.test]))
+    assert study.trials[0].value == float(np.mean(by_hand))
+    assert study.trials[0].user_attrs["epochs_trained"] == CNN.epochs
+
+
+def test_successive_halving_stops_poor_trials_after_min_epochs_and_records_their_epochs(storage):
+    X, y, cages = tiny_cohort()
+    space = varied(TUNING.space, epochs=(6, 6))
+    tuning = varied(TUNING, n_trials=8, min_epochs=2, reduction_factor=3, space=space)
+    study = tune(X, y, cages, PAPER, varied(CNN, epochs=6), tuning, storage, "halving")
+    records = trial_records(study)
+    pruned = [r for r in records if r["state"] == "PRUNED"]
+    assert pruned and all(r["epochs_trained"] in (2, 4) for r in pruned)
+    for r in pruned:  # a pruned trial's value: its inner accuracy at the epoch it stopped
+        assert r["value"] == study.trials[r["number"]].intermediate_values[r["epochs_trained"]]
+    assert {r["epochs_trained"] for r in records if r["state"] == "COMPLETE"} == {6}
+    assert records[0]["state"] == "COMPLETE"  # the first trial, the fixed settings, has nothing to lose to
+    unpruned = tune(X, y, cages, PAPER, varied(CNN, epochs=6), varied(tuning, pruner="none"), storage, "all")
+    assert {r["epochs_trained"] for r in trial_records(unpruned)} == {6}
 
 
 def test_a_two_class_target_is_tuned_on_sex_balanced_folds_with_a_two_output_network(storage):

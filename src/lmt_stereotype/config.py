@@ -176,6 +176,7 @@ ClassWeight = Literal["balanced", "none"]
 share, so the classes weigh alike whatever their counts) or ``none``."""
 
 Transform = Literal["raw", "log1p", "per_recording"]
+Device = Literal["auto", "cpu", "cuda"]
 """Input transform of a stack, applied per recording (nothing learnt from other recordings):
 raw counts, log(1 + count), or counts divided by the recording's mean count."""
 
@@ -205,6 +206,7 @@ class CNNParams(_Section):
     class_weight: ClassWeight = Field(description="cross-entropy weighted by inverse class frequency")
     seed: int
     threads: int = Field(ge=0, description="torch CPU threads per fit; 0 = all cores (results then vary with them)")
+    device: Device = Field(description="auto: the GPU when torch sees one; cpu; cuda (an error without a GPU)")
     n_permutations: int = Field(
         ge=0, description="label permutations for the fixed settings' balanced-scheme p-value (each a full CV)"
     )
@@ -298,6 +300,12 @@ class TuningParams(_Section):
         description="schemes whose CNN is tuned inside each outer fold; the others train the cnn settings"
     )
     n_trials: int = Field(gt=0, description="trials per study, the paper's settings being the first")
+    pruner: Literal["halving", "none"] = Field(
+        description="halving: successive halving on the inner-fold accuracy after min_epochs, reduction_factor "
+        "times as many epochs, ...; none: every trial trains all its epochs"
+    )
+    min_epochs: int = Field(gt=0, description="epochs before a trial is first compared (and scored every so many)")
+    reduction_factor: int = Field(ge=2, description="one trial in reduction_factor goes on at each comparison")
     inner_folds: int = Field(ge=2, description="cage-balanced folds inside each outer training set")
     storage: str = Field(description="Optuna RDB URL; relative SQLite paths: project root")
     study: str

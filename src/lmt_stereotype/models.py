@@ -26,7 +26,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from lmt_stereotype.config import BaselineParams, ClassWeight, CNNParams, Transform, branch_widths
+from lmt_stereotype.config import BaselineParams, ClassWeight, CNNParams, Device, Transform, branch_widths
 from lmt_stereotype.files import save_npz
 
 
@@ -38,6 +38,15 @@ def class_weights(y: np.ndarray, kind: ClassWeight, n_classes: int) -> np.ndarra
         return np.ones(n_classes)
     present = counts > 0
     return np.where(present, counts.sum() / (present.sum() * np.maximum(counts, 1)), 0.0)
+
+
+def torch_device(device: Device) -> torch.device:
+    """``auto``: the GPU when torch sees one, else the CPU; ``cuda`` without a GPU is an error, not a silent CPU."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("cnn.device is cuda but torch sees no GPU (torch.cuda.is_available() is False)")
+    return torch.device(device)
 
 
 def transform_stacks(X: np.ndarray, kind: Transform) -> np.ndarray:
@@ -99,7 +108,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     A fixed epoch count (no early stopping) means nothing is chosen by looking at the
     held-out cage. ``class_weight: balanced`` weights the cross-entropy by inverse class
     frequency in the training set, so a class with fewer training recordings is not
-    predicted less for that alone. Same ``seed``, same weights and predictions.
+    predicted less for that alone. Same ``seed``, same weights and predictions on the CPU
+    (on a GPU, identical from run to run with cuDNN's deterministic algorithms, which
+    ``fit`` selects, but not to the last bit equal to the CPU's).
     ``loss_curve_`` holds the mean (weighted) training loss of each epoch.
 
     ``X`` is a stack per recording, (n, T, N, N), not a feature matrix: the estimator's
@@ -122,6 +133,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         class_weight: ClassWeight = "balanced",
         seed: int = 0,
         threads: int = 0,
+        device: Device = "cpu",
         n_classes: int | None = None,
     ):
         self.channels = channels
@@ -136,6 +148,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.class_weight = class_weight
         self.seed = seed
         self.threads = threads
+        self.device = device
         self.n_classes = n_classes
 
     @classmethod
@@ -164,40 +177,57 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> CNNClassifier:
         with self.torch_threads():
-            return self._fit(X, y)
+            for _ in self.fit_epochs(X, y):
+                pass
+        return self
 
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> CNNClassifier:
+    def fit_epochs(self, X: np.ndarray, y: np.ndarray) -> Iterator[int]:
+        """Train as :meth:`fit` does, pausing after each epoch (yielding how many are done) with
+        a usable model, so that a tuning trial can score it midway and stop a poor setting early.
+
+        Each fit draws only from its own seeded generator, so fits advanced in turn (a
+        trial's inner folds) give exactly what each gives alone, under the same
+        :meth:`torch_threads` as :meth:`fit` (the caller's to enter).
+        """
         _, T, N, _ = X.shape
         n_classes = self.n_classes or int(np.max(y)) + 1
         self.classes_ = np.arange(n_classes)
+        device = torch_device(self.device)
+        if device.type == "cuda":  # deterministic convolutions; the 2 x 2 pools never overlap, so no atomics race
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
         torch.manual_seed(self.seed)
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.seed)  # on the CPU: the same batches on any device
         model = StopCNN(T, N, n_classes, self.channels, tuple(self.kernel_sizes), self.pool)
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(device, memory_format=torch.channels_last)
         optimiser = torch.optim.SGD(
             model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
         )
-        inputs, targets = self.to_tensor(X), torch.as_tensor(np.asarray(y), dtype=torch.long)
-        weights = torch.as_tensor(class_weights(y, self.class_weight, n_classes), dtype=torch.float32)
+        inputs = self.to_tensor(X).to(device)
+        targets = torch.as_tensor(np.asarray(y), dtype=torch.long, device=device)
+        weights = torch.as_tensor(class_weights(y, self.class_weight, n_classes), dtype=torch.float32, device=device)
         loss_fn = nn.CrossEntropyLoss(weight=weights, reduction="sum")
         self.loss_curve_: list[float] = []
-        model.train()
-        for _ in range(self.epochs):
-            total = 0.0
+        self.module_ = model
+        for epoch in range(1, self.epochs + 1):
+            model.train()
+            total = torch.zeros((), dtype=torch.float64, device=device)
             for batch in torch.randperm(len(targets), generator=generator).split(self.batch_size):
+                batch = batch.to(device)
                 optimiser.zero_grad(set_to_none=True)
                 loss = loss_fn(model(inputs[batch]), targets[batch])
                 (loss / len(batch)).backward()
                 optimiser.step()
-                total += loss.item()
-            self.loss_curve_.append(total / len(targets))
-        self.module_ = model.eval()
-        return self
+                total += loss.detach()
+            self.loss_curve_.append(total.item() / len(targets))
+            model.eval()
+            yield epoch
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         check_is_fitted(self)
+        device = next(self.module_.parameters()).device
         with self.torch_threads(), torch.inference_mode():
-            return torch.softmax(self.module_(self.to_tensor(X)), dim=1).numpy().astype(np.float64)
+            logits = self.module_(self.to_tensor(X).to(device))
+            return torch.softmax(logits, dim=1).cpu().numpy().astype(np.float64)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.predict_proba(X).argmax(axis=1)
@@ -205,9 +235,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
 def model_settings(classifier: CNNClassifier) -> dict:
     """What defines a CNN, as plain JSON values: its settings with one width per branch, without
-    ``threads`` (the machine's, not the model's) and ``n_classes`` (the target's, kept beside)."""
+    ``threads`` and ``device`` (the machine's, not the model's) and ``n_classes`` (the target's, kept beside)."""
     settings = classifier.get_params()
     settings.pop("threads")
+    settings.pop("device")
     settings.pop("n_classes")
     settings["channels"] = list(branch_widths(settings["channels"], settings["kernel_sizes"]))
     settings["kernel_sizes"] = list(settings["kernel_sizes"])
@@ -223,7 +254,7 @@ def save_cnn(classifier: CNNClassifier, grid: tuple[int, int], classes: Sequence
     if len(classes) != len(classifier.classes_):
         raise ValueError(f"the CNN has {len(classifier.classes_)} outputs, not one per class of {list(classes)}")
     header = {"settings": model_settings(classifier), "shape": list(grid), "classes": list(classes)}
-    weights = {f"weight:{k}": v.contiguous().numpy() for k, v in classifier.module_.state_dict().items()}
+    weights = {f"weight:{k}": v.cpu().contiguous().numpy() for k, v in classifier.module_.state_dict().items()}
     save_npz(path, header=np.array(json.dumps(header, sort_keys=True)), **weights)
 
 

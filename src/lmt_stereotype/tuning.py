@@ -56,7 +56,7 @@ warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range", 
 
 SEARCHED = ("lr", "momentum", "weight_decay", "epochs", "batch_size", "transform")
 # How a study runs, not what it searches: outside its fingerprint (raising n_trials extends a study)
-NOT_TUNING = {"cnn": {"threads", "n_permutations"}, "tuning": {"storage", "n_trials", "study"}}
+NOT_TUNING = {"cnn": {"threads", "device", "n_permutations"}, "tuning": {"storage", "n_trials", "study"}}
 
 
 def inner_folds(cages: np.ndarray, target: Target, y: np.ndarray, n_folds: int, seed: int = 0) -> list[Fold]:
@@ -133,7 +133,13 @@ def study_name(
 
 
 class Objective:
-    """Mean inner-fold accuracy of a trial's settings; reported fold by fold so a pruner can stop it early."""
+    """Mean inner-fold accuracy of a trial's settings.
+
+    The inner folds' CNNs train side by side, epoch by epoch (each exactly as it would
+    alone); every ``tuning.min_epochs`` epochs their mean held-out accuracy is reported,
+    so the pruner can stop a poor setting after a fraction of its epochs. The epochs a
+    trial trained are its ``epochs_trained`` attribute.
+    """
 
     def __init__(
         self,
@@ -153,15 +159,35 @@ class Objective:
         settings = cnn_settings(suggest(trial, self.tuning, self.cnn.kernel_sizes), self.cnn.kernel_sizes)
         trial.set_user_attr("cages", sorted(map(str, np.unique(self.cages))))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        scores = []
-        for step, fold in enumerate(self.folds):
-            model = CNNClassifier.from_params(self.cnn, self.n_classes).set_params(**settings)
-            model.fit(self.X[fold.train], self.y[fold.train])
-            scores.append(float(np.mean(model.predict(self.X[fold.test]) == self.y[fold.test])))
-            trial.report(float(np.mean(scores)), step)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-        return float(np.mean(scores))
+        models = [CNNClassifier.from_params(self.cnn, self.n_classes).set_params(**settings) for _ in self.folds]
+        with models[0].torch_threads():
+            fits = [m.fit_epochs(self.X[f.train], self.y[f.train]) for m, f in zip(models, self.folds)]
+            for epoch in range(1, settings["epochs"] + 1):
+                for fit in fits:
+                    next(fit)
+                if epoch % self.tuning.min_epochs and epoch < settings["epochs"]:
+                    continue
+                score = float(np.mean([self._accuracy(m, f) for m, f in zip(models, self.folds)]))
+                trial.report(score, epoch)
+                trial.set_user_attr("epochs_trained", epoch)
+                if epoch < settings["epochs"] and trial.should_prune():
+                    raise optuna.TrialPruned()
+        return score
+
+    def _accuracy(self, model: CNNClassifier, fold: Fold) -> float:
+        return float(np.mean(model.predict(self.X[fold.test]) == self.y[fold.test]))
+
+
+def make_pruner(tuning: TuningParams) -> optuna.pruners.BasePruner:
+    """Successive halving on epochs: at ``min_epochs``, ``min_epochs * reduction_factor``, ... a
+    trial goes on only if its inner accuracy there is among the best ``1 / reduction_factor``
+    of the trials that reached that epoch (the first ones, with too few to compare, only if
+    they are the best so far)."""
+    if tuning.pruner == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=tuning.min_epochs, reduction_factor=tuning.reduction_factor, min_early_stopping_rate=0
+    )
 
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -191,7 +217,7 @@ def open_study(name: str, tuning: TuningParams, storage: str, cnn: CNNParams, wo
         storage=rdb,
         direction="maximize",
         load_if_exists=True,
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+        pruner=make_pruner(tuning),
     )
     offset = len(study.get_trials(deepcopy=False)) + 10_000 * worker
     study.sampler = optuna.samplers.TPESampler(seed=tuning.seed + offset)
@@ -291,8 +317,18 @@ def nested_cross_validate(
 
 
 def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
-    """A study's trials as plain records (for reports and MLflow trial runs)."""
-    return [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params} for t in study.trials]
+    """A study's trials as plain records (for reports and MLflow trial runs); ``epochs_trained``
+    is below the trial's ``epochs`` when the pruner stopped it."""
+    return [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.value,
+            "params": t.params,
+            "epochs_trained": t.user_attrs.get("epochs_trained"),
+        }
+        for t in study.trials
+    ]
 
 
 def evaluate_tuned(stacks: Stacks, scheme: str, params: Params, progress: bool = False) -> Evaluation:

@@ -106,13 +106,16 @@ def cross_validate_models(
 
 
 def log_trials(run: StageRun, prefix: str, trials: list[dict[str, Any]], tags: dict[str, Any]) -> None:
-    """One nested run per Optuna trial, with its parameters and its inner cross-validated accuracy."""
+    """One nested run per Optuna trial, with its parameters, its inner cross-validated accuracy (a
+    pruned trial's at the epoch it stopped) and the epochs it trained."""
     for trial in trials:
         trial_tags = {**tags, "trial": trial["number"], "trial_state": trial["state"]}
         with run.child(f"{prefix}-trial{trial['number']}", trial_tags) as t:
             t.log_params(trial["params"])
             if trial["value"] is not None:
                 t.log_metrics({"inner_accuracy": trial["value"]})
+            if trial["epochs_trained"] is not None:
+                t.log_metrics({"epochs_trained": trial["epochs_trained"]})
 
 
 def _log_summary(model: str, scheme: str, m: dict[str, float], warning: str | None) -> None:
