@@ -262,7 +262,7 @@ def test_flat_tuning_is_tagged_selection_biased_and_never_promoted(tmp_path):
     (summary,) = optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'optuna.db'}")
     assert summary.study_name.startswith("cnn-flat-") and summary.n_trials == 2  # one study for everything
     study = optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
-    assert len(study.trials[0].intermediate_values) == 3  # scored on the 3 balanced folds themselves
+    assert len(study.trials[0].user_attrs["folds"]) == 3  # scored on the 3 balanced folds themselves
 
 
 def test_fixed_settings_outside_the_search_space_are_named():

@@ -138,7 +138,8 @@ class Objective:
     The inner folds' CNNs train side by side, epoch by epoch (each exactly as it would
     alone); every ``tuning.min_epochs`` epochs their mean held-out accuracy is reported,
     so the pruner can stop a poor setting after a fraction of its epochs. The epochs a
-    trial trained are its ``epochs_trained`` attribute.
+    trial trained and the folds it was scored on are its ``epochs_trained`` and ``folds``
+    attributes.
     """
 
     def __init__(
@@ -159,6 +160,7 @@ class Objective:
         settings = cnn_settings(suggest(trial, self.tuning, self.cnn.kernel_sizes), self.cnn.kernel_sizes)
         trial.set_user_attr("cages", sorted(map(str, np.unique(self.cages))))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("folds", [fold.name for fold in self.folds])
         models = [CNNClassifier.from_params(self.cnn, self.n_classes).set_params(**settings) for _ in self.folds]
         with models[0].torch_threads():
             fits = [m.fit_epochs(self.X[f.train], self.y[f.train]) for m, f in zip(models, self.folds)]
