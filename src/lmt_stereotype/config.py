@@ -176,9 +176,11 @@ ClassWeight = Literal["balanced", "none"]
 share, so the classes weigh alike whatever their counts) or ``none``."""
 
 Transform = Literal["raw", "log1p", "per_recording"]
-Device = Literal["auto", "cpu", "cuda"]
 """Input transform of a stack, applied per recording (nothing learnt from other recordings):
 raw counts, log(1 + count), or counts divided by the recording's mean count."""
+
+Device = Literal["auto", "cpu", "cuda"]
+"""Where the CNN trains: ``auto`` the GPU when torch sees one, else the CPU."""
 
 
 def branch_widths(channels: int | Sequence[int], kernel_sizes: Sequence[int]) -> tuple[int, ...]:

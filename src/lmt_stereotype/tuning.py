@@ -171,9 +171,10 @@ class Objective:
                     continue
                 score = float(np.mean([self._accuracy(m, f) for m, f in zip(models, self.folds)]))
                 trial.report(score, epoch)
-                trial.set_user_attr("epochs_trained", epoch)
                 if epoch < settings["epochs"] and trial.should_prune():
+                    trial.set_user_attr("epochs_trained", epoch)
                     raise optuna.TrialPruned()
+        trial.set_user_attr("epochs_trained", settings["epochs"])
         return score
 
     def _accuracy(self, model: CNNClassifier, fold: Fold) -> float:
