@@ -5,6 +5,7 @@ Plain helpers live in ``tests/helpers``."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +46,30 @@ def mlflow_store(tmp_path_factory) -> Iterator[str]:
         del os.environ["MLFLOW_TRACKING_URI"]
     else:
         os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+class ModuleFolders:
+    """``mktemp`` for a module's fixtures, whose folders are removed when the module's tests are
+    done, unless one of them failed: a simulated cohort weighs up to 4 GB, and a suite that kept
+    them all to its end held 24 GB of a CI machine's disk."""
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self.factory = factory
+        self.made: list[Path] = []
+
+    def mktemp(self, name: str) -> Path:
+        self.made.append(self.factory.mktemp(name))
+        return self.made[-1]
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory, request) -> Iterator[ModuleFolders]:
+    """Folders for one module's cohorts (see :class:`ModuleFolders`)."""
+    folders, failed_before = ModuleFolders(tmp_path_factory), request.session.testsfailed
+    yield folders
+    if request.session.testsfailed == failed_before:
+        for folder in folders.made:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -312,13 +312,13 @@ def _quirky_track(segments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def quirky(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+def quirky(module_tmp) -> tuple[Path, subprocess.CompletedProcess]:
     """A cage of both sexes recorded 5 s, a cage of one mouse recorded 20 s; stacks of 2 x 4 s = 8 s.
 
     a.sqlite (cage c1): mice 1 (male) and 2 (female), a stop each at 1 s; shorter than the window.
     b.sqlite (cage c2, its only recording): one mouse, stops at 1 s, 5 s and 16 s; longer than the window.
     """
-    project = tmp_path_factory.mktemp("quirky")
+    project = module_tmp.mktemp("quirky")
     raw = project / "data/raw"
     raw.mkdir(parents=True)
     small_params(project, n_cages=2, sections={"histograms": {"n_intervals": 2, "interval_s": 4}})

@@ -22,12 +22,12 @@ MODELS = ("cnn", "knn", "svm")
 
 
 @pytest.fixture(scope="module")
-def fingerprints(tmp_path_factory) -> Path:
+def fingerprints(module_tmp) -> Path:
     """Seed 2 is one whose cage fingerprints pull the SVM's leave-one-cage-out folds towards the
     other sex (the bias shows in some cohorts and some models, never in the balanced folds:
     seeds 2, 3 and 4 at cage variability 1.5 and 3.0 were tried, benchmarks/README.md)."""
     simulate = {"seed": 2, "cage_variability": 3.0, "mouse_variability": 0.1}
-    folder = simulated_cohort(tmp_path_factory, "fingerprints", simulate, strength=0.0)
+    folder = simulated_cohort(module_tmp, "fingerprints", simulate, strength=0.0)
     cli("train", cwd=folder)
     (folder / "baselines.log").write_text(cli("baselines", cwd=folder).stderr)
     return folder

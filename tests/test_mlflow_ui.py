@@ -67,7 +67,7 @@ class Store:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Store:
+def store(module_tmp) -> Store:
     """The demo pipeline on a 4-cage simulated cohort, tracked into a store of its own.
 
     With ``$LMT_UI_PROJECT`` (a project folder after ``make run``) the test looks at that
@@ -77,7 +77,7 @@ def store(tmp_path_factory) -> Store:
         folder = Path(os.environ["LMT_UI_PROJECT"]).resolve()
         uri = f"sqlite:///{folder / 'mlflow.db'}"
     else:
-        folder = tmp_path_factory.mktemp("ui_project")
+        folder = module_tmp.mktemp("ui_project")
         uri = f"sqlite:///{folder / 'mlflow.db'}"
         small_params(folder, n_cages=4, sections=PIPELINE)
         with pytest.MonkeyPatch.context() as env:

@@ -22,9 +22,9 @@ from lmt_stereotype.stops import detect_cohort_stops
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
+def demo(module_tmp) -> Path:
     """A 4-cage demo cohort (2 male, 2 female cages, both ages) run through the CLI."""
-    folder = tmp_path_factory.mktemp("demo")
+    folder = module_tmp.mktemp("demo")
     small_params(folder, n_cages=4)
     cli("simulate", cwd=folder)
     cli("preprocess", cwd=folder)

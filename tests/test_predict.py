@@ -36,9 +36,9 @@ pytestmark = pytest.mark.slow  # reads the trained cohort `planted` and simulate
 
 
 @pytest.fixture(scope="module")
-def new_recordings(tmp_path_factory) -> Path:
+def new_recordings(module_tmp) -> Path:
     """Two cages the models never saw, planted as strongly as the training cohort."""
-    folder = tmp_path_factory.mktemp("new")
+    folder = module_tmp.mktemp("new")
     small_params(folder, n_cages=2, sections={"simulate": {"seed": 11, "cage_variability": 0.25}}, strength=3.0)
     cli("simulate", cwd=folder)
     return folder / "data/raw"

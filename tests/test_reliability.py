@@ -78,10 +78,10 @@ DEMO = {**FAST, "registry": {"model_name": "reliability-demo"}, "mlflow": {"expe
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> dict:
+def demo(module_tmp) -> dict:
     """The demo pipeline on 4 simulated cages (balanced folds need 2 of each sex), run in two folders on
     the same raw files."""
-    a, b = tmp_path_factory.mktemp("run_a"), tmp_path_factory.mktemp("run_b")
+    a, b = module_tmp.mktemp("run_a"), module_tmp.mktemp("run_b")
     small_params(a, n_cages=4, sections=DEMO)
     ok(cli("simulate", cwd=a))
     raw_before = digests(a, "data/raw")

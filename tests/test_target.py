@@ -49,13 +49,13 @@ def genotype_example(folder: Path, strength: float, stages: tuple[str, ...] = ST
 
 
 @pytest.fixture(scope="module")
-def planted(tmp_path_factory) -> Path:
-    return genotype_example(tmp_path_factory.mktemp("genotype-planted"), strength=3.0)
+def planted(module_tmp) -> Path:
+    return genotype_example(module_tmp.mktemp("genotype-planted"), strength=3.0)
 
 
 @pytest.fixture(scope="module")
-def absent(tmp_path_factory) -> Path:
-    return genotype_example(tmp_path_factory.mktemp("genotype-absent"), strength=0.0, stages=STAGES[:5])
+def absent(module_tmp) -> Path:
+    return genotype_example(module_tmp.mktemp("genotype-absent"), strength=0.0, stages=STAGES[:5])
 
 
 def balanced_metrics(folder: Path, model: str) -> dict[str, float]:

@@ -63,12 +63,11 @@ def _merge(into: dict, changes: dict) -> None:
             into[key] = value
 
 
-def simulated_cohort(
-    tmp_path_factory, name: str, simulate: dict, sections: dict | None = None, **effects: float
-) -> Path:
+def simulated_cohort(folders, name: str, simulate: dict, sections: dict | None = None, **effects: float) -> Path:
     """8 cages (4 male, 4 female), each recorded juvenile and adult: the paper's design, smaller;
-    simulated and preprocessed through the CLI under :data:`TRAINING` (and ``sections``)."""
-    folder = tmp_path_factory.mktemp(name)
+    simulated and preprocessed through the CLI under :data:`TRAINING` (and ``sections``), in a
+    folder from ``folders.mktemp`` (pytest's ``tmp_path_factory`` or conftest's ``module_tmp``)."""
+    folder = folders.mktemp(name)
     small_params(folder, n_cages=8, sections={**TRAINING, "simulate": simulate, **(sections or {})}, **effects)
     cli("simulate", cwd=folder)
     cli("preprocess", cwd=folder)
