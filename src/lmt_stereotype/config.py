@@ -182,6 +182,11 @@ raw counts, log(1 + count), or counts divided by the recording's mean count."""
 Device = Literal["auto", "cpu", "cuda"]
 """Where the CNN trains: ``auto`` the GPU when torch sees one, else the CPU."""
 
+Convolution = Literal["auto", "dense", "sparse"]
+"""How the CPU computes the first layer's convolutions in training: ``dense`` (oneDNN),
+``sparse`` (over the stacks' non-zero cells only), ``auto`` sparse for sparse stacks. The
+same network either way; only the summation order, so the last bits, differ."""
+
 
 def branch_widths(channels: int | Sequence[int], kernel_sizes: Sequence[int]) -> tuple[int, ...]:
     """Output channels of each CNN branch: one count for all, or one per kernel size (the one rule)."""
@@ -209,6 +214,10 @@ class CNNParams(_Section):
     seed: int
     threads: int = Field(ge=0, description="torch CPU threads per fit; 0 = all cores (results then vary with them)")
     device: Device = Field(description="auto: the GPU when torch sees one; cpu; cuda (an error without a GPU)")
+    convolution: Convolution = Field(
+        description="training's first-layer convolutions on the CPU: dense, sparse (non-zero cells only), "
+        "or auto (sparse when at most 1 cell in 10 is non-zero)"
+    )
     n_permutations: int = Field(
         ge=0, description="label permutations for the fixed settings' balanced-scheme p-value (each a full CV)"
     )

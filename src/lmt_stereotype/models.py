@@ -8,6 +8,7 @@ cross-validation routine evaluates every model the same way.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +27,15 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from lmt_stereotype.config import BaselineParams, ClassWeight, CNNParams, Device, Transform, branch_widths
+from lmt_stereotype.config import (
+    BaselineParams,
+    ClassWeight,
+    CNNParams,
+    Convolution,
+    Device,
+    Transform,
+    branch_widths,
+)
 from lmt_stereotype.files import save_npz
 
 
@@ -61,6 +70,92 @@ def transform_stacks(X: np.ndarray, kind: Transform) -> np.ndarray:
     return X / np.where(mean > 0, mean, 1.0)
 
 
+SPARSE_BELOW = 0.1
+"""``convolution: auto`` trains on sparse patches when at most this share of the training
+stacks' cells is non-zero (the demo's: 0.024; benchmarks/first_layer.py times both)."""
+
+RecordingPatches = dict[int, tuple[torch.Tensor, torch.Tensor]]
+"""One recording's patches: per kernel size k, its im2col matrix (out², T k²) and that
+matrix's transpose (T k², out²), both sparse CSR, where out = N - k + 1."""
+
+
+def sparse_patches(inputs: torch.Tensor, kernel_sizes: Sequence[int]) -> list[RecordingPatches]:
+    """Each recording's non-zero cells as sparse im2col matrices, one per kernel size.
+
+    Row p * out + q of a matrix is the k x k window at (p, q) of every interval; column
+    t k² + a k + b its cell (t, p + a, q + b), the order of a convolution weight's
+    (T, k, k). A convolution is then this matrix times the weights, and its weight
+    gradient the transpose times the output gradient: work in proportion to the non-zero
+    cells (2.4% on the demo), where a dense convolution touches every cell. Built once for
+    a set of recordings, vectorised; a recording's patches depend on it alone, so any
+    subset of recordings (a fold) can take its rows of the list.
+    """
+    n, T, N, _ = inputs.shape
+    sample, interval, i, j = inputs.nonzero(as_tuple=True)
+    values = inputs[sample, interval, i, j]
+    patches: list[RecordingPatches] = [{} for _ in range(n)]
+    for k in kernel_sizes:
+        out = N - k + 1
+        a, b = torch.arange(k).repeat_interleave(k), torch.arange(k).repeat(k)
+        p, q = i[:, None] - a, j[:, None] - b
+        inside = (p >= 0) & (p < out) & (q >= 0) & (q < out)
+        s = sample[:, None].expand_as(p)[inside]
+        window = (p * out + q)[inside]
+        cell = (interval[:, None] * k * k + a * k + b)[inside]
+        v = values[:, None].expand_as(p)[inside]
+        rows = _csr_blocks(s, window, cell, v, n, (out * out, T * k * k))
+        columns = _csr_blocks(s, cell, window, v, n, (T * k * k, out * out))
+        for recording, block, transposed in zip(patches, rows, columns):
+            recording[k] = (block, transposed)
+    return patches
+
+
+def _csr_blocks(
+    sample: torch.Tensor, row: torch.Tensor, col: torch.Tensor, value: torch.Tensor, n: int, shape: tuple[int, int]
+) -> list[torch.Tensor]:
+    """One CSR matrix of ``shape`` per sample from the (sample, row, col, value) entries (no duplicates)."""
+    R, C = shape
+    order = torch.argsort((sample * R + row) * C + col)
+    col, value = col[order], value[order]
+    crow = torch.zeros(n * R + 1, dtype=torch.long)
+    crow[1:] = torch.bincount(sample * R + row, minlength=n * R).cumsum(0)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": used knowingly, tested against dense
+        warnings.simplefilter("ignore", UserWarning)
+        return [
+            torch.sparse_csr_tensor(
+                crow[s * R : (s + 1) * R + 1] - crow[s * R],
+                col[crow[s * R] : crow[(s + 1) * R]],
+                value[crow[s * R] : crow[(s + 1) * R]],
+                shape,
+                check_invariants=False,
+            )
+            for s in range(n)
+        ]
+
+
+class PatchConvolution(torch.autograd.Function):
+    """A valid convolution (no bias) over a batch's sparse patches, returning (B, out², C).
+
+    Forward: each recording's im2col matrix times the weights; backward: the weight's
+    gradient only, the transposed matrices times the output gradient, summed over the batch
+    in batch order (so deterministic). The input is data, so it gets no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, rows: list[torch.Tensor], columns: list[torch.Tensor]) -> torch.Tensor:
+        ctx.columns, ctx.shape = columns, weight.shape
+        w = weight.reshape(weight.shape[0], -1).t().contiguous()
+        return torch.stack([block @ w for block in rows])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        grad = grad.contiguous()
+        total = ctx.columns[0] @ grad[0]
+        for block, g in zip(ctx.columns[1:], grad[1:]):
+            total.addmm_(block, g)
+        return total.t().reshape(ctx.shape), None, None
+
+
 class Branch(nn.Module):
     """Conv -> ReLU -> max-pool, each its own module so hooks and Captum can reach every output."""
 
@@ -72,6 +167,13 @@ class Branch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.relu(self.conv(x)))
+
+    def forward_patches(self, patches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """:meth:`forward` over a batch's sparse patches for this kernel (the same function)."""
+        rows, columns = zip(*patches)
+        out = PatchConvolution.apply(self.conv.weight, list(rows), list(columns)) + self.conv.bias
+        side = int(round(out.shape[1] ** 0.5))
+        return self.pool(self.relu(out.view(len(rows), side, side, -1).permute(0, 3, 1, 2)))
 
 
 class StopCNN(nn.Module):
@@ -94,12 +196,21 @@ class StopCNN(nn.Module):
         if min(kernel_sizes) < 1 or max(kernel_sizes) > grid or (grid - max(kernel_sizes) + 1) < pool:
             raise ValueError(f"kernels {kernel_sizes} with pool {pool} do not fit a {grid} x {grid} grid")
         widths = branch_widths(channels, kernel_sizes)
+        self.kernel_sizes = tuple(kernel_sizes)
         self.branches = nn.ModuleList(Branch(n_intervals, c, k, pool) for c, k in zip(widths, kernel_sizes))
         self.n_features = sum(c * ((grid - k + 1) // pool) ** 2 for c, k in zip(widths, kernel_sizes))
         self.classifier = nn.Linear(self.n_features, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.cat([branch(x).flatten(1) for branch in self.branches], dim=1))
+
+    def forward_patches(self, patches: Sequence[RecordingPatches]) -> torch.Tensor:
+        """:meth:`forward` over a batch of recordings' :func:`sparse_patches` (training on sparse stacks)."""
+        features = [
+            branch.forward_patches([recording[k] for recording in patches]).flatten(1)
+            for branch, k in zip(self.branches, self.kernel_sizes)
+        ]
+        return self.classifier(torch.cat(features, dim=1))
 
 
 class CNNClassifier(ClassifierMixin, BaseEstimator):
@@ -110,7 +221,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     frequency in the training set, so a class with fewer training recordings is not
     predicted less for that alone. Same ``seed``, same weights and predictions on the CPU
     (on a GPU, identical from run to run with cuDNN's deterministic algorithms, which
-    ``fit`` selects, but not to the last bit equal to the CPU's).
+    ``fit`` selects, but not to the last bit equal to the CPU's). On the CPU, sparse stacks
+    train through :func:`sparse_patches` (``convolution``): the same network and gradients,
+    summed in another order, so equal to the dense fit within float rounding, not bit for bit.
     ``loss_curve_`` holds the mean (weighted) training loss of each epoch.
 
     ``X`` is a stack per recording, (n, T, N, N), not a feature matrix: the estimator's
@@ -134,6 +247,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         seed: int = 0,
         threads: int = 0,
         device: Device = "cpu",
+        convolution: Convolution = "auto",
         n_classes: int | None = None,
     ):
         self.channels = channels
@@ -149,6 +263,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.seed = seed
         self.threads = threads
         self.device = device
+        self.convolution = convolution
         self.n_classes = n_classes
 
     @classmethod
@@ -175,19 +290,31 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         finally:
             torch.set_num_threads(before)
 
+    def trains_sparse(self, inputs: torch.Tensor) -> bool:
+        """Whether a fit on these (transformed) inputs convolves sparse patches: ``convolution``
+        sparse, or auto with at most :data:`SPARSE_BELOW` of the cells non-zero; on the CPU only."""
+        if torch_device(self.device).type != "cpu" or self.convolution == "dense":
+            return False
+        return self.convolution == "sparse" or torch.count_nonzero(inputs).item() <= SPARSE_BELOW * inputs.numel()
+
     def fit(self, X: np.ndarray, y: np.ndarray) -> CNNClassifier:
         with self.torch_threads():
             for _ in self.fit_epochs(X, y):
                 pass
         return self
 
-    def fit_epochs(self, X: np.ndarray, y: np.ndarray) -> Iterator[int]:
+    def fit_epochs(
+        self, X: np.ndarray, y: np.ndarray, patches: Sequence[RecordingPatches] | None = None
+    ) -> Iterator[int]:
         """Train as :meth:`fit` does, pausing after each epoch (yielding how many are done) with
         a usable model, so that a tuning trial can score it midway and stop a poor setting early.
 
         Each fit draws only from its own seeded generator, so fits advanced in turn (a
         trial's inner folds) give exactly what each gives alone, under the same
-        :meth:`torch_threads` as :meth:`fit` (the caller's to enter).
+        :meth:`torch_threads` as :meth:`fit` (the caller's to enter). ``patches``:
+        :func:`sparse_patches` of ``X`` under this ``transform``, row for row, built once by
+        a caller that fits the same recordings many times (a tuning study); else built here
+        when :meth:`trains_sparse`.
         """
         _, T, N, _ = X.shape
         n_classes = self.n_classes or int(np.max(y)) + 1
@@ -203,6 +330,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
         )
         inputs = self.to_tensor(X).to(device)
+        if not self.trains_sparse(inputs):
+            patches = None
+        elif patches is None:
+            patches = sparse_patches(inputs, self.kernel_sizes)
+        elif len(patches) != len(X):
+            raise ValueError(f"{len(patches)} recordings' patches for {len(X)} stacks")
         targets = torch.as_tensor(np.asarray(y), dtype=torch.long, device=device)
         weights = torch.as_tensor(class_weights(y, self.class_weight, n_classes), dtype=torch.float32, device=device)
         loss_fn = nn.CrossEntropyLoss(weight=weights, reduction="sum")
@@ -214,7 +347,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             for batch in torch.randperm(len(targets), generator=generator).split(self.batch_size):
                 batch = batch.to(device)
                 optimiser.zero_grad(set_to_none=True)
-                loss = loss_fn(model(inputs[batch]), targets[batch])
+                if patches is None:
+                    logits = model(inputs[batch])
+                else:
+                    logits = model.forward_patches([patches[i] for i in batch.tolist()])
+                loss = loss_fn(logits, targets[batch])
                 (loss / len(batch)).backward()
                 optimiser.step()
                 total += loss.detach()
@@ -235,10 +372,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
 def model_settings(classifier: CNNClassifier) -> dict:
     """What defines a CNN, as plain JSON values: its settings with one width per branch, without
-    ``threads`` and ``device`` (the machine's, not the model's) and ``n_classes`` (the target's, kept beside)."""
+    ``threads``, ``device`` and ``convolution`` (how the machine computes, not the model) and
+    ``n_classes`` (the target's, kept beside)."""
     settings = classifier.get_params()
-    settings.pop("threads")
-    settings.pop("device")
+    for how in ("threads", "device", "convolution"):
+        settings.pop(how)
     settings.pop("n_classes")
     settings["channels"] = list(branch_widths(settings["channels"], settings["kernel_sizes"]))
     settings["kernel_sizes"] = list(settings["kernel_sizes"])

@@ -47,7 +47,7 @@ from lmt_stereotype.evaluation import (
 )
 from lmt_stereotype.histograms import Stacks
 from lmt_stereotype.labels import Target
-from lmt_stereotype.models import CNNClassifier
+from lmt_stereotype.models import CNNClassifier, RecordingPatches, sparse_patches
 from lmt_stereotype.tracking import rooted
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # trial results go to MLflow and the reports
@@ -155,6 +155,7 @@ class Objective:
         self.X, self.y, self.cages, self.n_classes = X, y, np.asarray(cages), len(target.classes)
         self.cnn, self.tuning = cnn, tuning
         self.folds = folds if folds is not None else inner_folds(self.cages, target, y, tuning.inner_folds, tuning.seed)
+        self._patches_by_transform: dict[str, list[RecordingPatches] | None] = {}
 
     def __call__(self, trial: optuna.Trial) -> float:
         settings = cnn_settings(suggest(trial, self.tuning, self.cnn.kernel_sizes), self.cnn.kernel_sizes)
@@ -162,8 +163,14 @@ class Objective:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("folds", [fold.name for fold in self.folds])
         models = [CNNClassifier.from_params(self.cnn, self.n_classes).set_params(**settings) for _ in self.folds]
+        patches = self._patches(models[0])
         with models[0].torch_threads():
-            fits = [m.fit_epochs(self.X[f.train], self.y[f.train]) for m, f in zip(models, self.folds)]
+            fits = [
+                m.fit_epochs(
+                    self.X[f.train], self.y[f.train], None if patches is None else [patches[i] for i in f.train]
+                )
+                for m, f in zip(models, self.folds)
+            ]
             for epoch in range(1, settings["epochs"] + 1):
                 for fit in fits:
                     next(fit)
@@ -176,6 +183,15 @@ class Objective:
                     raise optuna.TrialPruned()
         trial.set_user_attr("epochs_trained", settings["epochs"])
         return score
+
+    def _patches(self, model: CNNClassifier) -> list[RecordingPatches] | None:
+        """The study's recordings as sparse patches under the model's transform, built once per
+        transform and shared by every trial and inner fold (None: the model trains dense)."""
+        if model.transform not in self._patches_by_transform:
+            inputs = model.to_tensor(self.X)
+            sparse = model.trains_sparse(inputs)
+            self._patches_by_transform[model.transform] = sparse_patches(inputs, model.kernel_sizes) if sparse else None
+        return self._patches_by_transform[model.transform]
 
     def _accuracy(self, model: CNNClassifier, fold: Fold) -> float:
         return float(np.mean(model.predict(self.X[fold.test]) == self.y[fold.test]))
