@@ -123,8 +123,8 @@ def _csr_blocks(
         warnings.simplefilter("ignore", UserWarning)
         return [
             torch.sparse_csr_tensor(
-                crow[s * R : (s + 1) * R + 1] - crow[s * R],
-                col[crow[s * R] : crow[(s + 1) * R]],
+                (crow[s * R : (s + 1) * R + 1] - crow[s * R]).int(),
+                col[crow[s * R] : crow[(s + 1) * R]].int(),
                 value[crow[s * R] : crow[(s + 1) * R]],
                 shape,
                 check_invariants=False,
@@ -359,15 +359,19 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             model.eval()
             yield epoch
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+    def predict_proba(self, X: np.ndarray, patches: Sequence[RecordingPatches] | None = None) -> np.ndarray:
+        """Class probabilities; through ``patches`` of ``X`` (:meth:`fit_epochs`'), if given, on the CPU."""
         check_is_fitted(self)
         device = next(self.module_.parameters()).device
         with self.torch_threads(), torch.inference_mode():
-            logits = self.module_(self.to_tensor(X).to(device))
+            if patches is not None and device.type == "cpu":
+                logits = self.module_.forward_patches(patches)
+            else:
+                logits = self.module_(self.to_tensor(X).to(device))
             return torch.softmax(logits, dim=1).cpu().numpy().astype(np.float64)
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.predict_proba(X).argmax(axis=1)
+    def predict(self, X: np.ndarray, patches: Sequence[RecordingPatches] | None = None) -> np.ndarray:
+        return self.predict_proba(X, patches).argmax(axis=1)
 
 
 def model_settings(classifier: CNNClassifier) -> dict:

@@ -176,7 +176,7 @@ class Objective:
                     next(fit)
                 if epoch % self.tuning.min_epochs and epoch < settings["epochs"]:
                     continue
-                score = float(np.mean([self._accuracy(m, f) for m, f in zip(models, self.folds)]))
+                score = float(np.mean([self._accuracy(m, f, patches) for m, f in zip(models, self.folds)]))
                 trial.report(score, epoch)
                 if epoch < settings["epochs"] and trial.should_prune():
                     trial.set_user_attr("epochs_trained", epoch)
@@ -193,8 +193,9 @@ class Objective:
             self._patches_by_transform[model.transform] = sparse_patches(inputs, model.kernel_sizes) if sparse else None
         return self._patches_by_transform[model.transform]
 
-    def _accuracy(self, model: CNNClassifier, fold: Fold) -> float:
-        return float(np.mean(model.predict(self.X[fold.test]) == self.y[fold.test]))
+    def _accuracy(self, model: CNNClassifier, fold: Fold, patches: list[RecordingPatches] | None) -> float:
+        test = None if patches is None else [patches[i] for i in fold.test]
+        return float(np.mean(model.predict(self.X[fold.test], test) == self.y[fold.test]))
 
 
 def make_pruner(tuning: TuningParams) -> optuna.pruners.BasePruner:
