@@ -5,15 +5,16 @@ stacks, log1p-transformed, one thread, as a tuning trial trains):
 
     .venv/bin/python benchmarks/first_layer.py [--repeats 50] [--json first_layer.json]
 
-Three levers of issue 19, none kept (benchmarks/README.md §8), each timed beside its baseline
-in the same run:
+Three levers of issue 19 (benchmarks/README.md §8), each timed beside its baseline in the
+same run:
 
-- **sparse**: the 9 x 9 branch's convolution (forward and weight gradient, a batch of 8)
-  over the non-zero cells only, as a sparse im2col matrix times the weights (COO and CSR)
-  and as gather / index_add, against oneDNN's dense convolution;
-- **grouped**: one SGD step of the three inner folds' networks as one grouped convolution
+- **sparse** (kept: ``cnn.convolution``): a fit's epochs with the first layer as sparse
+  im2col patches times the weights (:func:`~lmt_stereotype.models.sparse_patches`) against
+  oneDNN's dense convolution, on the demo's stacks and on uniform random stacks of rising
+  density (the crossover behind ``SPARSE_BELOW``);
+- **grouped** (dropped): one SGD step of the three inner folds' networks as one grouped convolution
   (``groups=3``) and one batched matmul, against three separate networks;
-- **bf16**: an epoch under bfloat16 autocast against float32.
+- **bf16** (dropped): an epoch under bfloat16 autocast against float32.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lmt_stereotype.histograms import Stacks
-from lmt_stereotype.models import StopCNN
+from lmt_stereotype.models import CNNClassifier, StopCNN, patch_share, sparse_patches
 
 BATCH, FOLDS, WIDTH, KERNEL, CLASSES = 8, 3, 16, 9, 4
+UNIFORM = (0.01, 0.02, 0.03, 0.05, 0.1)
 
 
 def ms(step, repeats: int) -> float:
@@ -44,48 +46,36 @@ def ms(step, repeats: int) -> float:
     return round((time.perf_counter() - start) / repeats * 1000, 2)
 
 
-def sparse_first_layer(x: torch.Tensor, repeats: int) -> dict:
-    """The 9 x 9 convolution, dense and over the non-zero cells of ``x`` (a batch of stacks)."""
-    n, channels, grid, _ = x.shape
-    out = grid - KERNEL + 1
-    conv = nn.Conv2d(channels, WIDTH, KERNEL).to(memory_format=torch.channels_last)
-    dense_x = x.contiguous(memory_format=torch.channels_last)
-
-    def dense():
-        conv.zero_grad()
-        conv(dense_x).sum().backward()
-
-    b, c, i, j = x.nonzero(as_tuple=True)
-    value = x[b, c, i, j]
-    di, dj = torch.arange(KERNEL).repeat_interleave(KERNEL), torch.arange(KERNEL).repeat(KERNEL)
-    p, q = i[:, None] - di[None], j[:, None] - dj[None]
-    inside = (p >= 0) & (p < out) & (q >= 0) & (q < out)
-    rows = (b[:, None] * out * out + p * out + q)[inside]
-    cols = (c[:, None] * KERNEL * KERNEL + di[None] * KERNEL + dj[None])[inside]
-    values = value[:, None].expand_as(p)[inside]
-    weight = nn.Parameter(torch.randn(WIDTH, channels * KERNEL * KERNEL) * 0.01)
-    coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n * out * out, weight.shape[1])).coalesce()
-    csr = coo.to_sparse_csr()
-
-    def gather():
-        weight.grad = None
-        contributions = weight.t().index_select(0, cols) * values[:, None]
-        torch.zeros(n * out * out, WIDTH).index_add(0, rows, contributions).sum().backward()
-
-    def product(matrix):
-        def step():
-            weight.grad = None
-            (matrix @ weight.t()).sum().backward()
-
-        return step
-
-    return {
-        "nonzero_share": round(float((x > 0).float().mean()), 4),
-        "dense_ms": ms(dense, repeats),
-        "sparse_coo_ms": ms(product(coo), repeats),
-        "sparse_csr_ms": ms(product(csr), repeats),
-        "gather_index_add_ms": ms(gather, repeats),
-    }
+def sparse_epochs(X: np.ndarray, y: np.ndarray, epochs: int, repeats: int) -> list[dict]:
+    """Milliseconds per epoch of a fit (log1p, batch 8) with the dense and the sparse first
+    layer, the patches built beforehand (as a tuning study does; their time apart): on the
+    demo stacks, and on uniform random stacks of the same shape at rising density, where the
+    crossover lies. The fastest of ``repeats`` fits."""
+    rng = np.random.default_rng(0)
+    cases = [("demo", X)] + [
+        (f"uniform {d}", (rng.random(X.shape) < d) * rng.poisson(2, X.shape).clip(1)) for d in UNIFORM
+    ]
+    rows = []
+    for name, stacks in cases:
+        inputs = torch.from_numpy(np.log1p(stacks).astype(np.float32))
+        row = {"stacks": name, "patch_share": round(patch_share(inputs, (3, KERNEL), (WIDTH, WIDTH)), 4)}
+        start = time.perf_counter()
+        patches = sparse_patches(inputs, (3, KERNEL))
+        row["patches_ms"] = round((time.perf_counter() - start) * 1000, 1)
+        for convolution in ("dense", "sparse"):
+            model = CNNClassifier(epochs=epochs, threads=1, convolution=convolution, n_classes=CLASSES)
+            seconds = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                with model.torch_threads():
+                    for _ in model.fit_epochs(stacks, y, patches):
+                        pass
+                seconds.append(time.perf_counter() - start)
+            row[f"{convolution}_ms_per_epoch"] = round(min(seconds) / epochs * 1000, 1)
+        row["speedup"] = round(row["dense_ms_per_epoch"] / row["sparse_ms_per_epoch"], 2)
+        rows.append(row)
+        print(row, flush=True)
+    return rows
 
 
 class GroupedFolds(nn.Module):
@@ -161,6 +151,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stacks", type=Path, default=Path("data/processed/stacks.npz"))
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--epochs", type=int, default=10, help="per fit in the sparse timings")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -169,7 +160,7 @@ def main() -> None:
     y = torch.as_tensor(stacks.y, dtype=torch.long)
     results = {
         "stacks": list(stacks.X.shape),
-        "sparse": sparse_first_layer(x[:BATCH], args.repeats),
+        "sparse": sparse_epochs(stacks.X[:53], stacks.y[:53], args.epochs, 3),
         "grouped": grouped_folds(x, y, args.repeats),
         "bf16": bf16_epochs(x[:53], y[:53], args.repeats),
     }

@@ -216,7 +216,7 @@ class CNNParams(_Section):
     device: Device = Field(description="auto: the GPU when torch sees one; cpu; cuda (an error without a GPU)")
     convolution: Convolution = Field(
         description="training's first-layer convolutions on the CPU: dense, sparse (non-zero cells only), "
-        "or auto (sparse when at most 1 cell in 10 is non-zero)"
+        "or auto (sparse when at most 4% of the convolution windows' cells are non-zero)"
     )
     n_permutations: int = Field(
         ge=0, description="label permutations for the fixed settings' balanced-scheme p-value (each a full CV)"

@@ -70,13 +70,35 @@ def transform_stacks(X: np.ndarray, kind: Transform) -> np.ndarray:
     return X / np.where(mean > 0, mean, 1.0)
 
 
-SPARSE_BELOW = 0.1
-"""``convolution: auto`` trains on sparse patches when at most this share of the training
-stacks' cells is non-zero (the demo's: 0.024; benchmarks/first_layer.py times both)."""
+SPARSE_BELOW = 0.04
+"""``convolution: auto`` trains on sparse patches when at most this share of the patches'
+cells is non-zero (:func:`patch_share`; the demo's is 1.6%). Measured on 53 demo-shaped
+stacks (benchmarks/first_layer.py): an epoch takes 0.5x the dense time at 1.6%, and the
+two break even near 9%; building the patches, once per fit (or per study when tuning),
+costs about as much as 3 epochs at 2% and 7 at 5%, so a 40-epoch fit breaks even near 5%."""
 
 RecordingPatches = dict[int, tuple[torch.Tensor, torch.Tensor]]
 """One recording's patches: per kernel size k, its im2col matrix (out², T k²) and that
 matrix's transpose (T k², out²), both sparse CSR, where out = N - k + 1."""
+
+
+def patch_share(inputs: torch.Tensor, kernel_sizes: Sequence[int], widths: Sequence[int]) -> float:
+    """Non-zero share of the im2col matrices of ``inputs`` (n, T, N, N), over the branches
+    weighted by their work: the sparse convolution's work relative to the dense one's.
+
+    A cell counts once per window that covers it, so cells on the border (where mice
+    stop most) count less than the stacks' own non-zero share would say.
+    """
+    n, T, N, _ = inputs.shape
+    occupied = (inputs != 0).sum(dim=(0, 1)).double()
+    index = torch.arange(N)
+    sparse = dense = 0.0
+    for k, width in zip(kernel_sizes, widths):
+        out = N - k + 1
+        cover = (index.clamp(max=out - 1) - (index - k + 1).clamp(min=0) + 1).double()
+        sparse += width * float(cover @ occupied @ cover)
+        dense += width * n * T * k * k * out * out
+    return sparse / dense
 
 
 def sparse_patches(inputs: torch.Tensor, kernel_sizes: Sequence[int]) -> list[RecordingPatches]:
@@ -292,10 +314,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def trains_sparse(self, inputs: torch.Tensor) -> bool:
         """Whether a fit on these (transformed) inputs convolves sparse patches: ``convolution``
-        sparse, or auto with at most :data:`SPARSE_BELOW` of the cells non-zero; on the CPU only."""
+        sparse, or auto with a :func:`patch_share` of at most :data:`SPARSE_BELOW`; on the CPU only."""
         if torch_device(self.device).type != "cpu" or self.convolution == "dense":
             return False
-        return self.convolution == "sparse" or torch.count_nonzero(inputs).item() <= SPARSE_BELOW * inputs.numel()
+        widths = branch_widths(self.channels, self.kernel_sizes)
+        return self.convolution == "sparse" or patch_share(inputs, self.kernel_sizes, widths) <= SPARSE_BELOW
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> CNNClassifier:
         with self.torch_threads():
