@@ -41,7 +41,9 @@ from lmt_stereotype.models import (
     class_weights,
     load_cnn,
     make_baseline,
+    patch_share,
     save_cnn,
+    sparse_patches,
     torch_device,
     transform_stacks,
 )
@@ -232,6 +234,85 @@ def test_a_cnn_trained_on_the_gpu_repeats_itself_exactly_and_agrees_with_the_cpu
     np.testing.assert_allclose(a.predict_proba(X), cpu.predict_proba(X), atol=1e-4)  # not bit-identical
     save_cnn(a, (4, 12), PAPER_CLASSES, tmp_path / "gpu.npz")  # saved from the GPU, loaded on the CPU
     np.testing.assert_allclose(load_cnn(tmp_path / "gpu.npz")[0].predict_proba(X), a.predict_proba(X), atol=1e-6)
+
+
+# --- the sparse first layer -----------------------------------------------------------
+
+
+def sparse_data(seed: int = 0, n: int = 16, share: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
+    """Stacks where few cells hold stops, as the demo's (2.4% of cells)."""
+    rng = np.random.default_rng(seed)
+    X = (rng.random((n, 4, 12, 12)) < share) * rng.poisson(2.0, size=(n, 4, 12, 12)).clip(1)
+    return X.astype(np.float32), np.arange(n) % len(PAPER_CLASSES)
+
+
+def test_sparse_patches_times_the_weights_is_the_convolution_and_give_its_weight_gradient():
+    X, _ = sparse_data()
+    x = torch.from_numpy(X)
+    model = StopCNN(4, 12, 4, channels=3, kernel_sizes=(3, 5))
+    patches = sparse_patches(x, (3, 5))
+    for branch, k in zip(model.branches, (3, 5)):
+        dense = branch(x)
+        dense.square().sum().backward()
+        grad, branch.conv.weight.grad, branch.conv.bias.grad = branch.conv.weight.grad, None, None
+        sparse = branch.forward_patches([p[k] for p in patches])
+        sparse.square().sum().backward()
+        torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(branch.conv.weight.grad, grad, rtol=1e-5, atol=1e-5)
+    assert model.forward_patches(patches).shape == (len(X), 4)
+
+
+def test_the_patch_share_counts_a_cell_once_per_window_covering_it():
+    corner = torch.zeros(1, 1, 12, 12)
+    corner[0, 0, 0, 0] = 1.0  # in one 5 x 5 window of 8 x 8
+    assert patch_share(corner, (5,), (1,)) == pytest.approx(1 / (25 * 64))
+    centre = torch.zeros(1, 1, 12, 12)
+    centre[0, 0, 6, 6] = 1.0  # in 25 of them
+    assert patch_share(centre, (5,), (1,)) == pytest.approx(25 / (25 * 64))
+    nnz = sum(p[5][0].values().numel() for p in sparse_patches(centre + corner, (5,)))
+    assert nnz == 26
+    X, _ = sparse_data(share=0.03)
+    assert 0.01 < patch_share(torch.from_numpy(X), (3, 5), (4, 4)) < 0.03  # border cells count less
+
+
+def test_sparse_training_equals_dense_training_within_float_rounding_and_repeats_itself_exactly():
+    """Summed in another order, not bit for bit: the tolerance is float32 rounding grown over 3 epochs."""
+    X, y = sparse_data()
+    dense = CNNClassifier(convolution="dense", **TINY).fit(X, y)
+    a, b = (CNNClassifier(convolution="sparse", **TINY).fit(X, y) for _ in range(2))
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert a.loss_curve_ == b.loss_curve_
+    np.testing.assert_allclose(a.predict_proba(X), dense.predict_proba(X), atol=1e-5)
+    np.testing.assert_allclose(a.loss_curve_, dense.loss_curve_, rtol=1e-5)
+    for p, q in zip(a.module_.parameters(), dense.module_.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+    patches = sparse_patches(a.to_tensor(X), TINY["kernel_sizes"])
+    np.testing.assert_allclose(a.predict_proba(X, patches), a.predict_proba(X), atol=1e-6)
+
+
+def test_auto_trains_sparse_stacks_sparse_and_dense_ones_dense_on_the_cpu():
+    sparse_X, _ = sparse_data()
+    dense_X, _ = tiny_data()
+    auto = CNNClassifier(**TINY)
+    assert auto.trains_sparse(auto.to_tensor(sparse_X))
+    assert not auto.trains_sparse(auto.to_tensor(dense_X))
+    assert CNNClassifier(convolution="sparse", **TINY).trains_sparse(auto.to_tensor(dense_X))
+    assert not CNNClassifier(convolution="dense", **TINY).trains_sparse(auto.to_tensor(sparse_X))
+
+
+def test_patches_built_once_for_many_recordings_serve_any_subset_of_them():
+    """As a tuning study builds them once and hands each inner fold its rows."""
+    X, y = sparse_data(n=24)
+    subset = np.arange(0, 24, 2)
+    patches = sparse_patches(CNNClassifier(**TINY).to_tensor(X), TINY["kernel_sizes"])
+    shared = CNNClassifier(convolution="sparse", **TINY)
+    with shared.torch_threads():
+        for _ in shared.fit_epochs(X[subset], y[subset], [patches[i] for i in subset]):
+            pass
+    alone = CNNClassifier(convolution="sparse", **TINY).fit(X[subset], y[subset])
+    np.testing.assert_array_equal(shared.predict_proba(X), alone.predict_proba(X))
+    with pytest.raises(ValueError, match="12 recordings' patches for 24 stacks"):
+        next(CNNClassifier(convolution="sparse", **TINY).fit_epochs(X, y, [patches[i] for i in subset]))
 
 
 # --- input transforms -----------------------------------------------------------------

@@ -125,14 +125,17 @@ def test_the_fixed_settings_are_the_first_trial(storage):
     assert len(study.trials) == 2 and study.trials[1].params != study.trials[0].params
 
 
-def test_a_trial_scores_its_inner_folds_as_cnns_trained_fold_by_fold_would(storage):
+@pytest.mark.parametrize("convolution", ["dense", "sparse"])
+def test_a_trial_scores_its_inner_folds_as_cnns_trained_fold_by_fold_would(storage, convolution):
+    """Sparse: the study's patches, built once and shared by its folds, train what each fold's own would."""
     X, y, cages = tiny_cohort()
+    cnn = CNN.model_copy(update={"convolution": convolution})
     tuning = varied(TUNING, n_trials=1, min_epochs=1)
-    objective = Objective(X, y, cages, PAPER, CNN, tuning)
-    study = tune(X, y, cages, PAPER, CNN, tuning, storage, "fold-by-fold", folds=objective.folds)
+    objective = Objective(X, y, cages, PAPER, cnn, tuning)
+    study = tune(X, y, cages, PAPER, cnn, tuning, storage, "fold-by-fold", folds=objective.folds)
     by_hand = []
     for fold in objective.folds:
-        model = CNNClassifier.from_params(CNN, 4).fit(X[fold.train], y[fold.train])
+        model = CNNClassifier.from_params(cnn, 4).fit(X[fold.train], y[fold.train])
         by_hand.append(np.mean(model.predict(X[fold.test]) == y[fold.test]))
     assert study.trials[0].value == float(np.mean(by_hand))
     assert study.trials[0].user_attrs["epochs_trained"] == CNN.epochs
@@ -200,6 +203,8 @@ def test_a_changed_cohort_or_search_space_gets_a_new_study_name():
     assert name == study_name("cnn", X, y, cages, CNN, TUNING.model_copy(update={"n_trials": 5}))  # extends it
     other_storage = TUNING.model_copy(update={"storage": "postgresql://elsewhere/db"})
     assert name == study_name("cnn", X, y, cages, CNN, other_storage)
+    dense = CNN.model_copy(update={"convolution": "dense", "threads": 2})  # how it computes, not what
+    assert name == study_name("cnn", X, y, cages, dense, TUNING)
 
 
 @pytest.mark.slow

@@ -56,7 +56,7 @@ warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range", 
 
 SEARCHED = ("lr", "momentum", "weight_decay", "epochs", "batch_size", "transform")
 # How a study runs, not what it searches: outside its fingerprint (raising n_trials extends a study)
-NOT_TUNING = {"cnn": {"threads", "device", "n_permutations"}, "tuning": {"storage", "n_trials", "study"}}
+NOT_TUNING = {"cnn": {"threads", "device", "convolution", "n_permutations"}, "tuning": {"storage", "n_trials", "study"}}
 
 
 def inner_folds(cages: np.ndarray, target: Target, y: np.ndarray, n_folds: int, seed: int = 0) -> list[Fold]:
