@@ -5,8 +5,10 @@ Not a test: it measures. Run on an idle machine, from the project root, after `m
     .venv/bin/python benchmarks/tuning.py --trials 4 20 --pruner none halving --json tuning.json
     PYTHONPATH=<old checkout>/src .venv/bin/python benchmarks/tuning.py --params <old checkout>/params.yaml \
         --trials 4 --label before
+    .venv/bin/python benchmarks/tuning.py --trials 20 --pruner halving --folds 12   # every outer fold's study
 
-Each run is one study as ``train`` runs it: the first outer fold of the balanced scheme
+Each run is one study as ``train`` runs it: the first outer fold of the balanced scheme (or
+each of the first ``--folds``)
 (its training cages, ``tuning.inner_folds`` inner folds), the ``tuning`` section's space
 and sampler, ``cnn.threads`` 1, a fresh SQLite storage, in one process whose one-off imports
 are done before the first timing (so the first study pays no more than the last). Printed per run:
@@ -32,8 +34,8 @@ from lmt_stereotype.histograms import Stacks
 from lmt_stereotype.tuning import tune
 
 
-def one_study(stacks: Stacks, params, n_trials: int, pruner: str | None, halving: dict) -> dict:
-    fold = make_folds("balanced", stacks.cage, params.evaluation, stacks.target, stacks.y)[0]
+def one_study(stacks: Stacks, params, n_trials: int, pruner: str | None, halving: dict, fold: int = 0) -> dict:
+    fold = make_folds("balanced", stacks.cage, params.evaluation, stacks.target, stacks.y)[fold]
     update = {"n_trials": n_trials} | ({"pruner": pruner, **halving} if pruner else {})
     tuning = params.tuning.model_copy(update=update)
     cnn = params.cnn.model_copy(update={"threads": 1})
@@ -48,6 +50,7 @@ def one_study(stacks: Stacks, params, n_trials: int, pruner: str | None, halving
     planned = [t.params["epochs"] for t in trials]
     trained = [t.user_attrs.get("epochs_trained", t.params["epochs"]) for t in trials]
     return {
+        "fold": fold.name,
         "trials": len(trials),
         "pruner": pruner or "before (median, per fold)",
         "halving": halving if pruner == "halving" else None,
@@ -70,6 +73,7 @@ def main() -> None:
     parser.add_argument("--pruner", nargs="+", default=[None], help="none | halving (omit with older code)")
     parser.add_argument("--min-epochs", type=int, help="halving's first rung [default: tuning.min_epochs]")
     parser.add_argument("--reduction-factor", type=int, help="[default: tuning.reduction_factor]")
+    parser.add_argument("--folds", type=int, default=1, help="one study per balanced outer fold, the first N")
     parser.add_argument("--label", default="after")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -80,17 +84,27 @@ def main() -> None:
     results = []
     for pruner in args.pruner:
         for n in args.trials:
-            result = {"label": args.label, **one_study(stacks, params, n, pruner, halving)}
-            results.append(result)
-            print(
-                f"{args.label} {result['pruner']:>26} {halving or ''} {n:3d} trials: {result['seconds']:7.1f} s, "
-                f"{result['trials_per_minute']:5.2f} trials/min, {result['epochs_trained']} of "
-                f"{result['epochs_planned']} epochs, {result['pruned']} pruned, "
-                f"best inner {result['best_inner_accuracy']:.3f}",
-                flush=True,
-            )
+            for fold in range(args.folds):
+                result = {"label": args.label, **one_study(stacks, params, n, pruner, halving, fold)}
+                results.append(result)
+                _show(args.label, result, halving, n)
+    if args.folds > 1:
+        seconds, trials = sum(r["seconds"] for r in results), sum(r["trials"] for r in results)
+        print(
+            f"{args.label}: {trials} trials in {seconds:.1f} s, {60 * trials / seconds:.2f} trials/min over all folds"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+
+
+def _show(label: str, result: dict, halving: dict, n: int) -> None:
+    print(
+        f"{label} {result['fold']} {result['pruner']:>26} {halving or ''} {n:3d} trials: {result['seconds']:7.1f} s, "
+        f"{result['trials_per_minute']:5.2f} trials/min, {result['epochs_trained']} of "
+        f"{result['epochs_planned']} epochs, {result['pruned']} pruned, "
+        f"best inner {result['best_inner_accuracy']:.3f}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
