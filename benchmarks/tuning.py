@@ -7,13 +7,12 @@ Not a test: it measures. Run on an idle machine, from the project root, after `m
         --trials 4 --label before
     .venv/bin/python benchmarks/tuning.py --trials 20 --pruner halving --folds 12   # every outer fold's study
 
-Each run is one study as ``train`` runs it: the first outer fold of the balanced scheme (or
-each of the first ``--folds``)
-(its training cages, ``tuning.inner_folds`` inner folds), the ``tuning`` section's space
-and sampler, ``cnn.threads`` 1, a fresh SQLite storage, in one process whose one-off imports
-are done before the first timing (so the first study pays no more than the last). Printed per run:
-the wall time, trials per minute, the epochs the trials trained (all of them, and per
-trial), the pruned trials and the best inner accuracy. ``--pruner`` (and ``--min-epochs``,
+Each run is one study as ``train`` runs it: the first outer fold of the balanced scheme, or
+each of the first ``--folds`` (its training cages, ``tuning.inner_folds`` inner folds), the
+``tuning`` section's space and sampler, ``cnn.threads`` 1, a fresh SQLite storage, in one
+process whose one-off imports are done before the first timing (so the first study pays
+no more than the last). Printed per run: the wall time, trials per minute, the epochs the
+trials trained (all of them, and per trial), the pruned trials and the best inner accuracy. ``--pruner`` (and ``--min-epochs``,
 ``--reduction-factor``) is left out with code that predates it (the "before" run, whose
 pruner was a median rule applied fold by fold).
 """
