@@ -6,15 +6,16 @@ Not a test: it measures. Run on an idle machine, from the project root, after `m
     PYTHONPATH=<old checkout>/src .venv/bin/python benchmarks/tuning.py --params <old checkout>/params.yaml \
         --trials 4 --label before
     .venv/bin/python benchmarks/tuning.py --trials 20 --pruner halving --folds 12   # every outer fold's study
+    .venv/bin/python benchmarks/tuning.py --trials 20 --pruner halving --start 3     # the fourth fold's alone
 
 Each run is one study as ``train`` runs it: the first outer fold of the balanced scheme, or
 each of the first ``--folds`` (its training cages, ``tuning.inner_folds`` inner folds), the
 ``tuning`` section's space and sampler, ``cnn.threads`` 1, a fresh SQLite storage, in one
 process whose one-off imports are done before the first timing (so the first study pays
 no more than the last). Printed per run: the wall time, trials per minute, the epochs the
-trials trained (all of them, and per trial), the pruned trials and the best inner accuracy. ``--pruner`` (and ``--min-epochs``,
-``--reduction-factor``) is left out with code that predates it (the "before" run, whose
-pruner was a median rule applied fold by fold).
+trials trained (all of them, and per trial), the pruned trials and the best inner accuracy.
+``--pruner`` (and ``--min-epochs``, ``--reduction-factor``) is left out with code that
+predates it (the "before" run, whose pruner was a median rule applied fold by fold).
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def main() -> None:
     parser.add_argument("--pruner", nargs="+", default=[None], help="none | halving (omit with older code)")
     parser.add_argument("--min-epochs", type=int, help="halving's first rung [default: tuning.min_epochs]")
     parser.add_argument("--reduction-factor", type=int, help="[default: tuning.reduction_factor]")
-    parser.add_argument("--folds", type=int, default=1, help="one study per balanced outer fold, the first N")
+    parser.add_argument("--folds", type=int, default=1, help="one study per balanced outer fold, N of them")
+    parser.add_argument("--start", type=int, default=0, help="the first of those folds (0: the first)")
     parser.add_argument("--label", default="after")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -83,7 +85,7 @@ def main() -> None:
     results = []
     for pruner in args.pruner:
         for n in args.trials:
-            for fold in range(args.folds):
+            for fold in range(args.start, args.start + args.folds):
                 result = {"label": args.label, **one_study(stacks, params, n, pruner, halving, fold)}
                 results.append(result)
                 _show(args.label, result, halving, n)
