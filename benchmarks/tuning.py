@@ -34,8 +34,8 @@ from lmt_stereotype.histograms import Stacks
 from lmt_stereotype.tuning import tune
 
 
-def one_study(stacks: Stacks, params, n_trials: int, pruner: str | None, halving: dict, fold: int = 0) -> dict:
-    fold = make_folds("balanced", stacks.cage, params.evaluation, stacks.target, stacks.y)[fold]
+def one_study(stacks: Stacks, params, n_trials: int, pruner: str | None, halving: dict, index: int = 0) -> dict:
+    fold = make_folds("balanced", stacks.cage, params.evaluation, stacks.target, stacks.y)[index]
     update = {"n_trials": n_trials} | ({"pruner": pruner, **halving} if pruner else {})
     tuning = params.tuning.model_copy(update=update)
     cnn = params.cnn.model_copy(update={"threads": 1})

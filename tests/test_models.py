@@ -313,6 +313,8 @@ def test_patches_built_once_for_many_recordings_serve_any_subset_of_them():
     np.testing.assert_array_equal(shared.predict_proba(X), alone.predict_proba(X))
     with pytest.raises(ValueError, match="12 recordings' patches for 24 stacks"):
         next(CNNClassifier(convolution="sparse", **TINY).fit_epochs(X, y, [patches[i] for i in subset]))
+    with pytest.raises(ValueError, match="12 recordings' patches for 24 stacks"):
+        shared.predict_proba(X, [patches[i] for i in subset])
 
 
 # --- input transforms -----------------------------------------------------------------

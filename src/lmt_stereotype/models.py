@@ -155,6 +155,12 @@ def _csr_blocks(
         ]
 
 
+def _check_patches(patches: Sequence[RecordingPatches], X: np.ndarray) -> None:
+    """Patches handed in beside stacks must be theirs, one per recording."""
+    if len(patches) != len(X):
+        raise ValueError(f"{len(patches)} recordings' patches for {len(X)} stacks")
+
+
 class PatchConvolution(torch.autograd.Function):
     """A valid convolution (no bias) over a batch's sparse patches, returning (B, out², C).
 
@@ -357,8 +363,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             patches = None
         elif patches is None:
             patches = sparse_patches(inputs, self.kernel_sizes)
-        elif len(patches) != len(X):
-            raise ValueError(f"{len(patches)} recordings' patches for {len(X)} stacks")
+        else:
+            _check_patches(patches, X)
         targets = torch.as_tensor(np.asarray(y), dtype=torch.long, device=device)
         weights = torch.as_tensor(class_weights(y, self.class_weight, n_classes), dtype=torch.float32, device=device)
         loss_fn = nn.CrossEntropyLoss(weight=weights, reduction="sum")
@@ -388,6 +394,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         device = next(self.module_.parameters()).device
         with self.torch_threads(), torch.inference_mode():
             if patches is not None and device.type == "cpu":
+                _check_patches(patches, X)
                 logits = self.module_.forward_patches(patches)
             else:
                 logits = self.module_(self.to_tensor(X).to(device))
